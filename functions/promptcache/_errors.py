@@ -1,0 +1,132 @@
+"""The exception tree of promptcache.
+
+    PromptCacheError                       base of everything raised on purpose
+    +-- ConfigError                        a setting is missing or invalid (cold start)
+    +-- RequestError (4xx)                 the client's request is wrong
+    |   +-- BadRequest            400
+    |   +-- Unauthorized          401
+    |   +-- Forbidden             403
+    |   +-- NotFound              404
+    |   +-- MethodNotAllowed      405
+    |   +-- PayloadTooLarge       413
+    |   +-- UnsupportedMediaType  415
+    |   +-- Unprocessable         422
+    |   +-- RateLimited           429
+    +-- BackendError                       a dependency failed
+        +-- StoreError                     store unreachable / bad answer (cache bypassed)
+        +-- EmbedderError                  embedder failed (cache bypassed)
+        +-- StatsError                     stats backend failed (logged, never surfaced)
+        +-- UpstreamError         502      the LLM failed; nothing is stored
+            +-- UpstreamTimeout   504
+            +-- UpstreamRateLimited 429
+            +-- UpstreamNotConfigured 503  no LLM configured: misses cannot be answered
+
+Adapters wrap transport errors with ``raise ... from exc``; the HTTP layer maps this tree to
+status codes in one place (``promptcache.api``).
+"""
+
+from __future__ import annotations
+
+
+class PromptCacheError(Exception):
+    """Base class of every error promptcache raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(PromptCacheError):
+    code = "config_error"
+
+
+class RequestError(PromptCacheError):
+    status = 400
+    code = "bad_request"
+
+
+class BadRequest(RequestError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unprocessable(RequestError):
+    status = 422
+    code = "unprocessable"
+
+
+class RateLimited(RequestError):
+    status = 429
+    code = "rate_limited"
+
+
+class BackendError(PromptCacheError):
+    status = 503
+    code = "backend_error"
+
+
+class StoreError(BackendError):
+    code = "store_error"
+
+
+class EmbedderError(BackendError):
+    code = "embedder_error"
+
+
+class StatsError(BackendError):
+    code = "stats_error"
+
+
+class UpstreamError(BackendError):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    code = "upstream_rate_limited"
+
+
+class UpstreamNotConfigured(UpstreamError):
+    status = 503
+    code = "upstream_not_configured"

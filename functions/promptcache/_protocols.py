@@ -1,0 +1,72 @@
+"""The small protocols the core depends on. Backends implement them; the core never names one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors (n x dim)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def default_threshold(self) -> float: ...
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Entries, exact keys and the per-namespace append-only vector log.
+
+    ``sync`` is one round trip: the exact-key lookup pipelined with the log records appended since
+    ``cursor`` (all records when ``cursor`` is None or of an older generation). ``put`` writes the
+    entry, its exact key, its vector and its TTL together (atomically where the backend can).
+    """
+
+    def sync(self, namespace: str, exact_key: str | None, cursor: Cursor | None) -> SyncResult: ...
+
+    def get(self, entry_id: str) -> Entry | None: ...
+
+    def put(self, entry: Entry, vector: npt.NDArray[np.float32] | None) -> None: ...
+
+    def delete(self, entry_id: str) -> bool: ...
+
+    def count(self) -> int: ...
+
+    def clear(self) -> int: ...
+
+    def ping(self) -> None: ...
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """Generates an answer. Raises UpstreamError (or a subclass) on failure."""
+
+    @property
+    def name(self) -> str: ...
+
+    def generate(self, request: ChatRequest) -> Completion: ...
+
+
+@runtime_checkable
+class Stats(Protocol):
+    """Counters that lose no update under concurrency."""
+
+    def add(self, counters: Mapping[str, float]) -> None: ...
+
+    def read(self) -> dict[str, float]: ...
+
+    def reset(self) -> None: ...

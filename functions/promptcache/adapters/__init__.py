@@ -1,0 +1,1 @@
+"""One module per backend. Each takes its client or connection from the caller."""

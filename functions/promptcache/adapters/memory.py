@@ -1,0 +1,99 @@
+"""In-memory store and stats: for tests and throwaway runs. Thread-safe, not persistent."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from .._types import Cursor, Entry, LogRecord, SyncResult
+
+
+class MemoryStore:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}
+        self._exact: dict[tuple[str, str], str] = {}
+        self._logs: dict[str, list[LogRecord]] = defaultdict(list)
+        self._generation = uuid.uuid4().hex
+
+    def sync(self, namespace: str, exact_key: str | None, cursor: Cursor | None) -> SyncResult:
+        with self._lock:
+            exact = None
+            if exact_key is not None:
+                entry_id = self._exact.get((namespace, exact_key))
+                entry = self._entries.get(entry_id) if entry_id else None
+                if entry is not None and not entry.expired(self._clock()):
+                    exact = entry
+            log = self._logs[namespace]
+            reset = cursor is None or cursor.generation != self._generation
+            start = 0 if reset or cursor is None else cursor.offset
+            records = tuple(log[start:])
+            return SyncResult(exact, records, Cursor(self._generation, len(log)), reset)
+
+    def get(self, entry_id: str) -> Entry | None:
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            if entry is None or entry.expired(self._clock()):
+                return None
+            return entry
+
+    def put(self, entry: Entry, vector: npt.NDArray[np.float32] | None) -> None:
+        with self._lock:
+            self._entries[entry.id] = entry
+            self._exact[(entry.namespace, entry.exact_key)] = entry.id
+            if vector is not None:
+                vec = np.asarray(vector, dtype=np.float32).copy()
+                self._logs[entry.namespace].append(LogRecord(entry.id, vec, entry.expires_at))
+
+    def delete(self, entry_id: str) -> bool:
+        with self._lock:
+            entry = self._entries.pop(entry_id, None)
+            if entry is None:
+                return False
+            if self._exact.get((entry.namespace, entry.exact_key)) == entry_id:
+                del self._exact[(entry.namespace, entry.exact_key)]
+            self._logs[entry.namespace].append(LogRecord(entry_id, None))
+            return True
+
+    def count(self) -> int:
+        now = self._clock()
+        with self._lock:
+            return sum(1 for e in self._entries.values() if not e.expired(now))
+
+    def clear(self) -> int:
+        with self._lock:
+            n = len(self._entries)
+            self._entries.clear()
+            self._exact.clear()
+            self._logs.clear()
+            self._generation = uuid.uuid4().hex
+            return n
+
+    def ping(self) -> None:
+        return None
+
+
+class MemoryStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, float] = defaultdict(float)
+
+    def add(self, counters: Mapping[str, float]) -> None:
+        with self._lock:
+            for name, value in counters.items():
+                self._counters[name] += value
+
+    def read(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._counters)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counters.clear()

@@ -1,0 +1,283 @@
+"""The HTTP face of the core, shared by every handler: request parsing, auth, limits, and the one
+error-to-HTTP map. Handlers only register routes and call ``app.resolve``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from ._errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PromptCacheError,
+    RateLimited,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from ._types import CacheMode, ChatRequest, Message
+from .core import PromptCache
+from .settings import Settings
+
+log = logging.getLogger("promptcache")
+
+#: Every route of the product: (method, path) -> the handler module serving it. The local server
+#: and the infrastructure both read this table.
+ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/chat"): "chat",
+    ("GET", "/stats"): "stats",
+    ("GET", "/health"): "health",
+}
+
+_ROLES = ("system", "user", "assistant")
+_CHAT_FIELDS = {"prompt", "messages", "model", "threshold", "ttl", "max_tokens", "temperature", "cache"}
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps(body, ensure_ascii=False, allow_nan=False),
+        headers=headers,
+    )
+
+
+def error_response(exc: PromptCacheError) -> Response:
+    return json_response(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+
+
+def make_app(settings: Settings) -> APIGatewayHttpResolver:
+    """A resolver with CORS and the error map; routes are added by the handler modules."""
+    app = APIGatewayHttpResolver(
+        cors=CORSConfig(
+            allow_origin=settings.cors_origins,
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-Promptcache-Tier", "X-Promptcache-Similarity", "X-Promptcache-Entry"],
+            max_age=600,
+        )
+    )
+
+    @app.exception_handler(PromptCacheError)
+    def _known(exc: PromptCacheError) -> Response:
+        if exc.status >= 500:
+            log.warning("request failed: %s: %s", exc.code, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(NotFoundError)
+    def _unknown_route(exc: NotFoundError) -> Response:
+        return _no_route(app.current_event)
+
+    @app.not_found
+    def _not_found(exc: Exception) -> Response:
+        return _no_route(app.current_event)
+
+    return app
+
+
+def _no_route(event: APIGatewayProxyEventV2) -> Response:
+    path = event.raw_path
+    methods = sorted(m for (m, p) in ROUTES if p == path)
+    if methods:
+        err: PromptCacheError = MethodNotAllowed(
+            f"{event.request_context.http.method} is not allowed on {path}; use {', '.join(methods)}"
+        )
+        resp = error_response(err)
+        resp.headers["Allow"] = ", ".join(methods)
+        return resp
+    known = ", ".join(f"{m} {p}" for (m, p) in ROUTES)
+    return error_response(NotFound(f"no route {path}; routes are: {known}"))
+
+
+# ---------------------------------------------------------------- auth and limits
+class RateLimiter:
+    """Sliding one-minute window per tenant, per process (the deployed stage also throttles)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._hits: dict[str, deque[float]] = {}
+
+    def check(self, tenant: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            window = self._hits.setdefault(tenant, deque())
+            while window and window[0] <= now - 60:
+                window.popleft()
+            if len(window) >= self.per_minute:
+                raise RateLimited(f"more than {self.per_minute} requests per minute; slow down")
+            window.append(now)
+
+
+def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
+    """The tenant of the request's API key (``default`` when no keys are configured)."""
+    if not settings.api_keys:
+        return "default"
+    header = event.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    tenant = settings.api_keys.get(token.strip())
+    if tenant is None:
+        raise Forbidden("unknown API key")
+    return tenant
+
+
+# ---------------------------------------------------------------- body parsing
+def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, Any]:
+    """The request's JSON object, after content-type and size checks."""
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {content_type or 'nothing'!r}"
+        )
+    raw = event.body or ""
+    data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
+    if len(data) > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"body is {len(data)} bytes; the limit is {settings.max_body_bytes} "
+            "(PROMPTCACHE_MAX_BODY_BYTES)"
+        )
+    if not data.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Unprocessable("the body must be a JSON object")
+    return body
+
+
+def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Unprocessable(f"'{name}' must be a number")
+    if not lo <= value <= hi:
+        raise Unprocessable(f"'{name}' must be between {lo} and {hi}, got {value}")
+    return float(value)
+
+
+def _content(value: Any, where: str, settings: Settings) -> str:
+    if not isinstance(value, str):
+        raise Unprocessable(f"{where} must be a string")
+    if not value.strip():
+        raise Unprocessable(f"{where} must not be empty")
+    if len(value) > settings.max_prompt_chars:
+        raise PayloadTooLarge(
+            f"{where} has {len(value)} characters; the limit is {settings.max_prompt_chars} "
+            "(PROMPTCACHE_MAX_PROMPT_CHARS)"
+        )
+    return value
+
+
+def parse_messages(value: Any, settings: Settings) -> tuple[Message, ...]:
+    if not isinstance(value, list) or not value:
+        raise Unprocessable("'messages' must be a non-empty list of {role, content} objects")
+    if len(value) > settings.max_messages:
+        raise PayloadTooLarge(
+            f"{len(value)} messages; the limit is {settings.max_messages} (PROMPTCACHE_MAX_MESSAGES)"
+        )
+    messages = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise Unprocessable(f"messages[{i}] must be an object with 'role' and 'content'")
+        role = item.get("role")
+        if role not in _ROLES:
+            raise Unprocessable(f"messages[{i}].role must be one of {', '.join(_ROLES)}")
+        messages.append(Message(role, _content(item.get("content"), f"messages[{i}].content", settings)))
+    if messages[-1].role != "user":
+        raise Unprocessable("the last message must have role 'user'")
+    return tuple(messages)
+
+
+def parse_chat(body: dict[str, Any], settings: Settings, tenant: str) -> ChatRequest:
+    unknown = sorted(set(body) - _CHAT_FIELDS)
+    if unknown:
+        raise Unprocessable(f"unknown field(s): {', '.join(unknown)}")
+    has_prompt, has_messages = "prompt" in body, "messages" in body
+    if has_prompt == has_messages:
+        raise Unprocessable("send exactly one of 'prompt' (a string) or 'messages' (a list)")
+    if has_prompt:
+        messages: tuple[Message, ...] = (Message("user", _content(body["prompt"], "'prompt'", settings)),)
+    else:
+        messages = parse_messages(body["messages"], settings)
+    model = body.get("model", settings.model)
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise Unprocessable("'model' must be a non-empty string of at most 200 characters")
+    cache = body.get("cache", "use")
+    try:
+        mode = CacheMode(cache)
+    except ValueError:
+        raise Unprocessable("'cache' must be one of use, skip, refresh") from None
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 1_000_000
+    ):
+        raise Unprocessable("'max_tokens' must be an integer between 1 and 1000000")
+    ttl = _number(body, "ttl", 0, 10 * 365 * 86400)
+    return ChatRequest(
+        messages=messages,
+        model=model.strip(),
+        tenant=tenant,
+        threshold=_number(body, "threshold", 0.0, 1.0),
+        ttl=None if ttl is None else ttl,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 0.0, 2.0),
+        cache=mode,
+    )
+
+
+# ---------------------------------------------------------------- the three endpoints
+def chat(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter) -> Response:
+    tenant = authenticate(event, settings)
+    limiter.check(tenant)
+    request = parse_chat(json_body(event, settings), settings, tenant)
+    result = cache.chat(request)
+    headers = {"X-Promptcache-Tier": result.tier.value}
+    if result.similarity is not None:
+        headers["X-Promptcache-Similarity"] = f"{result.similarity:.6f}"
+    if result.entry_id:
+        headers["X-Promptcache-Entry"] = result.entry_id
+    return json_response(200, result.as_dict(), headers)
+
+
+def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response:
+    authenticate(event, settings)
+    return json_response(200, cache.report())
+
+
+def health(cache: PromptCache) -> Response:
+    ok, checks = cache.health()
+    body = {
+        "status": "ok" if ok and all(c.ok for c in checks) else ("degraded" if ok else "down"),
+        "dependencies": {
+            c.name: {
+                "ok": c.ok,
+                "latency_ms": round(c.latency_ms, 3),
+                "detail": c.detail,
+                "required": c.required,
+            }
+            for c in checks
+        },
+    }
+    return json_response(200 if ok else 503, body)

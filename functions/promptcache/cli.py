@@ -1,0 +1,123 @@
+"""``promptcache``: serve, warm, stats, clear, settings. Same settings and data location as the
+server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._errors import PromptCacheError
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def _read_warm_file(path: Path, default_model: str) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise PromptCacheError(f"{path}:{lineno}: not valid JSON: {exc}") from None
+            if not isinstance(obj, dict):
+                raise PromptCacheError(f"{path}:{lineno}: each line must be a JSON object")
+            prompt, response = obj.get("prompt"), obj.get("response")
+            model = obj.get("model", default_model)
+            for name, value in (("prompt", prompt), ("response", response), ("model", model)):
+                if not isinstance(value, str) or not value.strip():
+                    raise PromptCacheError(f"{path}:{lineno}: '{name}' must be a non-empty string")
+            rows.append((prompt, response, model))
+    return rows
+
+
+def _cmd_warm(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import runtime
+    from ._types import ChatRequest, Completion, Message, Usage
+
+    settings = runtime.settings()
+    rows = _read_warm_file(Path(args.file), settings.model)  # all validated before any write
+    cache = runtime.service()
+    batch = 64
+    with tqdm(total=len(rows), unit="entry", desc="warming", disable=args.quiet) as bar:
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            vectors = cache.embed_many([p for p, _, _ in chunk])
+            for (prompt, response, model), vector in zip(chunk, vectors):
+                request = ChatRequest(messages=(Message("user", prompt),), model=model)
+                cache.store_answer(request, Completion(response, model, Usage()), vector=vector)
+            bar.update(len(chunk))
+    print(f"stored {len(rows)} entries", file=sys.stderr)
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    print(json.dumps(runtime.service().report(), indent=2))
+    return 0
+
+
+def _cmd_clear(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    removed = runtime.service().clear()
+    print(f"removed {removed} entries and reset the stats", file=sys.stderr)
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    from .settings import SETTINGS
+
+    print("| setting | default | meaning |\n|---|---|---|")
+    for name, (default, meaning) in SETTINGS.items():
+        print(f"| `{name}` | {f'`{default}`' if default else ''} | {meaning} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptcache", description="A semantic cache for LLM APIs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the HTTP API locally (the Lambda handlers behind a local server)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("warm", help="store prompt/response pairs from a JSONL file")
+    p.add_argument("file", help='one {"prompt", "response", "model"?} object a line')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_warm)
+    p = sub.add_parser("stats", help="print the cache's statistics as JSON")
+    p.set_defaults(func=_cmd_stats)
+    p = sub.add_parser("clear", help="delete every entry and reset the statistics")
+    p.set_defaults(func=_cmd_clear)
+    p = sub.add_parser("settings", help="print every setting as a Markdown table")
+    p.set_defaults(func=_cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PromptCacheError as exc:
+        print(f"promptcache: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"promptcache: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

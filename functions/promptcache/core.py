@@ -1,0 +1,416 @@
+"""The caching policy: tiers, thresholds, guards, TTL, single-flight, fail-open and stats.
+
+Depends only on the protocols in ``_protocols``; never on a concrete backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._errors import BackendError, EmbedderError, StatsError, StoreError, UpstreamNotConfigured
+from ._keys import exact_key, namespace, normalize
+from ._protocols import LLM, Embedder, Stats, Store
+from ._singleflight import SingleFlight
+from ._types import (
+    CacheHit,
+    CacheMode,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    Cursor,
+    DependencyStatus,
+    Entry,
+    SyncResult,
+    Tier,
+    Usage,
+    Vector,
+)
+from .index import VectorIndex
+
+log = logging.getLogger("promptcache")
+
+#: A guard looks at the query and a candidate's prompt (both normalized) and returns a reason to
+#: reject the candidate, or None to accept it.
+Guard = Callable[[str, str], "str | None"]
+
+
+@dataclass
+class _Namespace:
+    index: VectorIndex
+    cursor: Cursor | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class PromptCache:
+    """The semantic cache. Public methods own policy; backends do raw I/O only."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        embedder: Embedder,
+        stats: Stats,
+        llm: LLM | None = None,
+        threshold: float | None = None,
+        ttl_seconds: float = 7 * 86400,
+        guards: Sequence[Guard] = (),
+        price_per_1k_tokens: float = 0.002,
+        candidates: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.stats = stats
+        self.llm = llm
+        self.threshold = embedder.default_threshold if threshold is None else threshold
+        self.ttl_seconds = ttl_seconds
+        self.guards = tuple(guards)
+        self.price_per_1k_tokens = price_per_1k_tokens
+        self.candidates = candidates
+        self.clock = clock
+        self._namespaces: dict[str, _Namespace] = {}
+        self._ns_lock = threading.Lock()
+        self._flight: SingleFlight[tuple[Completion, Entry | None, str | None]] = SingleFlight()
+
+    # ------------------------------------------------------------------ public API
+    def chat(self, request: ChatRequest) -> ChatResult:
+        """Answer a request from the cache or the LLM. Raises UpstreamError on an LLM failure."""
+        started = time.perf_counter()
+        ns = namespace(request, self.embedder.id, self.embedder.dim)
+        key = exact_key(ns, request.prompt)
+
+        if request.cache is CacheMode.SKIP:
+            completion = self._generate(request)
+            return self._finish(request, started, completion, Tier.BYPASS, reason="cache=skip")
+
+        vector: Vector | None = None
+        old: Entry | None = None
+        if request.cache is CacheMode.USE:
+            try:
+                hit, vector = self.lookup(request, ns=ns, key=key)
+            except BackendError as exc:
+                log.warning("cache lookup failed, bypassing: %s", exc)
+                completion = self._generate(request)
+                return self._finish(
+                    request, started, completion, Tier.BYPASS, reason=f"{exc.code}: {exc.message}"
+                )
+            if hit is not None:
+                return self._hit(request, started, hit)
+        else:  # REFRESH: find what the exact key answers now, to replace it
+            try:
+                old = self._sync(ns, key).exact
+            except BackendError as exc:
+                log.warning("refresh lookup failed: %s", exc)
+
+        def fill() -> tuple[Completion, Entry | None, str | None]:
+            return self._fill(request, ns, key, vector, old)
+
+        (completion, entry, reason), shared = self._flight.do(key, fill)
+        if shared and entry is not None:
+            # Waited on an identical in-flight request: its answer is now the stored entry.
+            hit = CacheHit(entry=entry, tier=Tier.EXACT, similarity=1.0)
+            return self._hit(request, started, hit)
+        tier = Tier.MISS if entry is not None else Tier.BYPASS
+        return self._finish(request, started, completion, tier, entry=entry, reason=reason)
+
+    def lookup(
+        self, request: ChatRequest, *, ns: str | None = None, key: str | None = None
+    ) -> tuple[CacheHit | None, Vector | None]:
+        """Exact tier, then semantic tier. Returns the hit (or None) and the query vector if one
+        was computed (so a miss can store it without embedding twice). Raises BackendError."""
+        ns = ns or namespace(request, self.embedder.id, self.embedder.dim)
+        key = key or exact_key(ns, request.prompt)
+        now = self.clock()
+        sync = self._sync(ns, key)
+        if sync.exact is not None and not sync.exact.expired(now):
+            return CacheHit(entry=sync.exact, tier=Tier.EXACT, similarity=1.0), None
+
+        query = normalize(request.prompt)
+        vector = self._embed(query)
+        threshold = self.threshold if request.threshold is None else request.threshold
+        state = self._namespace(ns)
+        for entry_id, similarity in state.index.search(
+            vector, k=self.candidates, min_score=threshold, now=now
+        ):
+            entry = self.store.get(entry_id)
+            if entry is None or entry.expired(now):
+                state.index.remove(entry_id)
+                continue
+            reason = self._guard(query, entry.prompt)
+            if reason is not None:
+                log.info("candidate %s rejected by guard: %s", entry_id, reason)
+                continue
+            return CacheHit(entry=entry, tier=Tier.SEMANTIC, similarity=similarity), vector
+        return None, vector
+
+    def store_answer(
+        self,
+        request: ChatRequest,
+        completion: Completion,
+        *,
+        vector: Vector | None = None,
+    ) -> Entry:
+        """Store an answer as the server would (used by ``promptcache warm``)."""
+        ns = namespace(request, self.embedder.id, self.embedder.dim)
+        key = exact_key(ns, request.prompt)
+        if vector is None:
+            vector = self._embed(normalize(request.prompt))
+        entry = self._entry(request, ns, key, completion)
+        self.store.put(entry, vector)
+        return entry
+
+    def embed_many(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            return self.embedder.embed([normalize(t) for t in texts])
+        except EmbedderError:
+            raise
+        except Exception as exc:  # a backend bug must not escape as anything else
+            raise EmbedderError(f"embedder failed: {exc}") from exc
+
+    def entry_namespace(self, request: ChatRequest) -> str:
+        return namespace(request, self.embedder.id, self.embedder.dim)
+
+    def report(self) -> dict[str, Any]:
+        """Hits by tier, misses, bypasses, hit rate, entries, latencies, savings; per model."""
+        counters = self.stats.read()
+        try:
+            entries: int | None = self.store.count()
+        except BackendError:
+            entries = None
+        models = sorted({k[2:].rsplit("|", 1)[0] for k in counters if k.startswith("m|")})
+        body = _summarize(counters, "")
+        body["entries"] = entries
+        body["threshold"] = self.threshold
+        body["embedder"] = {"id": self.embedder.id, "dim": self.embedder.dim}
+        body["models"] = {m: _summarize(counters, f"m|{m}|") for m in models}
+        return body
+
+    def health(self) -> tuple[bool, list[DependencyStatus]]:
+        """Each dependency's status; ok when the cache can answer (the store is reachable)."""
+        checks: list[DependencyStatus] = []
+        checks.append(_probe("store", self.store.ping))
+        checks.append(_probe("embedder", lambda: self._embed("health check"), required=False))
+        checks.append(_probe("stats", self.stats.read, required=False))
+        if self.llm is None:
+            checks.append(
+                DependencyStatus(
+                    "llm", False, 0.0, "not configured: set OPENAI_BASE_URL", required=False
+                )
+            )
+        else:
+            checks.append(DependencyStatus("llm", True, 0.0, f"configured: {self.llm.name}", False))
+        ok = all(c.ok for c in checks if c.required)
+        return ok, checks
+
+    def clear(self) -> int:
+        removed = self.store.clear()
+        with self._ns_lock:
+            self._namespaces.clear()
+        self.stats.reset()
+        return removed
+
+    # ------------------------------------------------------------------ internals
+    def _namespace(self, ns: str) -> _Namespace:
+        with self._ns_lock:
+            state = self._namespaces.get(ns)
+            if state is None:
+                state = self._namespaces[ns] = _Namespace(VectorIndex(self.embedder.dim))
+            return state
+
+    def _sync(self, ns: str, key: str | None) -> SyncResult:
+        """One store round trip: exact lookup + incremental index sync."""
+        state = self._namespace(ns)
+        with state.lock:
+            try:
+                result = self.store.sync(ns, key, state.cursor)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"store failed: {exc}") from exc
+            if result.reset:
+                state.index = VectorIndex(self.embedder.dim, capacity=max(1024, len(result.records)))
+            live = [r for r in result.records if r.vector is not None]
+            for record in result.records:
+                if record.vector is None:
+                    state.index.remove(record.entry_id)
+            if live:
+                state.index.add(
+                    [r.entry_id for r in live],
+                    np.stack([r.vector for r in live]),  # type: ignore[misc]
+                    [r.expires_at for r in live],
+                )
+                # a tombstone after an add of the same id within one batch wins
+                dead = {r.entry_id for r in result.records if r.vector is None}
+                last = {r.entry_id: i for i, r in enumerate(result.records)}
+                for entry_id in dead:
+                    if result.records[last[entry_id]].vector is None:
+                        state.index.remove(entry_id)
+            state.cursor = result.cursor
+            return result
+
+    def _embed(self, text: str) -> Vector:
+        try:
+            vectors = self.embedder.embed([text])
+        except EmbedderError:
+            raise
+        except Exception as exc:
+            raise EmbedderError(f"embedder failed: {exc}") from exc
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    def _guard(self, query: str, candidate: str) -> str | None:
+        for guard in self.guards:
+            reason = guard(query, candidate)
+            if reason is not None:
+                return reason
+        return None
+
+    def _generate(self, request: ChatRequest) -> Completion:
+        if self.llm is None:
+            raise UpstreamNotConfigured(
+                "no LLM upstream is configured, so a cache miss cannot be answered: set "
+                "OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, or "
+                "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI"
+            )
+        return self.llm.generate(request)
+
+    def _entry(self, request: ChatRequest, ns: str, key: str, completion: Completion) -> Entry:
+        now = self.clock()
+        ttl = self.ttl_seconds if request.ttl is None else request.ttl
+        return Entry(
+            id=uuid.uuid4().hex,
+            namespace=ns,
+            exact_key=key,
+            prompt=normalize(request.prompt),
+            response=completion.text,
+            model=request.model,
+            usage=completion.usage,
+            created_at=now,
+            expires_at=(now + ttl) if ttl else None,
+        )
+
+    def _fill(
+        self, request: ChatRequest, ns: str, key: str, vector: Vector | None, old: Entry | None
+    ) -> tuple[Completion, Entry | None, str | None]:
+        completion = self._generate(request)  # an upstream error propagates: nothing is stored
+        try:
+            if vector is None:
+                vector = self._embed(normalize(request.prompt))
+            entry = self._entry(request, ns, key, completion)
+            self.store.put(entry, vector)
+            if old is not None and old.id != entry.id:
+                self.store.delete(old.id)
+        except BackendError as exc:
+            log.warning("storing the answer failed, bypassing: %s", exc)
+            return completion, None, f"{exc.code}: {exc.message}"
+        except Exception as exc:  # a backend bug: still answer
+            log.exception("storing the answer failed")
+            return completion, None, f"store_error: {exc}"
+        return completion, entry, None
+
+    def _hit(self, request: ChatRequest, started: float, hit: CacheHit) -> ChatResult:
+        entry = hit.entry
+        latency = (time.perf_counter() - started) * 1000
+        result = ChatResult(
+            response=entry.response,
+            tier=hit.tier,
+            model=entry.model,
+            usage=Usage(0, 0),
+            latency_ms=latency,
+            similarity=hit.similarity,
+            entry_id=entry.id,
+        )
+        saved = entry.usage.total_tokens
+        self._count(
+            request.model,
+            {
+                "requests": 1,
+                f"hits.{hit.tier.value}": 1,
+                "latency_ms.hit": latency,
+                "tokens_saved": saved,
+                "cost_saved_usd": saved / 1000 * self.price_per_1k_tokens,
+            },
+        )
+        return result
+
+    def _finish(
+        self,
+        request: ChatRequest,
+        started: float,
+        completion: Completion,
+        tier: Tier,
+        *,
+        entry: Entry | None = None,
+        reason: str | None = None,
+    ) -> ChatResult:
+        latency = (time.perf_counter() - started) * 1000
+        self._count(
+            request.model,
+            {
+                "requests": 1,
+                "misses" if tier is Tier.MISS else "bypasses": 1,
+                "latency_ms.miss": latency,
+                "tokens_used": completion.usage.total_tokens,
+            },
+        )
+        return ChatResult(
+            response=completion.text,
+            tier=tier,
+            model=completion.model or request.model,
+            usage=completion.usage,
+            latency_ms=latency,
+            similarity=None,
+            entry_id=entry.id if entry else None,
+            bypass_reason=reason,
+        )
+
+    def _count(self, model: str, counters: Mapping[str, float]) -> None:
+        merged = dict(counters)
+        merged.update({f"m|{model}|{k}": v for k, v in counters.items()})
+        try:
+            self.stats.add(merged)
+        except Exception as exc:  # stats never break an answer
+            log.warning("stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc))
+
+
+def _probe(name: str, fn: Callable[[], object], required: bool = True) -> DependencyStatus:
+    started = time.perf_counter()
+    try:
+        fn()
+    except Exception as exc:
+        return DependencyStatus(
+            name, False, (time.perf_counter() - started) * 1000, str(exc), required
+        )
+    return DependencyStatus(name, True, (time.perf_counter() - started) * 1000, "ok", required)
+
+
+def _summarize(counters: Mapping[str, float], prefix: str) -> dict[str, Any]:
+    def get(name: str) -> float:
+        return float(counters.get(prefix + name, 0.0))
+
+    exact, semantic = get("hits.exact"), get("hits.semantic")
+    hits = exact + semantic
+    misses, bypasses = get("misses"), get("bypasses")
+    requests = hits + misses + bypasses
+    upstream = misses + bypasses
+    return {
+        "requests": int(requests),
+        "hits": {"exact": int(exact), "semantic": int(semantic), "total": int(hits)},
+        "misses": int(misses),
+        "bypasses": int(bypasses),
+        "hit_rate": round(hits / requests, 4) if requests else 0.0,
+        "mean_latency_ms": {
+            "hit": round(get("latency_ms.hit") / hits, 3) if hits else None,
+            "miss": round(get("latency_ms.miss") / upstream, 3) if upstream else None,
+        },
+        "tokens_saved": int(get("tokens_saved")),
+        "tokens_used": int(get("tokens_used")),
+        "cost_saved_usd": round(get("cost_saved_usd"), 6),
+    }

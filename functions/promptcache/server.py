@@ -1,0 +1,196 @@
+"""The local server: each HTTP request becomes an API Gateway HTTP API (v2) event, handed to the
+same handler functions Lambda calls; each handler result becomes the HTTP response.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import logging
+import sys
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .api import ROUTES
+
+log = logging.getLogger("promptcache.server")
+
+#: API Gateway's own payload limit: larger bodies never reach a function.
+MAX_EVENT_BYTES = 10 * 1024 * 1024
+_TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
+
+
+class LocalContext:
+    """The parts of the Lambda context object handlers and Powertools read."""
+
+    def __init__(self, function_name: str, timeout_s: float = 900.0) -> None:
+        self.function_name = f"promptcache-local-{function_name}"
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self.memory_limit_in_mb = 1024
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def to_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload v2.0 event, as API Gateway would build it."""
+    url = urlsplit(target)
+    lower = {k.lower(): v for k, v in headers.items()}
+    query: dict[str, str] = {}
+    for k, v in parse_qsl(url.query, keep_blank_values=True):
+        query[k] = f"{query[k]},{v}" if k in query else v
+    content_type = lower.get("content-type", "")
+    is_text = not body or any(content_type.startswith(t) for t in _TEXT_TYPES)
+    if is_text:
+        try:
+            text: str | None = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    else:
+        text = None
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": url.path or "/",
+        "rawQueryString": url.query,
+        "headers": lower,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": lower.get("host", "localhost"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": url.path or "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": lower.get("user-agent", ""),
+            },
+            "requestId": uuid.uuid4().hex,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": text is None,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    if body:
+        event["body"] = text if text is not None else base64.b64encode(body).decode("ascii")
+    return event
+
+
+def from_result(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of a Lambda proxy result (payload v2)."""
+    status = int(result.get("statusCode", 200))
+    headers = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
+    for k, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((k, str(v)) for v in values)
+    headers.extend(("Set-Cookie", c) for c in result.get("cookies") or [])
+    raw = result.get("body") or ""
+    body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
+    return status, headers, body
+
+
+def _module_for(path: str) -> str:
+    for (_, route_path), module in ROUTES.items():
+        if route_path == path:
+            return module
+    if path.startswith("/v1/"):
+        return "chat"
+    return "health"  # its resolver answers the JSON 404
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "promptcache"
+    protocol_version = "HTTP/1.1"
+    modules: dict[str, ModuleType] = {}
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_EVENT_BYTES:
+            self._send(413, [("Content-Type", "application/json")], json.dumps(
+                {"error": {"code": "payload_too_large", "message": "request body over 10 MB"}}
+            ).encode(), close=True)
+            return
+        body = self.rfile.read(length) if length else b""
+        name = _module_for(urlsplit(self.path).path)
+        event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
+        try:
+            result = self.modules[name].lambda_handler(event, LocalContext(name))
+            status, headers, payload = from_result(result)
+        except Exception:  # the handlers map every error; this is a bug, say so as JSON
+            log.exception("handler %s crashed", name)
+            status, headers = 500, [("Content-Type", "application/json")]
+            payload = b'{"error": {"code": "internal_error", "message": "internal error"}}'
+        self._send(status, headers, payload)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False) -> None:
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("content-length", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def load_handlers() -> dict[str, ModuleType]:
+    names = sorted(set(ROUTES.values()))
+    return {name: importlib.import_module(f"promptcache_handlers.{name}") for name in names}
+
+
+def make_server(host: str, port: int) -> ThreadingHTTPServer:
+    import os
+
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    handler = type("Handler", (_Handler,), {"modules": load_handlers()})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve(host: str, port: int) -> None:
+    from . import runtime
+
+    server = make_server(host, port)
+    cache = runtime.service()  # cold start now, not on the first request
+    s = runtime.settings()
+    bound = server.server_address
+    print(
+        f"promptcache listening on http://{bound[0]}:{bound[1]}  store={s.store} "
+        f"embedder={cache.embedder.id} llm={s.llm} threshold={cache.threshold}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

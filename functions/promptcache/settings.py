@@ -1,0 +1,241 @@
+"""Settings, parsed once (at cold start) from the environment into a frozen object.
+
+Every setting is listed in ``SETTINGS`` with its default and meaning; README's table is generated
+from the same list (``promptcache settings``), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import ConfigError
+
+#: name -> (default, description). The one list of every setting.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "PROMPTCACHE_DATA_DIR": (
+        "~/.local/share/promptcache",
+        "Where the SQLite store (entries, vectors, stats) lives; shared by `serve` and the CLI.",
+    ),
+    "PROMPTCACHE_STORE": (
+        "auto",
+        "`sqlite`, `memory` or `upstash`; `auto` = `upstash` when UPSTASH_REDIS_REST_URL is set, "
+        "else `sqlite`.",
+    ),
+    "PROMPTCACHE_EMBEDDER": (
+        "auto",
+        "`local` (bundled MiniLM, ONNX int8) or `workers-ai` (bge-base-en-v1.5); `auto` = "
+        "`workers-ai` when Cloudflare credentials are set, else `local`.",
+    ),
+    "PROMPTCACHE_STATS": (
+        "auto",
+        "`store` (same backend as the store) or `cloudflare-kv`; `auto` = `cloudflare-kv` when "
+        "CLOUDFLARE_KV_NAMESPACE_ID is set, else `store`.",
+    ),
+    "PROMPTCACHE_LLM": (
+        "auto",
+        "`openai` (any OpenAI-compatible server) or `workers-ai`; `auto` = `openai` when "
+        "OPENAI_BASE_URL or OPENAI_API_KEY is set, else `workers-ai` when Cloudflare credentials "
+        "are set, else none (misses answer 503).",
+    ),
+    "PROMPTCACHE_MODEL": (
+        "",
+        "Default model when a request names none (default: `gpt-4o-mini` for `openai`, "
+        "`@cf/meta/llama-3.1-8b-instruct` for `workers-ai`).",
+    ),
+    "PROMPTCACHE_THRESHOLD": (
+        "",
+        "Cosine similarity at or above which a stored prompt answers (default: the embedder's "
+        "own calibrated threshold).",
+    ),
+    "PROMPTCACHE_TTL_SECONDS": ("604800", "Default lifetime of a stored answer (0 = forever)."),
+    "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
+    "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
+    "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages accepted in one request."),
+    "PROMPTCACHE_API_KEYS": (
+        "",
+        "Comma-separated `key:tenant` pairs; when set, requests need `Authorization: Bearer KEY` "
+        "and each tenant gets its own cache. Empty = no auth, one tenant `default`.",
+    ),
+    "PROMPTCACHE_RATE_LIMIT_PER_MINUTE": (
+        "0",
+        "Requests per minute per tenant in one process (0 = no limit; 429 above).",
+    ),
+    "PROMPTCACHE_CORS_ORIGINS": ("*", "Allowed CORS origin."),
+    "PROMPTCACHE_UPSTREAM_TIMEOUT": ("60", "Seconds to wait for the LLM."),
+    "PROMPTCACHE_BACKEND_TIMEOUT": ("5", "Seconds to wait for the store, embedder and stats."),
+    "PROMPTCACHE_PRICE_PER_1K_TOKENS": (
+        "0.002",
+        "USD per 1,000 tokens used to estimate the money saved by hits.",
+    ),
+    "OPENAI_BASE_URL": ("", "OpenAI-compatible upstream (Ollama, vLLM, llama.cpp, OpenAI)."),
+    "OPENAI_API_KEY": ("", "API key for the OpenAI-compatible upstream."),
+    "CLOUDFLARE_ACCOUNT_ID": ("", "Cloudflare account for Workers AI and KV."),
+    "CLOUDFLARE_API_TOKEN": ("", "Cloudflare API token (Workers AI + KV edit)."),
+    "CLOUDFLARE_API_TOKEN_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding the Cloudflare token (deployed: read once per cold start).",
+    ),
+    "CLOUDFLARE_KV_NAMESPACE_ID": ("", "Workers KV namespace holding the durable stats."),
+    "CLOUDFLARE_API_BASE_URL": (
+        "https://api.cloudflare.com/client/v4",
+        "Cloudflare API base (a stand-in's URL in tests).",
+    ),
+    "UPSTASH_REDIS_REST_URL": ("", "Upstash Redis REST endpoint."),
+    "UPSTASH_REDIS_REST_TOKEN": ("", "Upstash Redis REST token."),
+    "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding the Upstash token (deployed: read once per cold start).",
+    ),
+}
+
+
+def _float(env: Mapping[str, str], name: str, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip() or SETTINGS[name][0]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip() or SETTINGS[name][0]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name, "").strip() or SETTINGS[name][0]).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+def _str(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip() or SETTINGS[name][0]
+
+
+def _api_keys(raw: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, tenant = item.partition(":")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ConfigError("PROMPTCACHE_API_KEYS must be comma-separated key:tenant pairs")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    store: str
+    embedder: str
+    stats: str
+    llm: str
+    model: str
+    threshold: float | None
+    ttl_seconds: int
+    max_body_bytes: int
+    max_prompt_chars: int
+    max_messages: int
+    api_keys: Mapping[str, str]
+    rate_limit_per_minute: int
+    cors_origins: str
+    upstream_timeout: float
+    backend_timeout: float
+    price_per_1k_tokens: float
+    openai_base_url: str
+    openai_api_key: str
+    cloudflare_account_id: str
+    cloudflare_api_token: str
+    cloudflare_api_token_ssm_parameter: str
+    cloudflare_kv_namespace_id: str
+    cloudflare_api_base_url: str
+    upstash_url: str
+    upstash_token: str
+    upstash_token_ssm_parameter: str
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "cache.sqlite3"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        cf_token = _str(env, "CLOUDFLARE_API_TOKEN")
+        cf_token_param = _str(env, "CLOUDFLARE_API_TOKEN_SSM_PARAMETER")
+        cf_account = _str(env, "CLOUDFLARE_ACCOUNT_ID")
+        has_cf = bool(cf_account and (cf_token or cf_token_param))
+        upstash_url = _str(env, "UPSTASH_REDIS_REST_URL")
+        kv_ns = _str(env, "CLOUDFLARE_KV_NAMESPACE_ID")
+        openai_url = _str(env, "OPENAI_BASE_URL")
+        openai_key = _str(env, "OPENAI_API_KEY")
+
+        store = _choice(env, "PROMPTCACHE_STORE", ("auto", "sqlite", "memory", "upstash"))
+        if store == "auto":
+            store = "upstash" if upstash_url else "sqlite"
+        embedder = _choice(env, "PROMPTCACHE_EMBEDDER", ("auto", "local", "workers-ai"))
+        if embedder == "auto":
+            embedder = "workers-ai" if has_cf else "local"
+        stats = _choice(env, "PROMPTCACHE_STATS", ("auto", "store", "cloudflare-kv"))
+        if stats == "auto":
+            stats = "cloudflare-kv" if (kv_ns and has_cf) else "store"
+        llm = _choice(env, "PROMPTCACHE_LLM", ("auto", "openai", "workers-ai", "none"))
+        if llm == "auto":
+            llm = "openai" if (openai_url or openai_key) else ("workers-ai" if has_cf else "none")
+
+        if store == "upstash" and not upstash_url:
+            raise ConfigError("PROMPTCACHE_STORE=upstash needs UPSTASH_REDIS_REST_URL")
+        if (embedder == "workers-ai" or llm == "workers-ai" or stats == "cloudflare-kv") and not has_cf:
+            raise ConfigError(
+                "Workers AI / KV need CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN "
+                "(or CLOUDFLARE_API_TOKEN_SSM_PARAMETER)"
+            )
+        if stats == "cloudflare-kv" and not kv_ns:
+            raise ConfigError("PROMPTCACHE_STATS=cloudflare-kv needs CLOUDFLARE_KV_NAMESPACE_ID")
+
+        model = _str(env, "PROMPTCACHE_MODEL") or (
+            "@cf/meta/llama-3.1-8b-instruct" if llm == "workers-ai" else "gpt-4o-mini"
+        )
+        threshold_raw = env.get("PROMPTCACHE_THRESHOLD", "").strip()
+        threshold = _float(env, "PROMPTCACHE_THRESHOLD", 0.0, 1.0) if threshold_raw else None
+
+        return cls(
+            data_dir=Path(_str(env, "PROMPTCACHE_DATA_DIR")).expanduser(),
+            store=store,
+            embedder=embedder,
+            stats=stats,
+            llm=llm,
+            model=model,
+            threshold=threshold,
+            ttl_seconds=_int(env, "PROMPTCACHE_TTL_SECONDS", 0, 10 * 365 * 86400),
+            max_body_bytes=_int(env, "PROMPTCACHE_MAX_BODY_BYTES", 1024, 6 * 1024 * 1024),
+            max_prompt_chars=_int(env, "PROMPTCACHE_MAX_PROMPT_CHARS", 1, 1_000_000),
+            max_messages=_int(env, "PROMPTCACHE_MAX_MESSAGES", 1, 10_000),
+            api_keys=_api_keys(_str(env, "PROMPTCACHE_API_KEYS")),
+            rate_limit_per_minute=_int(env, "PROMPTCACHE_RATE_LIMIT_PER_MINUTE", 0, 10**9),
+            cors_origins=_str(env, "PROMPTCACHE_CORS_ORIGINS"),
+            upstream_timeout=_float(env, "PROMPTCACHE_UPSTREAM_TIMEOUT", 0.1, 900.0),
+            backend_timeout=_float(env, "PROMPTCACHE_BACKEND_TIMEOUT", 0.05, 120.0),
+            price_per_1k_tokens=_float(env, "PROMPTCACHE_PRICE_PER_1K_TOKENS", 0.0, 1000.0),
+            openai_base_url=openai_url,
+            openai_api_key=openai_key,
+            cloudflare_account_id=cf_account,
+            cloudflare_api_token=cf_token,
+            cloudflare_api_token_ssm_parameter=cf_token_param,
+            cloudflare_kv_namespace_id=kv_ns,
+            cloudflare_api_base_url=_str(env, "CLOUDFLARE_API_BASE_URL").rstrip("/"),
+            upstash_url=upstash_url.rstrip("/"),
+            upstash_token=_str(env, "UPSTASH_REDIS_REST_TOKEN"),
+            upstash_token_ssm_parameter=_str(env, "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"),
+        )

@@ -5,6 +5,7 @@ Depends only on the protocols in ``_protocols``; never on a concrete backend.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -36,6 +37,9 @@ from ._types import (
 from .index import VectorIndex
 
 log = logging.getLogger("promptcache")
+
+#: Embedding calls made while answering the current request (counted into the stats).
+_EMBEDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("embeds", default=None)
 
 #: A guard looks at the query and a candidate's prompt (both normalized) and returns a reason to
 #: reject the candidate, or None to accept it.
@@ -83,6 +87,13 @@ class PromptCache:
     # ------------------------------------------------------------------ public API
     def chat(self, request: ChatRequest) -> ChatResult:
         """Answer a request from the cache or the LLM. Raises UpstreamError on an LLM failure."""
+        token = _EMBEDS.set([0])
+        try:
+            return self._chat(request)
+        finally:
+            _EMBEDS.reset(token)
+
+    def _chat(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
         ns = namespace(request, self.embedder.id, self.embedder.dim)
         key = exact_key(ns, request.prompt)
@@ -257,6 +268,9 @@ class PromptCache:
             return result
 
     def _embed(self, text: str) -> Vector:
+        counter = _EMBEDS.get()
+        if counter is not None:
+            counter[0] += 1
         try:
             vectors = self.embedder.embed([text])
         except EmbedderError:
@@ -332,6 +346,7 @@ class PromptCache:
             request.model,
             {
                 "requests": 1,
+                "embeddings": _embeds(),
                 f"hits.{hit.tier.value}": 1,
                 "latency_ms.hit": latency,
                 "tokens_saved": saved,
@@ -355,6 +370,7 @@ class PromptCache:
             request.model,
             {
                 "requests": 1,
+                "embeddings": _embeds(),
                 "misses" if tier is Tier.MISS else "bypasses": 1,
                 "latency_ms.miss": latency,
                 "tokens_used": completion.usage.total_tokens,
@@ -378,6 +394,11 @@ class PromptCache:
             self.stats.add(merged)
         except Exception as exc:  # stats never break an answer
             log.warning("stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc))
+
+
+def _embeds() -> int:
+    counter = _EMBEDS.get()
+    return counter[0] if counter is not None else 0
 
 
 def _probe(name: str, fn: Callable[[], object], required: bool = True) -> DependencyStatus:
@@ -410,6 +431,7 @@ def _summarize(counters: Mapping[str, float], prefix: str) -> dict[str, Any]:
             "hit": round(get("latency_ms.hit") / hits, 3) if hits else None,
             "miss": round(get("latency_ms.miss") / upstream, 3) if upstream else None,
         },
+        "embeddings": int(get("embeddings")),
         "tokens_saved": int(get("tokens_saved")),
         "tokens_used": int(get("tokens_used")),
         "cost_saved_usd": round(get("cost_saved_usd"), 6),

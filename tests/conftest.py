@@ -1,0 +1,52 @@
+"""Shared fixtures. Backend-specific fixtures live in tests/support/fixtures_*.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.openai_upstream import OpenAIUpstream
+from tests.support.serve import ServerProcess
+
+pytest_plugins: list[str] = []
+
+# Tests never read the user's settings or data.
+for _name in list(os.environ):
+    if _name.startswith(("PROMPTCACHE_", "OPENAI_", "CLOUDFLARE_", "UPSTASH_")):
+        del os.environ[_name]
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+
+
+@pytest.fixture(scope="session")
+def local_embedder():  # type: ignore[no-untyped-def]
+    from promptcache.adapters.local_embedder import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+@pytest.fixture
+def upstream() -> Iterator[OpenAIUpstream]:
+    with OpenAIUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def serve(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
+    """`promptcache serve` on a SQLite store in tmp_path, answering misses from `upstream`."""
+    server = ServerProcess(
+        {
+            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_BASE_URL": upstream.base_url,
+            "PROMPTCACHE_MODEL": "test-model",
+        },
+        tmp_path / "server.log",
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()

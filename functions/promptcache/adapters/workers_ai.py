@@ -1,0 +1,409 @@
+"""Cloudflare Workers AI over its REST API: embeddings (bge) and text generation (Llama).
+
+``POST {base}/accounts/{account}/ai/run/{model}`` with ``Authorization: Bearer TOKEN``.
+
+- Embeddings: body ``{"text": [..<=100 texts]}`` -> ``result: {"shape": [n, dim], "data": [[..]]}``.
+  Any failure is an ``EmbedderError``: the core then bypasses the cache for that request.
+- Generation: body ``{"messages": [...], "max_tokens", "temperature"}`` -> ``result: {"response",
+  "usage": {"prompt_tokens", "completion_tokens"}}``; with ``"stream": true`` the answer is SSE
+  (``data: {"response": "..."}`` lines, then ``data: [DONE]``).
+
+Error mapping for generation (Cloudflare's code first, then the HTTP status):
+
+    5007 no such model       -> UpstreamBadRequest 400 (code "model_not_found")
+    3006 request too large   -> UpstreamPayloadTooLarge 413
+    3007 model timed out     -> UpstreamTimeout 504  (also HTTP 408/504, client-side timeouts)
+    3036 quota / 3040 capacity -> UpstreamRateLimited 429 (also HTTP 429)
+    circuit open             -> UpstreamError 502 (code "upstream_unavailable"), no request sent
+    anything else            -> UpstreamError 502
+
+Retries and the circuit breaker: see ``_http``. 3036 (daily allocation used up) is never retried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from httpx_sse import EventSource
+
+from .._errors import (
+    ConfigError,
+    EmbedderError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamPayloadTooLarge,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+from .._types import ChatRequest, Completion, Usage
+from . import _cloudflare as cf
+from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy
+
+DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
+DEFAULT_LLM_MODEL = "@cf/meta/llama-3.1-8b-instruct"
+#: Output sizes of the Workers AI embedding models this adapter knows.
+EMBEDDING_DIMS = {
+    "@cf/baai/bge-small-en-v1.5": 384,
+    "@cf/baai/bge-base-en-v1.5": 768,
+    "@cf/baai/bge-large-en-v1.5": 1024,
+}
+#: Cosine threshold for bge v1.5 (unit vectors). Not calibrated on labelled pairs: BGE v1.5
+#: places true paraphrases mostly above ~0.9 and unrelated prompts well below; override it
+#: with PROMPTCACHE_THRESHOLD once measured on real traffic.
+DEFAULT_BGE_THRESHOLD = 0.90
+MAX_BATCH = 100  # texts per embeddings call (Workers AI's limit)
+
+CODE_NO_SUCH_MODEL = 5007
+CODE_TOO_LARGE = 3006
+CODE_TIMEOUT = 3007
+CODE_QUOTA = 3036
+CODE_CAPACITY = 3040
+
+_MODEL = re.compile(r"^@[A-Za-z0-9_-]+(/[A-Za-z0-9._:-]+)+$")
+
+
+def _model_path(model: str) -> str:
+    """A model name as it goes into the URL path; anything that could escape it is refused."""
+    if not _MODEL.match(model) or "/../" in f"{model}/" or "/./" in f"{model}/":
+        raise UpstreamBadRequest(
+            f"Workers AI has no model {model!r}: model names look like "
+            f"'{DEFAULT_LLM_MODEL}'",
+            code="model_not_found",
+        )
+    return model
+
+
+def _not_permanent(response: httpx.Response) -> bool:
+    """Retry veto: a used-up daily allocation (3036) does not come back within seconds."""
+    return CODE_QUOTA not in cf.error_codes(response)
+
+
+def _default_breaker(name: str, clock: Callable[[], float]) -> CircuitBreaker:
+    return CircuitBreaker(failure_threshold=5, reset_timeout=30.0, clock=clock, name=name)
+
+
+class _WorkersAI:
+    """What both Workers AI adapters share: URL, auth and the resilient client."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        account_id: str,
+        token: str,
+        base_url: str,
+        *,
+        policy: RetryPolicy,
+        breaker: CircuitBreaker | None,
+        name: str,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._run_url = cf.account_url(base_url, account_id) + "/ai/run/"
+        self._headers = cf.auth_headers(token)
+        self._http = ResilientHTTP(
+            client,
+            policy=policy,
+            breaker=breaker or _default_breaker(name, clock),
+            retryable=_not_permanent,
+            sleep=sleep,
+            clock=clock,
+        )
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        assert self._http.breaker is not None
+        return self._http.breaker
+
+    def _url(self, model: str) -> str:
+        return self._run_url + _model_path(model)
+
+
+# ---------------------------------------------------------------------------- embeddings
+class WorkersAIEmbedder(_WorkersAI):
+    """Embedder protocol over Workers AI (default bge-base-en-v1.5, 768-d)."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        account_id: str,
+        token: str,
+        base_url: str = cf.DEFAULT_BASE_URL,
+        model: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        dim: int | None = None,
+        threshold: float | None = None,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            client,
+            account_id,
+            token,
+            base_url,
+            policy=policy or RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.5),
+            breaker=breaker,
+            name="workers-ai embeddings",
+            sleep=sleep,
+            clock=clock,
+        )
+        if dim is None:
+            if model not in EMBEDDING_DIMS:
+                raise ConfigError(
+                    f"unknown Workers AI embedding model {model!r}: pass its dimension "
+                    f"(known: {sorted(EMBEDDING_DIMS)})"
+                )
+            dim = EMBEDDING_DIMS[model]
+        try:
+            self._url(model)
+        except UpstreamBadRequest as exc:
+            raise ConfigError(exc.message) from None
+        self.model = model
+        self._dim = dim
+        self._threshold = DEFAULT_BGE_THRESHOLD if threshold is None else threshold
+
+    @property
+    def id(self) -> str:
+        return "cf-" + self.model.rsplit("/", 1)[-1]
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def default_threshold(self) -> float:
+        return self._threshold
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        parts = [
+            self._embed_batch(list(texts[start : start + MAX_BATCH]))
+            for start in range(0, len(texts), MAX_BATCH)
+        ]
+        return np.concatenate(parts)
+
+    def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        try:
+            response = self._http.request(
+                "POST", self._url(self.model), json={"text": texts}, headers=self._headers
+            )
+        except CircuitOpenError as exc:
+            raise EmbedderError(f"Workers AI embeddings unavailable: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise EmbedderError(f"Workers AI embeddings timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise EmbedderError(f"Workers AI embeddings unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise EmbedderError(f"Workers AI embeddings failed: {cf.describe(response)}")
+        try:
+            result = cf.result_of(response)
+            return self._vectors(result, len(texts))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise EmbedderError(f"Workers AI sent unusable embeddings: {exc}") from exc
+
+    def _vectors(self, result: Any, n: int) -> npt.NDArray[np.float32]:
+        if not isinstance(result, dict):
+            raise ValueError("result is not an object")
+        shape = result.get("shape")
+        if shape != [n, self._dim]:
+            raise ValueError(f"shape {shape!r}, expected [{n}, {self._dim}]")
+        data = np.asarray(result["data"], dtype=np.float64)
+        if data.shape != (n, self._dim):
+            raise ValueError(f"data is {data.shape}, expected ({n}, {self._dim})")
+        if not np.isfinite(data).all():
+            raise ValueError("data holds non-finite numbers")
+        norms = np.linalg.norm(data, axis=1, keepdims=True)
+        if (norms <= 1e-12).any():
+            raise ValueError("a vector has zero length")
+        vectors: npt.NDArray[np.float32] = (data / norms).astype(np.float32)
+        return vectors
+
+
+# ---------------------------------------------------------------------------- generation
+class WorkersAILLM(_WorkersAI):
+    """LLM protocol over Workers AI text generation (default Llama 3.1 8B instruct).
+
+    The model is the request's (``ChatRequest.model``), else the adapter's default.
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        account_id: str,
+        token: str,
+        base_url: str = cf.DEFAULT_BASE_URL,
+        model: str = DEFAULT_LLM_MODEL,
+        *,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            client,
+            account_id,
+            token,
+            base_url,
+            policy=policy or RetryPolicy(attempts=2, backoff=0.2, max_backoff=2.0),
+            breaker=breaker,
+            name="workers-ai generation",
+            sleep=sleep,
+            clock=clock,
+        )
+        try:
+            self._url(model)
+        except UpstreamBadRequest as exc:
+            raise ConfigError(exc.message) from None
+        self.model = model
+
+    @property
+    def name(self) -> str:
+        return f"workers-ai ({self.model})"
+
+    def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": [m.as_dict() for m in request.messages]}
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if stream:
+            body["stream"] = True
+        return body
+
+    def generate(self, request: ChatRequest) -> Completion:
+        model = request.model or self.model
+        response = self._send(model, self.payload(request), stream=False)
+        try:
+            result = cf.result_of(response)
+            if not isinstance(result, dict):
+                raise TypeError("result is not an object")
+            text = result.get("response")
+            if not isinstance(text, str):
+                raise TypeError("result.response is not a string")
+            return Completion(text=text, model=model, usage=_usage(result))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"Workers AI sent an unreadable answer: {exc}") from exc
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Completion]:
+        """Yield the answer's text as Workers AI streams it, one delta (non-empty str) at a time.
+
+        Lazy: the request goes out on the first ``next()``. Errors are those of ``generate``
+        (raised by the first ``next()`` when Workers AI refuses the request; ``UpstreamError`` or
+        ``UpstreamTimeout`` if the stream breaks later, including a stream that ends without
+        ``[DONE]``). Retries happen only before the first delta. Closing the generator closes the
+        connection. When the stream ends normally the generator *returns* (``StopIteration.value``)
+        a ``Completion`` with empty text, the model and the usage Workers AI reported (zeros if
+        none). Caching is left to the caller: this method only relays.
+        """
+        model = request.model or self.model
+        response = self._send(model, self.payload(request, stream=True), stream=True)
+        try:
+            return (yield from _sse_deltas(response, model))
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"Workers AI stream timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Workers AI stream broke: {exc!r}") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"Workers AI sent an unreadable stream: {exc}") from exc
+        finally:
+            response.close()
+
+    # ------------------------------------------------------------------ internals
+    def _send(self, model: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        url = self._url(model)
+        try:
+            if stream:
+                response = self._http.open_stream("POST", url, json=body, headers=self._headers)
+            else:
+                response = self._http.request("POST", url, json=body, headers=self._headers)
+        except CircuitOpenError as exc:
+            raise UpstreamError(
+                f"Workers AI is failing, not calling it for now: {exc}", code="upstream_unavailable"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"Workers AI timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Workers AI is unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise _llm_error(response, model)
+        if not stream and cf.envelope(response) is not None and not _succeeded(response):
+            raise _llm_error(response, model)
+        return response
+
+
+def _succeeded(response: httpx.Response) -> bool:
+    body = cf.envelope(response)
+    return body is not None and body.get("success") is True
+
+
+def _llm_error(response: httpx.Response, model: str) -> UpstreamError:
+    codes = cf.error_codes(response)
+    status = response.status_code
+    detail = cf.describe(response)
+    if CODE_NO_SUCH_MODEL in codes:
+        return UpstreamBadRequest(
+            f"Workers AI has no model {model!r} ({detail})", code="model_not_found"
+        )
+    if CODE_TOO_LARGE in codes or status == 413:
+        return UpstreamPayloadTooLarge(f"the request is too large for {model} ({detail})")
+    if CODE_TIMEOUT in codes or status in (408, 504):
+        return UpstreamTimeout(f"Workers AI timed out running {model} ({detail})")
+    if CODE_QUOTA in codes or CODE_CAPACITY in codes or status == 429:
+        return UpstreamRateLimited(f"Workers AI is out of capacity or quota for {model} ({detail})")
+    if status in (401, 403):
+        return UpstreamError(
+            f"Workers AI refused the credentials: check CLOUDFLARE_API_TOKEN and "
+            f"CLOUDFLARE_ACCOUNT_ID ({detail})"
+        )
+    return UpstreamError(f"Workers AI failed running {model}: {detail}")
+
+
+def _sse_deltas(response: httpx.Response, model: str) -> Generator[str, None, Completion]:
+    """Text deltas of a Workers AI answer: SSE ``data:`` events until ``[DONE]`` (parsed with
+    httpx-sse); a JSON answer (a model that does not stream) is relayed as one delta. Returns the
+    Completion (empty text, model and usage of the last event that carried one)."""
+    content_type = response.headers.get("content-type", "")
+    if "text/event-stream" not in content_type:
+        response.read()
+        if not _succeeded(response):
+            raise _llm_error(response, model)
+        result = cf.result_of(response)
+        text = result.get("response") if isinstance(result, dict) else None
+        if not isinstance(text, str):
+            raise TypeError("result.response is not a string")
+        if text:
+            yield text
+        return Completion(text="", model=model, usage=_usage(result))
+    usage = Usage()
+    for event in EventSource(response).iter_sse():
+        if event.data == "[DONE]":
+            return Completion(text="", model=model, usage=usage)
+        if not event.data:
+            continue
+        data = json.loads(event.data)
+        if not isinstance(data, dict):
+            raise TypeError("an SSE event is not an object")
+        if data.get("usage"):
+            usage = _usage(data)
+        piece = data.get("response")
+        if piece is None and data.get("choices"):  # OpenAI-shaped events of newer models
+            piece = (data["choices"][0].get("delta") or {}).get("content")
+        if isinstance(piece, str) and piece:
+            yield piece
+    raise UpstreamError("Workers AI's stream ended before [DONE]: the answer may be truncated")
+
+
+def _usage(result: Mapping[str, Any]) -> Usage:
+    usage = result.get("usage") or {}
+    if not isinstance(usage, Mapping):
+        raise TypeError("usage is not an object")
+    return Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +18,9 @@ import numpy as np
 
 from ._errors import BackendError, EmbedderError, StatsError, StoreError, UpstreamNotConfigured
 from ._keys import exact_key, namespace, normalize
-from ._protocols import LLM, Embedder, Stats, Store
-from ._singleflight import SingleFlight
+from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
+from ._singleflight import Lease, SingleFlight
+from ._stream import ChatStream
 from ._types import (
     CacheHit,
     CacheMode,
@@ -37,6 +38,12 @@ from ._types import (
 from .index import VectorIndex
 
 log = logging.getLogger("promptcache")
+
+_NO_LLM = (
+    "no LLM upstream is configured, so a cache miss cannot be answered: set "
+    "OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, or "
+    "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI"
+)
 
 #: Embedding calls made while answering the current request (counted into the stats).
 _EMBEDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("embeds", default=None)
@@ -68,6 +75,7 @@ class PromptCache:
         guards: Sequence[Guard] = (),
         price_per_1k_tokens: float = 0.002,
         candidates: int = 4,
+        semantic_max_chars: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -79,6 +87,13 @@ class PromptCache:
         self.guards = tuple(guards)
         self.price_per_1k_tokens = price_per_1k_tokens
         self.candidates = candidates
+        # Longer prompts than the embedder reads whole would be compared on a truncated prefix
+        # (two long prompts sharing a preamble would look identical): exact tier only for them.
+        self.semantic_max_chars = (
+            semantic_max_chars
+            if semantic_max_chars is not None
+            else getattr(embedder, "max_input_chars", 2000)
+        )
         self.clock = clock
         self._namespaces: dict[str, _Namespace] = {}
         self._ns_lock = threading.Lock()
@@ -132,6 +147,65 @@ class PromptCache:
         tier = Tier.MISS if entry is not None else Tier.BYPASS
         return self._finish(request, started, completion, tier, entry=entry, reason=reason)
 
+    def chat_stream(self, request: ChatRequest) -> ChatStream:
+        """``chat``, streamed: same tiers, counters and fail-open, decided before the first delta.
+
+        - Hit: the stored answer replayed as deltas; the model is not called.
+        - Miss: the model's deltas pass through as they arrive; the whole answer is stored only
+          when the model's stream completes. A broken stream (UpstreamError while iterating) or a
+          cancelled one (``close()``) stores nothing.
+        - Single-flight: a streamed miss leads its key's flight like a plain miss; identical
+          requests arriving meanwhile (streamed or not) wait and get its answer as an exact hit,
+          so the model is called once. If the leader is cancelled, they try again themselves.
+
+        Raises UpstreamError when the model fails before its first delta (the stream is primed),
+        so that failure can still be an HTTP error status.
+        """
+        started = time.perf_counter()
+        ns = namespace(request, self.embedder.id, self.embedder.dim)
+        key = exact_key(ns, request.prompt)
+
+        if request.cache is CacheMode.SKIP:
+            return self._relay(request, started, ns, key, store=False, reason="cache=skip")
+
+        vector: Vector | None = None
+        old: Entry | None = None
+        if request.cache is CacheMode.USE:
+            try:
+                hit, vector = self.lookup(request, ns=ns, key=key)
+            except BackendError as exc:
+                log.warning("cache lookup failed, bypassing: %s", exc)
+                return self._relay(
+                    request, started, ns, key, store=False, reason=f"{exc.code}: {exc.message}"
+                )
+            if hit is not None:
+                return ChatStream.replay(self._hit(request, started, hit))
+        else:  # REFRESH
+            try:
+                old = self._sync(ns, key).exact
+            except BackendError as exc:
+                log.warning("refresh lookup failed: %s", exc)
+
+        lease, shared = self._flight.lead(key)
+        if lease is None:  # an identical request was in flight: its answer, no model call
+            completion, entry, reason = shared  # type: ignore[misc]
+            if entry is not None:
+                hit = CacheHit(entry=entry, tier=Tier.EXACT, similarity=1.0)
+                return ChatStream.replay(self._hit(request, started, hit))
+            return ChatStream.replay(
+                self._finish(request, started, completion, Tier.BYPASS, reason=reason)
+            )
+        return self._relay(request, started, ns, key, vector=vector, old=old, lease=lease)
+
+    def models(self) -> list[str]:
+        """The models this cache has answered for (from the counters); empty if stats fail."""
+        try:
+            counters = self.stats.read()
+        except Exception as exc:
+            log.warning("reading stats failed: %s", exc)
+            return []
+        return sorted({k[2:].rsplit("|", 1)[0] for k in counters if k.startswith("m|")})
+
     def lookup(
         self, request: ChatRequest, *, ns: str | None = None, key: str | None = None
     ) -> tuple[CacheHit | None, Vector | None]:
@@ -145,6 +219,8 @@ class PromptCache:
             return CacheHit(entry=sync.exact, tier=Tier.EXACT, similarity=1.0), None
 
         query = normalize(request.prompt)
+        if not self._semantic_ok(query):
+            return None, None
         vector = self._embed(query)
         threshold = self.threshold if request.threshold is None else request.threshold
         state = self._namespace(ns)
@@ -172,7 +248,7 @@ class PromptCache:
         """Store an answer as the server would (used by ``promptcache warm``)."""
         ns = namespace(request, self.embedder.id, self.embedder.dim)
         key = exact_key(ns, request.prompt)
-        if vector is None:
+        if vector is None and self._semantic_ok(normalize(request.prompt)):
             vector = self._embed(normalize(request.prompt))
         entry = self._entry(request, ns, key, completion)
         self.store.put(entry, vector)
@@ -267,6 +343,9 @@ class PromptCache:
             state.cursor = result.cursor
             return result
 
+    def _semantic_ok(self, query: str) -> bool:
+        return len(query) <= self.semantic_max_chars
+
     def _embed(self, text: str) -> Vector:
         counter = _EMBEDS.get()
         if counter is not None:
@@ -288,11 +367,7 @@ class PromptCache:
 
     def _generate(self, request: ChatRequest) -> Completion:
         if self.llm is None:
-            raise UpstreamNotConfigured(
-                "no LLM upstream is configured, so a cache miss cannot be answered: set "
-                "OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, or "
-                "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI"
-            )
+            raise UpstreamNotConfigured(_NO_LLM)
         return self.llm.generate(request)
 
     def _entry(self, request: ChatRequest, ns: str, key: str, completion: Completion) -> Entry:
@@ -314,8 +389,20 @@ class PromptCache:
         self, request: ChatRequest, ns: str, key: str, vector: Vector | None, old: Entry | None
     ) -> tuple[Completion, Entry | None, str | None]:
         completion = self._generate(request)  # an upstream error propagates: nothing is stored
+        return self._store_completion(request, ns, key, vector, old, completion)
+
+    def _store_completion(
+        self,
+        request: ChatRequest,
+        ns: str,
+        key: str,
+        vector: Vector | None,
+        old: Entry | None,
+        completion: Completion,
+    ) -> tuple[Completion, Entry | None, str | None]:
+        """Store a complete answer; a backend failure answers anyway (entry None, the reason)."""
         try:
-            if vector is None:
+            if vector is None and self._semantic_ok(normalize(request.prompt)):
                 vector = self._embed(normalize(request.prompt))
             entry = self._entry(request, ns, key, completion)
             self.store.put(entry, vector)
@@ -328,6 +415,98 @@ class PromptCache:
             log.exception("storing the answer failed")
             return completion, None, f"store_error: {exc}"
         return completion, entry, None
+
+    def _relay(
+        self,
+        request: ChatRequest,
+        started: float,
+        ns: str,
+        key: str,
+        *,
+        vector: Vector | None = None,
+        old: Entry | None = None,
+        lease: Lease[tuple[Completion, Entry | None, str | None]] | None = None,
+        store: bool = True,
+        reason: str | None = None,
+    ) -> ChatStream:
+        """A primed stream of the model's deltas (tier miss when it will be stored, else bypass)."""
+        deltas = self._relay_deltas(request, started, ns, key, vector, old, lease, store, reason)
+        stream = ChatStream(
+            tier=Tier.MISS if store else Tier.BYPASS,
+            model=request.model,
+            deltas=deltas,
+            bypass_reason=reason,
+        )
+        stream.prime()
+        return stream
+
+    def _relay_deltas(
+        self,
+        request: ChatRequest,
+        started: float,
+        ns: str,
+        key: str,
+        vector: Vector | None,
+        old: Entry | None,
+        lease: Lease[tuple[Completion, Entry | None, str | None]] | None,
+        store: bool,
+        reason: str | None,
+    ) -> Generator[str, None, ChatResult]:
+        parts: list[str] = []
+        final: object = None
+        upstream: Iterator[str] | None = None
+        try:
+            upstream = self._upstream_deltas(request)
+            while True:
+                try:
+                    delta = next(upstream)
+                except StopIteration as stop:
+                    final = stop.value
+                    break
+                if delta:
+                    parts.append(delta)
+                    yield delta
+        except GeneratorExit:  # cancelled: nothing is stored, waiting requests try again
+            if lease is not None:
+                lease.abandon()
+            raise
+        except BaseException as exc:  # broken: nothing is stored, waiting requests get the error
+            if lease is not None:
+                lease.fail(exc)
+            raise
+        finally:
+            close = getattr(upstream, "close", None)
+            if close is not None:
+                close()
+
+        done = final if isinstance(final, Completion) else None
+        completion = Completion(
+            text="".join(parts),
+            model=(done.model if done else "") or request.model,
+            usage=done.usage if done else Usage(),
+            finish_reason=done.finish_reason if done else "stop",
+        )
+        entry: Entry | None = None
+        try:
+            if store:
+                completion, entry, reason = self._store_completion(
+                    request, ns, key, vector, old, completion
+                )
+            if lease is not None:
+                lease.resolve((completion, entry, reason))
+        finally:
+            if lease is not None:
+                lease.abandon()  # a no-op once resolved; frees the key if storing blew up
+        tier = Tier.MISS if entry is not None else Tier.BYPASS
+        return self._finish(request, started, completion, tier, entry=entry, reason=reason)
+
+    def _upstream_deltas(self, request: ChatRequest) -> Iterator[str]:
+        """The model's text deltas. A model that cannot stream answers in one delta."""
+        if self.llm is None:
+            raise UpstreamNotConfigured(_NO_LLM)
+        if isinstance(self.llm, StreamingLLM):
+            return self.llm.stream(request)
+        return _whole(self.llm.generate(request))
 
     def _hit(self, request: ChatRequest, started: float, hit: CacheHit) -> ChatResult:
         entry = hit.entry
@@ -385,6 +564,7 @@ class PromptCache:
             similarity=None,
             entry_id=entry.id if entry else None,
             bypass_reason=reason,
+            finish_reason=completion.finish_reason,
         )
 
     def _count(self, model: str, counters: Mapping[str, float]) -> None:
@@ -399,6 +579,11 @@ class PromptCache:
 def _embeds() -> int:
     counter = _EMBEDS.get()
     return counter[0] if counter is not None else 0
+
+
+def _whole(completion: Completion) -> Generator[str, None, Completion]:
+    yield completion.text
+    return completion
 
 
 def _probe(name: str, fn: Callable[[], object], required: bool = True) -> DependencyStatus:

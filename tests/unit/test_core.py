@@ -260,3 +260,20 @@ def test_store_answer_and_vectors_are_unit(parts) -> None:  # type: ignore[no-un
     hit = cache.chat(req("How can I reset my password?"))
     assert hit.entry_id == entry.id and hit.response == "stored"
     assert np.isclose(np.linalg.norm(unit("a")), 1.0)
+
+
+def test_prompts_longer_than_the_embedder_reads_use_the_exact_tier_only() -> None:
+    class TruncatingEmbedder(FakeEmbedder):
+        max_input_chars = 100
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            return super().embed([t[:100] for t in texts])  # sees only the first 100 characters
+
+    embedder = TruncatingEmbedder()
+    llm = FakeLLM()
+    cache = PromptCache(store=MemoryStore(), embedder=embedder, stats=MemoryStats(), llm=llm)
+    preamble = "Here is a long shared document. " * 10
+    assert cache.chat(req(preamble + "Summarize it.")).tier is Tier.MISS
+    assert cache.chat(req(preamble + "Translate it into French.")).tier is Tier.MISS
+    assert cache.chat(req(preamble + "Summarize it.")).tier is Tier.EXACT
+    assert embedder.calls == 0 and llm.calls == 2

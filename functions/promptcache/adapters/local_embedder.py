@@ -58,6 +58,9 @@ class LocalEmbedder:
 
     id = "minilm-l6-v2-int8"
     dim = 384
+    #: The model reads 256 word pieces (~1,000 characters of English); longer prompts are matched
+    #: by the exact tier only, so a shared preamble cannot make two prompts look identical.
+    max_input_chars = 1000
     #: Calibrated on labelled paraphrase data (see README, "Decision quality").
     default_threshold = 0.86
 

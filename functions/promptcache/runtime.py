@@ -61,6 +61,17 @@ def _memory(settings: Settings) -> tuple[Store, Stats]:
     return MemoryStore(), MemoryStats()
 
 
+def _upstash(settings: Settings) -> tuple[Store, Stats]:
+    from .adapters.upstash import UpstashStats, UpstashStore
+
+    token = upstash_token(settings)
+    client = _http(settings, settings.backend_timeout)
+    store = UpstashStore(
+        client, settings.upstash_url, token, chunk_bytes=settings.upstash_chunk_bytes
+    )
+    return store, UpstashStats(client, settings.upstash_url, token)
+
+
 def _local_embedder(settings: Settings) -> Embedder:
     from .adapters.local_embedder import LocalEmbedder
 
@@ -122,6 +133,7 @@ def _kv_stats(settings: Settings, store: Store, store_stats: Stats) -> Stats:
 STORES: dict[str, Callable[[Settings], tuple[Store, Stats]]] = {
     "sqlite": _sqlite,
     "memory": _memory,
+    "upstash": _upstash,
 }
 EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
     "local": _local_embedder,

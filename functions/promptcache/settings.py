@@ -89,6 +89,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "",
         "SSM SecureString holding the Upstash token (deployed: read once per cold start).",
     ),
+    "PROMPTCACHE_UPSTASH_CHUNK_BYTES": (
+        "4194304",
+        "Bytes of a namespace's vector log read per Upstash request when loading it (>= 4096).",
+    ),
 }
 
 
@@ -164,6 +168,7 @@ class Settings:
     upstash_url: str
     upstash_token: str
     upstash_token_ssm_parameter: str
+    upstash_chunk_bytes: int = 4 * 1024 * 1024
 
     @property
     def sqlite_path(self) -> Path:
@@ -238,4 +243,5 @@ class Settings:
             upstash_url=upstash_url.rstrip("/"),
             upstash_token=_str(env, "UPSTASH_REDIS_REST_TOKEN"),
             upstash_token_ssm_parameter=_str(env, "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"),
+            upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
         )

@@ -1,0 +1,61 @@
+"""Fixtures for the Upstash store: one real redis-server and one REST stand-in per session,
+emptied before each test that uses them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from promptcache.adapters.upstash import UpstashStore
+from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.upstash_standin import UpstashStandIn
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _upstash_session(redis_server: RedisServer) -> Iterator[UpstashStandIn]:
+    with UpstashStandIn(redis_server.port) as standin:
+        yield standin
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def upstash(_upstash_session: UpstashStandIn, redis_client: redis.Redis) -> UpstashStandIn:
+    """The REST stand-in over an empty Redis, with its counters at zero."""
+    _upstash_session.reset_counters()
+    return _upstash_session
+
+
+@pytest.fixture
+def make_upstash_store(upstash: UpstashStandIn) -> Iterator[Callable[..., UpstashStore]]:
+    """``make_upstash_store(**kwargs)``: a new UpstashStore (own httpx client) on the stand-in."""
+    clients: list[httpx.Client] = []
+
+    def make(**kwargs: Any) -> UpstashStore:
+        client = httpx.Client(timeout=10.0)
+        clients.append(client)
+        return UpstashStore(client, upstash.url, upstash.token, **kwargs)
+
+    yield make
+    for client in clients:
+        client.close()

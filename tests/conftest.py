@@ -11,7 +11,9 @@ import pytest
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.serve import ServerProcess
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.support.fixtures_upstash",
+]
 
 # Tests never read the user's settings or data.
 for _name in list(os.environ):

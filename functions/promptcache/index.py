@@ -210,7 +210,7 @@ class VectorIndex:
     def _search_radius(self, q: npt.NDArray[np.float32], min_score: float) -> int | None:
         """The Hamming radius holding every row scoring >= min_score, or None (scan all)."""
         q_norm = float(np.linalg.norm(q))
-        if min_score <= 0.0 or q_norm == 0.0 or self._max_norm == 0.0:
+        if not (min_score > 0.0 and 0.0 < q_norm < math.inf and 0.0 < self._max_norm < math.inf):
             return None
         # score = |q| |x| cos(theta) >= min_score needs cos(theta) >= min_score / (|q| max|x|)
         cos_min = min_score / (q_norm * self._max_norm) - 1e-6

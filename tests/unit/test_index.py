@@ -217,6 +217,15 @@ def test_non_unit_vectors_widen_the_radius_instead_of_missing() -> None:
     assert as_rows(index.search(q, min_score=1.2)) == [42]
 
 
+def test_degenerate_queries_match_nothing() -> None:
+    rng = np.random.default_rng(17)
+    index = build(unit_rows(rng, 5_000), exact_below=0)
+    assert index.search(np.zeros(DIM, dtype=np.float32), min_score=0.8) == []
+    assert index.search(np.full(DIM, np.nan, dtype=np.float32), min_score=0.8) == []
+    with np.errstate(invalid="ignore"):
+        assert index.search(np.full(DIM, np.inf, dtype=np.float32), min_score=0.8) == []
+
+
 def test_concurrent_adds_and_searches() -> None:
     rng = np.random.default_rng(13)
     rows = unit_rows(rng, 8_000)

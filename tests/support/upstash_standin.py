@@ -209,6 +209,7 @@ class UpstashStandIn:
 class _Handler(BaseHTTPRequestHandler):
     standin: UpstashStandIn
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return None

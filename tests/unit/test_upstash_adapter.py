@@ -1,0 +1,266 @@
+"""UpstashStore without a network: the record format, and the REST protocol at the transport
+(httpx.MockTransport): headers, bodies, and every failure mapped to StoreError / StatsError."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+import pytest
+from promptcache import ConfigError, Entry, LogRecord, Settings, StatsError, StoreError, Usage
+from promptcache.adapters.upstash import (
+    UpstashStats,
+    UpstashStore,
+    decode_records,
+    encode_records,
+    record_dtype,
+)
+
+URL = "https://example-12345.upstash.io"
+
+
+def entry(ttl: float | None = 60.0) -> Entry:
+    now = time.time()
+    return Entry(
+        "e" * 32, "ns", "key", "p", "r", "m", Usage(1, 1), now, None if ttl is None else now + ttl
+    )
+
+
+def transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def b64(value: bytes | str) -> str:
+    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
+
+
+# ------------------------------------------------------------------------------- log records
+@pytest.mark.parametrize("dim", [1, 2, 3, 8, 384, 768, 1024])
+def test_records_round_trip_and_concatenate(dim: int) -> None:
+    assert record_dtype(dim).itemsize % 3 == 0
+    rng = np.random.default_rng(dim)
+    records = [
+        LogRecord("a" * 32, rng.standard_normal(dim).astype(np.float32), 1.5e9),
+        LogRecord("b", None, None),
+        LogRecord("\u00e9t\u00e9", rng.standard_normal(dim).astype(np.float32), None),
+    ]
+    text = b"".join(encode_records([r], dim) for r in records)  # appended one by one
+    assert b"=" not in text
+    assert text == encode_records(records, dim)
+    parsed, used, chars = decode_records(text)
+    assert used == len(text) and chars == len(text) // 3
+    for got, want in zip(parsed, records, strict=True):
+        assert (got.entry_id, got.expires_at) == (want.entry_id, want.expires_at)
+        if want.vector is None:
+            assert got.vector is None
+        else:
+            np.testing.assert_array_equal(got.vector, want.vector)
+
+
+def test_a_partial_record_is_left_for_the_next_read() -> None:
+    text = encode_records([LogRecord("a", np.ones(8, np.float32))] * 3, 8)
+    parsed, used, chars = decode_records(text[:-10])
+    assert len(parsed) == 2 and used == 2 * chars
+    assert decode_records(text[:20]) == ([], 0, None)
+
+
+def test_bad_records_are_refused() -> None:
+    with pytest.raises(StoreError, match="1-32 UTF-8 bytes"):
+        encode_records([LogRecord("x" * 33, np.ones(4, np.float32))], 4)
+    with pytest.raises(StoreError, match="dimensions"):
+        encode_records([LogRecord("x", np.ones(5, np.float32))], 4)
+    with pytest.raises(StoreError, match="corrupt vector log"):
+        decode_records(b"Z" * 200)
+    good = encode_records([LogRecord("a", np.ones(4, np.float32))] * 2, 4)
+    other_dim = encode_records([LogRecord("b", np.ones(5, np.float32))], 5)
+    with pytest.raises(StoreError, match="does not match"):
+        decode_records(good[: len(good) // 2] + other_dim[: len(good) // 2])
+
+
+# ------------------------------------------------------------------------------- protocol
+def test_put_is_one_atomic_transaction_with_the_ttl() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        commands = json.loads(request.content)
+        if request.url.path == "/pipeline":  # the writer learns the generation first
+            return httpx.Response(200, json=[{"result": None}, {"result": None}])
+        results = [{"result": "OK"}, {"result": "OK"}, {"result": 1}, {"result": 1}]
+        return httpx.Response(
+            200,
+            json=results
+            + [{"result": 104}, {"result": None}, {"result": None}][: len(commands) - 4],
+        )
+
+    store = UpstashStore(transport(handler), URL + "/", "tok", clock=lambda: 1000.0)
+    e = Entry("e" * 32, "ns", "key", "p", "r", "m", Usage(1, 1), 1000.0, 1010.5)
+    store.put(e, np.ones(8, np.float32) / np.sqrt(8))
+    assert [r.url.path for r in seen] == ["/pipeline", "/multi-exec"]
+    request = seen[-1]
+    assert request.headers["authorization"] == "Bearer tok"
+    assert request.headers["upstash-encoding"] == "base64"
+    commands = json.loads(request.content)
+    nsid = UpstashStore.namespace_id("ns")
+    assert [c[:2] for c in commands] == [
+        ["SET", f"pc:e:{e.id}"],
+        ["SET", f"pc:x:{nsid}:key"],
+        ["ZADD", "pc:ids"],
+        ["SADD", "pc:nss"],
+        ["APPEND", f"pc:log:{nsid}:0.0"],
+        ["GET", "pc:epoch"],
+        ["GET", f"pc:gen:{nsid}"],
+    ]
+    assert commands[0][3:] == ["PX", 10500] and commands[1][3:] == ["PX", 10500]
+    assert commands[2][2] == "1010.5"
+    assert json.loads(commands[0][2])["entry"] == e.to_json()
+
+
+def test_results_are_decoded_from_base64_except_ok() -> None:
+    stored = entry(None)
+    value = json.dumps({"v": 1, "dim": 0, "entry": stored.to_json()})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        command = json.loads(request.content)
+        if command[0] == "PING":
+            return httpx.Response(200, json={"result": b64("PONG")})
+        return httpx.Response(200, json={"result": b64(value)})
+
+    store = UpstashStore(transport(handler), URL, "tok")
+    store.ping()
+    assert store.get("e" * 32) == stored
+
+
+@pytest.mark.parametrize(
+    ("response", "match", "cause"),
+    [
+        (httpx.Response(401, json={"error": "Unauthorized"}), "401", httpx.HTTPStatusError),
+        (httpx.Response(500, text="oops"), "HTTP 500: oops", httpx.HTTPStatusError),
+        (httpx.Response(503, json={"error": "busy"}), "HTTP 503: busy", httpx.HTTPStatusError),
+        (
+            httpx.Response(400, json={"error": "ERR syntax error"}),
+            "ERR syntax error",
+            httpx.HTTPStatusError,
+        ),
+        (httpx.Response(200, json={"error": "ERR odd"}), "ERR odd", None),
+        (httpx.Response(200, text="<html>"), "not JSON", ValueError),
+        (httpx.Response(200, json={"result": "%%%"}), "not base64", ValueError),
+        (httpx.Response(200, json=[1, 2]), "unexpected answer", None),
+    ],
+)
+def test_http_failures_are_store_errors(
+    response: httpx.Response, match: str, cause: type[BaseException] | None
+) -> None:
+    store = UpstashStore(transport(lambda request: response), URL, "tok")
+    with pytest.raises(StoreError, match=match) as info:
+        store.get("x")
+    if cause is not None:
+        assert isinstance(info.value.__cause__, cause)
+
+
+def test_transport_failures_are_store_errors() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    for handler, cause in ((refuse, httpx.ConnectError), (slow, httpx.ReadTimeout)):
+        store = UpstashStore(transport(handler), URL, "tok")
+        for call in (store.ping, store.count, lambda: store.sync("ns", "k", None)):  # noqa: B023
+            with pytest.raises(StoreError) as info:
+                call()
+            assert isinstance(info.value.__cause__, cause)
+
+
+def test_a_failed_command_in_a_pipeline_is_a_store_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json=[
+                {"result": None},
+                {"error": "WRONGTYPE bad key"},
+                {"result": ""},
+            ],
+        )
+
+    store = UpstashStore(transport(handler), URL, "tok")
+    with pytest.raises(StoreError, match="GET failed: WRONGTYPE bad key"):
+        store.sync("ns", None, None)
+
+    short = UpstashStore(
+        transport(lambda r: httpx.Response(200, json=[{"result": None}])), URL, "tok"
+    )
+    with pytest.raises(StoreError, match="unexpected answer"):
+        short.sync("ns", None, None)
+
+
+def test_a_corrupt_entry_is_a_store_error() -> None:
+    store = UpstashStore(
+        transport(lambda r: httpx.Response(200, json={"result": b64("{not json")})), URL, "tok"
+    )
+    with pytest.raises(StoreError, match="corrupt entry"):
+        store.get("x")
+
+
+def test_unencodable_text_is_a_store_error() -> None:
+    store = UpstashStore(
+        transport(lambda r: httpx.Response(200, json={"result": "OK"})), URL, "tok"
+    )
+    bad = Entry("e" * 32, "ns", "key", "p", "lone \ud800 surrogate", "m", Usage(), 0.0, None)
+    with pytest.raises(StoreError, match="cannot encode"):
+        store.put(bad, None)
+
+
+def test_stats_failures_are_stats_errors() -> None:
+    stats = UpstashStats(transport(lambda r: httpx.Response(502, text="bad gateway")), URL, "tok")
+    for call in (lambda: stats.add({"a": 1}), stats.read, stats.reset):
+        with pytest.raises(StatsError, match="502"):
+            call()
+    malformed = UpstashStats(
+        transport(lambda r: httpx.Response(200, json={"result": [b64("a")]})), URL, "tok"
+    )
+    with pytest.raises(StatsError, match="malformed"):
+        malformed.read()
+
+
+def test_stats_add_is_one_transaction_of_exact_increments() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=[{"result": b64("1")}, {"result": b64("0.5")}])
+
+    UpstashStats(transport(handler), URL, "tok").add({"hits": 1, "skipped": 0, "ms": 0.5})
+    assert [r.url.path for r in seen] == ["/multi-exec"]
+    assert json.loads(seen[0].content) == [
+        ["HINCRBYFLOAT", "pc:stats", "hits", "1.0"],
+        ["HINCRBYFLOAT", "pc:stats", "ms", "0.5"],
+    ]
+
+
+# ------------------------------------------------------------------------------- configuration
+def test_configuration_errors() -> None:
+    client = transport(lambda r: httpx.Response(200, json={"result": "OK"}))
+    with pytest.raises(ConfigError, match="UPSTASH_REDIS_REST_TOKEN"):
+        UpstashStore(client, URL, "")
+    with pytest.raises(ConfigError, match="UPSTASH_REDIS_REST_URL"):
+        UpstashStats(client, "", "tok")
+    with pytest.raises(ConfigError, match="chunk"):
+        UpstashStore(client, URL, "tok", chunk_bytes=1000)
+
+
+def test_chunk_setting() -> None:
+    base = {"UPSTASH_REDIS_REST_URL": URL, "UPSTASH_REDIS_REST_TOKEN": "t"}
+    assert Settings.from_env(base).upstash_chunk_bytes == 4 * 1024 * 1024
+    assert (
+        Settings.from_env({**base, "PROMPTCACHE_UPSTASH_CHUNK_BYTES": "65536"}).upstash_chunk_bytes
+        == 65536
+    )
+    for bad in ("100", "lots", str(2**30)):
+        with pytest.raises(ConfigError, match="PROMPTCACHE_UPSTASH_CHUNK_BYTES"):
+            Settings.from_env({**base, "PROMPTCACHE_UPSTASH_CHUNK_BYTES": bad})

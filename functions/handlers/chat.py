@@ -1,11 +1,13 @@
-"""POST /chat: answer a prompt from the cache or the LLM."""
+"""POST /chat and the OpenAI-compatible POST /v1/chat/completions, GET /v1/models: answer a prompt
+from the cache or the LLM."""
+
+from collections.abc import Iterator
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from promptcache import api, runtime
+from promptcache import api, openai_api, runtime
 from promptcache.observability import logger, metrics, tracer
 
 app = api.make_app(runtime.settings())
@@ -20,9 +22,35 @@ def chat() -> Response:
     return response
 
 
+@app.post("/v1/chat/completions")
+@tracer.capture_method
+def chat_completions() -> Response:
+    response = openai_api.chat_completions(
+        app.current_event, runtime.service(), runtime.settings(), limiter
+    )
+    tier = response.headers["X-Promptcache-Tier"]
+    metrics.add_metric(name=f"tier_{tier}", unit=MetricUnit.Count, value=1)
+    return response
+
+
+@app.get("/v1/models")
+@tracer.capture_method
+def models() -> Response:
+    return openai_api.models(app.current_event, runtime.service(), runtime.settings())
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     metrics.add_metric(name="requests", unit=MetricUnit.Count, value=1)
     return app.resolve(event, context)
+
+
+def stream_handler(event: dict, context: LambdaContext) -> tuple[dict, Iterator[bytes] | None]:
+    """``lambda_handler`` for a server that can send a body while it is produced (``promptcache
+    serve``): the same resolver and routes, except that a streamed completion's event stream comes
+    back live, as an iterator of byte chunks, instead of buffered in the result's body."""
+    with openai_api.live_body() as slot:
+        result = lambda_handler(event, context)
+    return result, slot.take(result)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -59,6 +59,19 @@ class LLM(Protocol):
     def name(self) -> str: ...
 
     def generate(self, request: ChatRequest) -> Completion: ...
+
+
+@runtime_checkable
+class StreamingLLM(LLM, Protocol):
+    """An LLM that can also stream: ``stream`` yields the answer's text deltas as they arrive.
+
+    The iterator may *return* (``StopIteration.value``) a ``Completion`` carrying the model name,
+    usage and finish reason; its ``text`` is ignored (the deltas are the text). An iterator that
+    stops without a complete answer must raise UpstreamError instead of returning, so that a
+    broken stream is never stored. Closing the iterator early must release the connection.
+    """
+
+    def stream(self, request: ChatRequest) -> Iterator[str]: ...
 
 
 @runtime_checkable

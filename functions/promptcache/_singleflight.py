@@ -1,4 +1,10 @@
-"""Single-flight: concurrent callers with the same key share one execution."""
+"""Single-flight: concurrent callers with the same key share one execution.
+
+Two ways to lead a flight: ``do(key, fn)`` runs ``fn`` in the caller; ``lead(key)`` hands the
+caller a ``Lease`` to settle later (a streamed answer settles only when its stream ends). A leader
+that *abandons* (a cancelled stream) produced nothing for anyone: its waiting followers do not
+fail, they try again and one of them leads.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,53 @@ T = TypeVar("T")
 
 
 class _Call(Generic[T]):
-    __slots__ = ("done", "result", "error")
+    __slots__ = ("done", "result", "error", "abandoned")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
+        self.abandoned = False
+
+
+class Lease(Generic[T]):
+    """A leader's handle on its flight. The first of resolve/fail/abandon settles it; later calls
+    are no-ops, so ``abandon()`` in a ``finally`` is a safe backstop."""
+
+    __slots__ = ("_flight", "_key", "_call")
+
+    def __init__(self, flight: SingleFlight[T], key: str, call: _Call[T]) -> None:
+        self._flight = flight
+        self._key = key
+        self._call = call
+
+    @property
+    def settled(self) -> bool:
+        return self._call.done.is_set()
+
+    def resolve(self, result: T) -> None:
+        self._settle(result=result)
+
+    def fail(self, error: BaseException) -> None:
+        self._settle(error=error)
+
+    def abandon(self) -> None:
+        self._settle(abandoned=True)
+
+    def _settle(
+        self,
+        *,
+        result: T | None = None,
+        error: BaseException | None = None,
+        abandoned: bool = False,
+    ) -> None:
+        with self._flight._lock:
+            if self._call.done.is_set():
+                return
+            self._call.result, self._call.error, self._call.abandoned = result, error, abandoned
+            if self._flight._calls.get(self._key) is self._call:
+                del self._flight._calls[self._key]
+            self._call.done.set()
 
 
 class SingleFlight(Generic[T]):
@@ -25,23 +72,29 @@ class SingleFlight(Generic[T]):
 
     def do(self, key: str, fn: Callable[[], T]) -> tuple[T, bool]:
         """Run ``fn`` once for all concurrent callers of ``key``; returns (result, shared)."""
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if not leader:
+        lease, result = self.lead(key)
+        if lease is None:
+            return result, True  # type: ignore[return-value]
+        try:
+            value = fn()
+        except BaseException as exc:
+            lease.fail(exc)
+            raise
+        lease.resolve(value)
+        return value, False
+
+    def lead(self, key: str) -> tuple[Lease[T] | None, T | None]:
+        """Become the leader of ``key`` -> (lease, None), or wait for the current leader ->
+        (None, its result). Raises the leader's error; tries again if the leader abandons."""
+        while True:
+            with self._lock:
+                call = self._calls.get(key)
+                if call is None:
+                    call = self._calls[key] = _Call()
+                    return Lease(self, key, call), None
             call.done.wait()
+            if call.abandoned:
+                continue
             if call.error is not None:
                 raise call.error
-            return call.result, True  # type: ignore[return-value]
-        try:
-            call.result = fn()
-            return call.result, False
-        except BaseException as exc:
-            call.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._calls[key]
-            call.done.set()
+            return None, call.result

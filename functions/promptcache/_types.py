@@ -177,6 +177,7 @@ class ChatResult:
     similarity: float | None = None
     entry_id: str | None = None
     bypass_reason: str | None = None
+    finish_reason: str = "stop"  # the model's, on a miss; a stored answer is a finished one
 
     @property
     def cached(self) -> bool:

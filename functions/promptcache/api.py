@@ -42,6 +42,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/chat"): "chat",
     ("GET", "/stats"): "stats",
     ("GET", "/health"): "health",
+    ("POST", "/v1/chat/completions"): "chat",
+    ("GET", "/v1/models"): "chat",
 }
 
 _ROLES = ("system", "user", "assistant")
@@ -57,8 +59,30 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
-def error_response(exc: PromptCacheError) -> Response:
-    return json_response(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+#: OpenAI's error ``type`` by status, added to error bodies on the /v1 routes (OpenAI clients read
+#: ``error.message`` and ``error.type``; the body is otherwise the project's own).
+_OPENAI_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_type(status: int) -> str:
+    default = "invalid_request_error" if status < 500 else "server_error"
+    return _OPENAI_ERROR_TYPES.get(status, default)
+
+
+def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response:
+    error = {"code": exc.code, "message": exc.message}
+    if openai:
+        error["type"] = openai_error_type(exc.status)
+    return json_response(exc.status, {"error": error})
+
+
+def _is_openai(event: APIGatewayProxyEventV2) -> bool:
+    return event.raw_path.startswith("/v1/")
 
 
 def make_app(settings: Settings) -> APIGatewayHttpResolver:
@@ -76,7 +100,7 @@ def make_app(settings: Settings) -> APIGatewayHttpResolver:
     def _known(exc: PromptCacheError) -> Response:
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc.message)
-        return error_response(exc)
+        return error_response(exc, openai=_is_openai(app.current_event))
 
     @app.exception_handler(NotFoundError)
     def _unknown_route(exc: NotFoundError) -> Response:
@@ -96,11 +120,12 @@ def _no_route(event: APIGatewayProxyEventV2) -> Response:
         err: PromptCacheError = MethodNotAllowed(
             f"{event.request_context.http.method} is not allowed on {path}; use {', '.join(methods)}"
         )
-        resp = error_response(err)
+        resp = error_response(err, openai=_is_openai(event))
         resp.headers["Allow"] = ", ".join(methods)
         return resp
     known = ", ".join(f"{m} {p}" for (m, p) in ROUTES)
-    return error_response(NotFound(f"no route {path}; routes are: {known}"))
+    not_found = NotFound(f"no route {path}; routes are: {known}")
+    return error_response(not_found, openai=_is_openai(event))
 
 
 # ---------------------------------------------------------------- auth and limits

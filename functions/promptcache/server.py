@@ -1,5 +1,11 @@
 """The local server: each HTTP request becomes an API Gateway HTTP API (v2) event, handed to the
 same handler functions Lambda calls; each handler result becomes the HTTP response.
+
+One difference, on purpose: a handler module may offer ``stream_handler`` (same event, same
+resolver) which returns, besides the result, a *live* body for a streamed chat completion; the
+server sends it chunk by chunk (chunked transfer encoding) as it is produced, where API Gateway
+would buffer the whole body. If the client goes away mid-stream, the body is closed: the
+stream is cancelled and nothing is stored.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
@@ -130,14 +137,50 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         name = _module_for(urlsplit(self.path).path)
         event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
+        module = self.modules[name]
+        live: Iterator[bytes] | None = None
         try:
-            result = self.modules[name].lambda_handler(event, LocalContext(name))
+            streaming = getattr(module, "stream_handler", None)
+            if streaming is not None and self.command != "HEAD":
+                result, live = streaming(event, LocalContext(name))
+            else:
+                result = module.lambda_handler(event, LocalContext(name))
             status, headers, payload = from_result(result)
         except Exception:  # the handlers map every error; this is a bug, say so as JSON
             log.exception("handler %s crashed", name)
             status, headers = 500, [("Content-Type", "application/json")]
             payload = b'{"error": {"code": "internal_error", "message": "internal error"}}'
-        self._send(status, headers, payload)
+        if live is not None:
+            self._send_live(status, headers, live)
+        else:
+            self._send(status, headers, payload)
+
+    def _send_live(
+        self, status: int, headers: list[tuple[str, str]], chunks: Iterator[bytes]
+    ) -> None:
+        """Each chunk as it is produced (chunked transfer encoding); the body is closed in the end,
+        which cancels it if the client went away first."""
+        try:
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for data in chunks:
+                if data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError as exc:  # the client went away (reset, broken pipe): stop producing
+            log.info("client left during a streamed response: %s", exc)
+            self.close_connection = True
+        except Exception:  # a bug in the body: end the response without its last chunk
+            log.exception("streamed body failed")
+            self.close_connection = True
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False) -> None:
         self.send_response(status)

@@ -1,9 +1,18 @@
 """A local OpenAI-compatible chat completions server for tests: counts calls, can be slowed down
-or made to fail. Its answers are labelled as coming from this test upstream."""
+or made to fail. Its answers are labelled as coming from this test upstream.
+
+``stream: true`` answers with server-sent ``chat.completion.chunk`` events, one word per chunk,
+``stream_delay`` seconds apart, then ``data: [DONE]`` (and a usage chunk before it when
+``stream_options.include_usage`` is set). ``stream_break_after = k`` cuts the stream after k words:
+``stream_break_mode = "reset"`` drops the connection in the middle of the chunked body, ``"eof"``
+ends the body cleanly but without a finish reason or ``[DONE]``. ``streams_completed`` and
+``streams_aborted`` (the reader went away: a write failed) count what happened;
+``stream_aborted`` is set at each abort."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +26,12 @@ class OpenAIUpstream:
         self.delay = 0.0
         self.fail_status: int | None = None
         self.fail_body: dict[str, Any] = {"error": {"message": "injected failure", "type": "server_error"}}
+        self.stream_delay = 0.0
+        self.stream_break_after: int | None = None
+        self.stream_break_mode = "reset"
+        self.streams_completed = 0
+        self.streams_aborted = 0
+        self.stream_aborted = threading.Event()
         self._lock = threading.Lock()
         upstream = self
 
@@ -54,6 +69,9 @@ class OpenAIUpstream:
                     return
                 question = body["messages"][-1]["content"]
                 text = f"[test upstream answer #{n}] {question}"
+                if body.get("stream"):
+                    self._stream(n, body, question, text)
+                    return
                 self._json(
                     200,
                     {
@@ -71,6 +89,61 @@ class OpenAIUpstream:
                         },
                     },
                 )
+
+            def _stream(self, n: int, body: dict[str, Any], question: str, text: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def send(data: bytes) -> None:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+
+                def event(choices: list[dict[str, Any]], **extra: Any) -> None:
+                    chunk = {
+                        "id": f"chatcmpl-{n}",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": body.get("model", "test-model"),
+                        "choices": choices,
+                        **extra,
+                    }
+                    send(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+                def delta(content: dict[str, Any], finish: str | None = None) -> list[Any]:
+                    return [{"index": 0, "delta": content, "finish_reason": finish}]
+
+                words = re.findall(r"\S+\s*", text)
+                try:
+                    event(delta({"role": "assistant", "content": ""}))
+                    for i, word in enumerate(words):
+                        cut = upstream.stream_break_after
+                        if cut is not None and i >= cut:
+                            if upstream.stream_break_mode == "eof":
+                                self.wfile.write(b"0\r\n\r\n")
+                            self.close_connection = True
+                            return
+                        if upstream.stream_delay:
+                            time.sleep(upstream.stream_delay)
+                        event(delta({"content": word}))
+                    event(delta({}, "stop"))
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        usage = {
+                            "prompt_tokens": len(question.split()),
+                            "completion_tokens": len(words),
+                            "total_tokens": len(question.split()) + len(words),
+                        }
+                        event([], usage=usage)
+                    send(b"data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    with upstream._lock:
+                        upstream.streams_completed += 1
+                except OSError:  # the reader went away
+                    self.close_connection = True
+                    with upstream._lock:
+                        upstream.streams_aborted += 1
+                    upstream.stream_aborted.set()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -93,6 +166,12 @@ class OpenAIUpstream:
             self.requests.clear()
         self.delay = 0.0
         self.fail_status = None
+        self.stream_delay = 0.0
+        self.stream_break_after = None
+        self.stream_break_mode = "reset"
+        self.streams_completed = 0
+        self.streams_aborted = 0
+        self.stream_aborted.clear()
 
     def __enter__(self) -> OpenAIUpstream:
         self._thread.start()

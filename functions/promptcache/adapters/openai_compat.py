@@ -5,9 +5,12 @@ Configured with the OpenAI SDK's own variables: OPENAI_BASE_URL and OPENAI_API_K
 
 from __future__ import annotations
 
+import json
+from collections.abc import Generator
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from .._errors import UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from .._types import ChatRequest, Completion, Usage
@@ -24,6 +27,32 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)
     return str(error or body)[:300]
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code == 429:
+        raise UpstreamRateLimited(f"the LLM upstream is rate limiting: {_error_message(response)}")
+    if response.status_code in (408, 504):
+        raise UpstreamTimeout(f"the LLM upstream timed out: {_error_message(response)}")
+    if response.status_code >= 400:
+        raise UpstreamError(
+            f"the LLM upstream answered {response.status_code}: {_error_message(response)}"
+        )
+
+
+def _chunk(data: str) -> dict[str, Any]:
+    """One streamed chat.completion.chunk; an error event or unreadable data -> UpstreamError."""
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamError(f"the LLM upstream streamed unreadable data: {data[:200]!r}") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamError(f"the LLM upstream streamed unreadable data: {data[:200]!r}")
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UpstreamError(f"the LLM upstream stream failed: {message}")
+    return chunk
 
 
 class OpenAICompatibleLLM:
@@ -56,14 +85,7 @@ class OpenAICompatibleLLM:
             raise UpstreamTimeout(f"the LLM upstream timed out: {exc}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"the LLM upstream is unreachable: {exc}") from exc
-        if response.status_code == 429:
-            raise UpstreamRateLimited(f"the LLM upstream is rate limiting: {_error_message(response)}")
-        if response.status_code in (408, 504):
-            raise UpstreamTimeout(f"the LLM upstream timed out: {_error_message(response)}")
-        if response.status_code >= 400:
-            raise UpstreamError(
-                f"the LLM upstream answered {response.status_code}: {_error_message(response)}"
-            )
+        _raise_for_status(response)
         try:
             body = response.json()
             choice = body["choices"][0]
@@ -79,3 +101,54 @@ class OpenAICompatibleLLM:
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamError(f"the LLM upstream sent an unreadable answer: {exc}") from exc
+
+    def stream(self, request: ChatRequest) -> Generator[str, None, Completion]:
+        """The answer's text deltas as the upstream streams them (server-sent events).
+
+        Returns (``StopIteration.value``) a Completion with the model, the usage (requested with
+        ``stream_options.include_usage``; zero when the server does not report it) and the
+        finish reason; its text is empty, the deltas are the text. The stream is complete at
+        ``data: [DONE]``, or at a clean end after a finish reason; a stream that breaks, ends
+        before that, or carries an error event raises UpstreamError. Closing the generator
+        early closes the upstream connection.
+        """
+        payload = self.payload(request, stream=True)
+        payload["stream_options"] = {"include_usage": True}
+        model, usage, finish = request.model, Usage(), ""
+        done = False
+        try:
+            with self._client.stream(
+                "POST", self._url, json=payload, headers=self._headers
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response)
+                for event in EventSource(response).iter_sse():
+                    if event.data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = _chunk(event.data)
+                    model = str(chunk.get("model") or model)
+                    reported = chunk.get("usage")
+                    if isinstance(reported, dict):
+                        usage = Usage(
+                            int(reported.get("prompt_tokens") or 0),
+                            int(reported.get("completion_tokens") or 0),
+                        )
+                    for choice in chunk.get("choices") or ():
+                        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                            continue
+                        if choice.get("finish_reason"):
+                            finish = str(choice["finish_reason"])
+                        content = (choice.get("delta") or {}).get("content")
+                        if isinstance(content, str) and content:
+                            yield content
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"the LLM upstream timed out while streaming: {exc}") from exc
+        except (httpx.HTTPError, SSEError) as exc:
+            raise UpstreamError(f"the LLM upstream stream broke: {exc}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UpstreamError(f"the LLM upstream streamed an unreadable chunk: {exc}") from exc
+        if not done and not finish:
+            raise UpstreamError("the LLM upstream stream ended before the answer was complete")
+        return Completion(text="", model=model, usage=usage, finish_reason=finish or "stop")

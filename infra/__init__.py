@@ -1,0 +1,1 @@
+"""The deployment: Lambda artifacts (``infra.build``) and the Pulumi program (``__main__``)."""

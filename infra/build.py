@@ -1,0 +1,428 @@
+"""Build the Lambda artifacts the Pulumi program deploys.
+
+    .venv/bin/python -m infra.build --arch arm64 --python 3.12 --out build/
+
+Writes three files into ``--out``:
+
+- ``promptcache-layer-<arch>-py<version>.zip``: the layer. ``python/promptcache`` (the core
+  package, functions/promptcache) plus the runtime dependencies listed in pyproject.toml's
+  ``[project].dependencies``, installed by pip from binary manylinux wheels for the Lambda
+  architecture and Python version, whatever machine runs the build (PyPI alone is enough).
+- ``promptcache-functions.zip``: the function code, the handler modules (``chat.py``,
+  ``stats.py``, ``health.py``) at the zip root.
+- ``promptcache-layer-<arch>-py<version>.json``: the manifest: target, sizes, the installed
+  distributions and a digest of the sources. The Pulumi program refuses artifacts that are
+  missing, built for another target or older than the sources.
+
+Prints the sizes; exits non-zero with a message when the unzipped layer and code exceed Lambda's
+250 MB limit, or when the zipped layer is too big to upload without an S3 bucket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORE_DIR = REPO / "functions" / "promptcache"
+HANDLERS_DIR = REPO / "functions" / "handlers"
+PYPROJECT = REPO / "pyproject.toml"
+DEFAULT_OUT = REPO / "build"
+
+#: Lambda architecture -> the machine name in wheel platform tags.
+ARCHITECTURES = {"arm64": "aarch64", "x86_64": "x86_64"}
+#: Lambda's Python runtimes this project supports -> the glibc of their OS (Amazon Linux 2023).
+#: numpy 2.x wheels need glibc 2.28 or newer, hence python3.12 and later.
+LAMBDA_PYTHONS = {"3.12": (2, 34), "3.13": (2, 34), "3.14": (2, 34)}
+#: Oldest glibc a manylinux wheel can target, per machine.
+_OLDEST_GLIBC_MINOR = {"x86_64": 5, "aarch64": 17}
+
+MiB = 1024 * 1024
+#: Lambda: a function's code plus all its layers, unzipped.
+UNZIPPED_LIMIT_BYTES = 250 * MiB
+#: Lambda: a zip uploaded with the request itself (no S3 bucket), as the Pulumi program does.
+DIRECT_UPLOAD_LIMIT_BYTES = 50 * MiB
+
+#: Installed into the layer besides pyproject's dependencies. Deployed, runtime.py reads the
+#: secrets from SSM through Powertools parameters, which needs boto3. Lambda's runtime has a
+#: boto3, but the botocore that aws-xray-sdk brings into the layer would shadow the runtime's and
+#: pair that boto3 with a botocore it was not released with: the layer carries both, resolved
+#: together.
+LAYER_EXTRA_DEPENDENCIES = ("boto3",)
+
+FUNCTIONS_ZIP = "promptcache-functions.zip"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same inputs, same bytes, no redeploy
+_SKIP_DIRS = {"__pycache__"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+class BuildError(Exception):
+    """The artifacts cannot be built (or would not fit Lambda); the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the layer is built for: a Lambda architecture, a Python version and its glibc."""
+
+    arch: str
+    python: str
+    glibc: tuple[int, int]
+
+    @classmethod
+    def lambda_runtime(cls, arch: str, python: str) -> Target:
+        if arch not in ARCHITECTURES:
+            raise BuildError(
+                f"architecture must be one of {', '.join(ARCHITECTURES)}; got {arch!r}"
+            )
+        if python not in LAMBDA_PYTHONS:
+            raise BuildError(
+                f"python must be one of {', '.join(LAMBDA_PYTHONS)} (Lambda runtimes with glibc "
+                f"2.28+, which numpy 2 needs); got {python!r}"
+            )
+        return cls(arch, python, LAMBDA_PYTHONS[python])
+
+    @classmethod
+    def host(cls) -> Target:
+        """This machine and interpreter (for the smoke test: the artifact runs here)."""
+        machine = platform.machine()
+        arch = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64", "AMD64": "x86_64"}.get(
+            machine
+        )
+        if arch is None:
+            raise BuildError(f"no Lambda architecture matches this machine ({machine})")
+        libc, version = platform.libc_ver()
+        if libc != "glibc":
+            raise BuildError(
+                f"the host build needs glibc; this machine has {libc or 'an unknown libc'}"
+            )
+        major, minor = (int(p) for p in version.split(".")[:2])
+        return cls(arch, f"{sys.version_info.major}.{sys.version_info.minor}", (major, minor))
+
+    @property
+    def machine(self) -> str:
+        return ARCHITECTURES[self.arch]
+
+    @property
+    def runtime(self) -> str:
+        return f"python{self.python}"
+
+    @property
+    def layer_zip(self) -> str:
+        return f"promptcache-layer-{self.arch}-py{self.python}.zip"
+
+    @property
+    def manifest(self) -> str:
+        return f"promptcache-layer-{self.arch}-py{self.python}.json"
+
+    def platforms(self) -> list[str]:
+        """Every manylinux tag whose wheels run on this glibc, newest first.
+
+        pip does not expand ``manylinux_2_34`` to older tags by itself, so a single
+        ``manylinux2014`` tag would make it skip the many wheels (numpy 2.x among them) that
+        only ship ``manylinux_2_27``/``2_28`` builds.
+        """
+        major, minor = self.glibc
+        oldest = _OLDEST_GLIBC_MINOR[self.machine]
+        tags = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, oldest - 1, -1)]
+        return [*tags, f"manylinux2014_{self.machine}"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    zipped_bytes: int
+    unzipped_bytes: int
+    files: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    target: Target
+    layer: Artifact
+    functions: Artifact
+    handlers: tuple[str, ...]
+    distributions: dict[str, str]
+    source_digest: str
+    manifest: Path
+
+    def report(self) -> str:
+        total = self.layer.unzipped_bytes + self.functions.unzipped_bytes
+        return "\n".join(
+            [
+                f"target     {self.target.runtime} {self.target.arch} "
+                f"(manylinux, glibc {self.target.glibc[0]}.{self.target.glibc[1]})",
+                f"layer      {self.layer.path}",
+                f"           {_mb(self.layer.unzipped_bytes)} unzipped, "
+                f"{_mb(self.layer.zipped_bytes)} zipped, {self.layer.files} files, "
+                f"{len(self.distributions)} distributions",
+                f"functions  {self.functions.path}",
+                f"           {_mb(self.functions.unzipped_bytes)} unzipped, "
+                f"{_mb(self.functions.zipped_bytes)} zipped ({', '.join(self.handlers)})",
+                f"total      {_mb(total)} unzipped of Lambda's {_mb(UNZIPPED_LIMIT_BYTES)}",
+            ]
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / MiB:.1f} MiB"
+
+
+# ---------------------------------------------------------------- inputs
+def runtime_dependencies(pyproject: Path = PYPROJECT) -> list[str]:
+    """The layer's dependencies: pyproject.toml's ``[project].dependencies`` (plus
+    ``LAYER_EXTRA_DEPENDENCIES``)."""
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise BuildError(f"cannot read [project] from {pyproject}: {exc}") from exc
+    deps = project.get("dependencies")
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise BuildError(f"{pyproject}: [project].dependencies must be a list of strings")
+    return [*deps, *LAYER_EXTRA_DEPENDENCIES]
+
+
+def _source_files(root: Path) -> Iterable[Path]:
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if (
+            path.is_file()
+            and not _SKIP_DIRS.intersection(rel.parts)
+            and path.suffix not in _SKIP_SUFFIXES
+        ):
+            yield path
+
+
+def handler_files(handlers_dir: Path = HANDLERS_DIR) -> list[Path]:
+    """The handler modules: every module of functions/handlers except the package marker."""
+    return sorted(p for p in handlers_dir.glob("*.py") if p.name != "__init__.py")
+
+
+def source_digest(
+    target: Target,
+    deps: Sequence[str],
+    core_dir: Path = CORE_DIR,
+    handlers_dir: Path = HANDLERS_DIR,
+) -> str:
+    """What the artifacts are built from: target, dependency specifiers, core and handlers."""
+    h = hashlib.sha256()
+    h.update(json.dumps([asdict(target), sorted(deps)]).encode())
+    for label, files in (
+        ("core", list(_source_files(core_dir))),
+        ("handlers", handler_files(handlers_dir)),
+    ):
+        base = core_dir if label == "core" else handlers_dir
+        for path in files:
+            h.update(f"\0{label}/{path.relative_to(base).as_posix()}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- steps
+Installer = Callable[[Target, Sequence[str], Path], None]
+
+
+def pip_install(target: Target, deps: Sequence[str], dest: Path) -> None:
+    """Install ``deps`` into ``dest`` from binary wheels for ``target`` (never this machine's)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--no-compile",
+        "--target",
+        str(dest),
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        target.python,
+    ]
+    for tag in target.platforms():
+        cmd += ["--platform", tag]
+    cmd += list(deps)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise BuildError(
+            f"pip could not install the layer's dependencies for {target.runtime} {target.arch} "
+            f"(exit {proc.returncode}):\n{tail}"
+        )
+
+
+def _prune(root: Path) -> None:
+    """Drop what never runs on Lambda: bytecode caches and console scripts with local shebangs."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_dir() and path.name in _SKIP_DIRS:
+            shutil.rmtree(path)
+        elif path.is_file() and path.suffix in _SKIP_SUFFIXES:
+            path.unlink()
+    shutil.rmtree(root / "bin", ignore_errors=True)
+
+
+def _distributions(site: Path) -> dict[str, str]:
+    return {
+        d.metadata["Name"]: d.version
+        for d in sorted(
+            metadata.distributions(path=[str(site)]), key=lambda d: d.metadata["Name"].lower()
+        )
+    }
+
+
+def write_zip(root: Path, zip_path: Path) -> Artifact:
+    """Zip ``root``'s files (sorted, fixed timestamps, normalized modes): reproducible bytes."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_suffix(zip_path.suffix + ".tmp")
+    unzipped = files = 0
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=_ZIP_TIME)
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            data = path.read_bytes()
+            zf.writestr(info, data, compresslevel=9)
+            unzipped += len(data)
+            files += 1
+    tmp.replace(zip_path)
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    return Artifact(zip_path, zip_path.stat().st_size, unzipped, files, digest)
+
+
+def build(
+    target: Target,
+    out: Path = DEFAULT_OUT,
+    *,
+    installer: Installer = pip_install,
+    pyproject: Path = PYPROJECT,
+    core_dir: Path = CORE_DIR,
+    handlers_dir: Path = HANDLERS_DIR,
+    unzipped_limit: int = UNZIPPED_LIMIT_BYTES,
+    upload_limit: int = DIRECT_UPLOAD_LIMIT_BYTES,
+) -> BuildResult:
+    deps = runtime_dependencies(pyproject)
+    handlers = handler_files(handlers_dir)
+    if not handlers:
+        raise BuildError(f"no handler modules in {handlers_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="promptcache-build-") as tmpdir:
+        work = Path(tmpdir)
+        site = work / "layer" / "python"
+        site.mkdir(parents=True)
+        installer(target, deps, site)
+        if (site / "promptcache").exists():
+            raise BuildError(
+                "a dependency installed a top-level 'promptcache' package into the layer"
+            )
+        shutil.copytree(
+            core_dir, site / "promptcache", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        _prune(site)
+        distributions = _distributions(site)
+        layer = write_zip(work / "layer", out / target.layer_zip)
+
+        code = work / "functions"
+        code.mkdir()
+        for path in handlers:
+            shutil.copy2(path, code / path.name)
+        functions = write_zip(code, out / FUNCTIONS_ZIP)
+
+    total = layer.unzipped_bytes + functions.unzipped_bytes
+    if total > unzipped_limit:
+        raise BuildError(
+            f"the layer and code take {_mb(total)} unzipped ({_mb(layer.unzipped_bytes)} layer); "
+            f"Lambda's limit is {_mb(unzipped_limit)}: trim pyproject's [project].dependencies"
+        )
+    if layer.zipped_bytes > upload_limit:
+        raise BuildError(
+            f"the zipped layer is {_mb(layer.zipped_bytes)}; a layer uploaded without an S3 bucket "
+            f"must stay under {_mb(upload_limit)}"
+        )
+
+    result = BuildResult(
+        target=target,
+        layer=layer,
+        functions=functions,
+        handlers=tuple(p.stem for p in handlers),
+        distributions=distributions,
+        source_digest=source_digest(target, deps, core_dir, handlers_dir),
+        manifest=out / target.manifest,
+    )
+    write_manifest(result)
+    return result
+
+
+def write_manifest(result: BuildResult) -> None:
+    def artifact(a: Artifact) -> dict[str, object]:
+        return {
+            "file": a.path.name,
+            "zipped_bytes": a.zipped_bytes,
+            "unzipped_bytes": a.unzipped_bytes,
+            "files": a.files,
+            "sha256": a.sha256,
+        }
+
+    body = {
+        "target": {
+            "arch": result.target.arch,
+            "python": result.target.python,
+            "glibc": list(result.target.glibc),
+            "runtime": result.target.runtime,
+        },
+        "layer": artifact(result.layer),
+        "functions": {**artifact(result.functions), "handlers": list(result.handlers)},
+        "distributions": result.distributions,
+        "source_digest": result.source_digest,
+    }
+    result.manifest.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- command line
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.build",
+        description="Build the Lambda layer (manylinux wheels for the target) and function zip.",
+    )
+    parser.add_argument(
+        "--arch", choices=sorted(ARCHITECTURES), default="arm64", help="Lambda architecture"
+    )
+    parser.add_argument(
+        "--python", default="3.12", help=f"Lambda Python version ({', '.join(LAMBDA_PYTHONS)})"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output directory (default: build/)"
+    )
+    parser.add_argument(
+        "--host",
+        action="store_true",
+        help="build for this machine and interpreter instead (to run the artifact here)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        target = Target.host() if args.host else Target.lambda_runtime(args.arch, args.python)
+        result = build(target, args.out)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One ``pulumi.ComponentResource`` per concern, each configured by a frozen dataclass."""

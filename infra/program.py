@@ -1,0 +1,186 @@
+"""The whole stack of one stage, composed from the components: what ``__main__`` deploys.
+
+Order of the data flow: the Cloudflare KV namespace and the Upstash database come first; their
+id, URL and token (with the Cloudflare API token from config) feed the SSM secrets and the
+functions' environment; the functions feed the HTTP API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+from promptcache.api import ROUTES
+
+from infra import artifacts as artifacts_mod
+from infra.artifacts import Artifacts
+from infra.components.cloudflare_kv import StatsNamespace, StatsNamespaceArgs
+from infra.components.function import HandlerFunction, HandlerFunctionArgs
+from infra.components.http_api import FunctionTarget, HttpApi, HttpApiArgs
+from infra.components.layer import CoreLayer, CoreLayerArgs
+from infra.components.secrets import SecretParameters, SecretParametersArgs
+from infra.components.upstash import CacheDatabase, CacheDatabaseArgs
+from infra.config import StackConfig
+
+#: The handler that answers requests no route matches (its resolver returns the JSON 404/405).
+FALLBACK_HANDLER = "health"
+#: Headers the browser may read on a cross-origin response.
+EXPOSE_HEADERS = ("x-promptcache-tier", "x-promptcache-similarity", "x-promptcache-entry")
+#: SSM parameter names (under /promptcache/<stage>) of the two secrets.
+CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
+UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
+
+
+def handler_modules(routes: Mapping[tuple[str, str], str] = ROUTES) -> list[str]:
+    """One function per handler module named by the routes (plus the fallback)."""
+    return sorted(set(routes.values()) | {FALLBACK_HANDLER})
+
+
+def function_environment(
+    cfg: StackConfig,
+    *,
+    kv_namespace_id: pulumi.Input[str],
+    upstash_rest_url: pulumi.Input[str],
+    secret_parameter_names: Mapping[str, pulumi.Input[str]],
+) -> dict[str, pulumi.Input[str]]:
+    """The functions' settings (names from promptcache.settings.SETTINGS): secrets only by the
+    name of the SSM parameter that holds them."""
+    env: dict[str, pulumi.Input[str]] = {
+        "PROMPTCACHE_STORE": "upstash",
+        "PROMPTCACHE_EMBEDDER": "workers-ai",
+        "PROMPTCACHE_LLM": "workers-ai",
+        "PROMPTCACHE_STATS": "cloudflare-kv",
+        "PROMPTCACHE_TTL_SECONDS": str(cfg.ttl_seconds),
+        "PROMPTCACHE_RATE_LIMIT_PER_MINUTE": str(cfg.rate_limit_per_minute),
+        "PROMPTCACHE_UPSTREAM_TIMEOUT": str(cfg.upstream_timeout_seconds),
+        "CLOUDFLARE_ACCOUNT_ID": cfg.cloudflare_account_id,
+        "CLOUDFLARE_KV_NAMESPACE_ID": kv_namespace_id,
+        "CLOUDFLARE_API_TOKEN_SSM_PARAMETER": secret_parameter_names[CLOUDFLARE_TOKEN_PARAMETER],
+        "UPSTASH_REDIS_REST_URL": upstash_rest_url,
+        "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER": secret_parameter_names[UPSTASH_TOKEN_PARAMETER],
+        "POWERTOOLS_SERVICE_NAME": "promptcache",
+        "POWERTOOLS_METRICS_NAMESPACE": f"promptcache-{cfg.stage}",
+        "POWERTOOLS_LOG_LEVEL": cfg.log_level,
+    }
+    if cfg.model:
+        env["PROMPTCACHE_MODEL"] = cfg.model
+    if cfg.threshold:
+        env["PROMPTCACHE_THRESHOLD"] = cfg.threshold
+    return env
+
+
+@dataclass
+class Deployment:
+    config: StackConfig
+    kv: StatsNamespace
+    database: CacheDatabase
+    secrets: SecretParameters
+    layer: CoreLayer
+    functions: dict[str, HandlerFunction]
+    api: HttpApi
+    environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> dict[str, pulumi.Input[object]]:
+        """The stack outputs: endpoints and names, never a secret."""
+        return {
+            "stage": self.config.stage,
+            "apiUrl": self.api.url,
+            "functionNames": {module: fn.name for module, fn in self.functions.items()},
+            "layerArn": self.layer.arn,
+            "kvNamespaceId": self.kv.id,
+            "upstashEndpoint": self.database.endpoint,
+            "secretParameterNames": self.secrets.names,
+        }
+
+
+def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
+    modules = handler_modules()
+    built = built or artifacts_mod.load(
+        cfg.build_dir, cfg.architecture, cfg.python_version, modules
+    )
+
+    kv = StatsNamespace(
+        f"{cfg.prefix}-stats",
+        StatsNamespaceArgs(account_id=cfg.cloudflare_account_id, title=f"{cfg.prefix}-stats"),
+    )
+    database = CacheDatabase(
+        f"{cfg.prefix}-cache",
+        CacheDatabaseArgs(
+            name=f"{cfg.prefix}-cache",
+            primary_region=cfg.upstash_primary_region,
+            budget=cfg.upstash_budget,
+            eviction=cfg.upstash_eviction,
+        ),
+    )
+    secrets = SecretParameters(
+        f"{cfg.prefix}-secrets",
+        SecretParametersArgs(
+            path=f"/promptcache/{cfg.stage}",
+            values={
+                CLOUDFLARE_TOKEN_PARAMETER: cfg.cloudflare_api_token,
+                UPSTASH_TOKEN_PARAMETER: database.rest_token,
+            },
+            kms_key_arn=cfg.secrets_kms_key_arn,
+            tags=cfg.tags,
+        ),
+    )
+    layer = CoreLayer(
+        f"{cfg.prefix}-core",
+        CoreLayerArgs(
+            name=f"{cfg.prefix}-core",
+            zip_path=built.layer_zip,
+            source_code_hash=built.layer_hash,
+            runtime=cfg.runtime,
+            architecture=cfg.architecture,
+        ),
+    )
+    environment = function_environment(
+        cfg,
+        kv_namespace_id=kv.id,
+        upstash_rest_url=database.rest_url,
+        secret_parameter_names=secrets.names,
+    )
+    functions = {
+        module: HandlerFunction(
+            f"{cfg.prefix}-{module}",
+            HandlerFunctionArgs(
+                name=f"{cfg.prefix}-{module}",
+                module=module,
+                code_zip=built.functions_zip,
+                code_hash=built.functions_hash,
+                layer_arn=layer.arn,
+                runtime=cfg.runtime,
+                architecture=cfg.architecture,
+                memory_mb=cfg.memory_mb,
+                timeout_seconds=cfg.timeout_seconds,
+                environment=environment,
+                log_retention_days=cfg.log_retention_days,
+                secret_parameter_arns=list(secrets.arns.values()),
+                kms_key_arn=cfg.secrets_kms_key_arn,
+                tags=cfg.tags,
+            ),
+        )
+        for module in modules
+    }
+    api = HttpApi(
+        f"{cfg.prefix}-http",
+        HttpApiArgs(
+            name=cfg.prefix,
+            routes=dict(ROUTES),
+            functions={
+                m: FunctionTarget(name=f.name, invoke_arn=f.invoke_arn)
+                for m, f in functions.items()
+            },
+            fallback=FALLBACK_HANDLER,
+            cors_allow_origins=cfg.cors_allow_origins,
+            cors_expose_headers=EXPOSE_HEADERS,
+            throttle_rate_limit=cfg.throttle_rate_limit,
+            throttle_burst_limit=cfg.throttle_burst_limit,
+            integration_timeout_ms=cfg.timeout_seconds * 1000,
+            log_retention_days=cfg.log_retention_days,
+            tags=cfg.tags,
+        ),
+    )
+    return Deployment(cfg, kv, database, secrets, layer, functions, api, environment)

@@ -278,3 +278,33 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(body)
         except ValueError as exc:
             raise _BadRequest(f"ERR the body is not valid JSON: {exc}") from exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until stdin closes or SIGTERM: ``python -m tests.support.upstash_standin``.
+
+    Starts its own redis-server unless ``--redis-port`` is given; prints ``URL TOKEN`` first."""
+    import argparse
+    import signal
+    import sys
+
+    from tests.support.redis_server import RedisServer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-port", type=int, default=0)
+    parser.add_argument("--token", default="standin-token")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds: both servers stop
+    server = None if args.redis_port else RedisServer().start()
+    try:
+        port = args.redis_port or (server.port if server else 0)
+        with UpstashStandIn(port, token=args.token) as standin:
+            print(standin.url, standin.token, flush=True)
+            sys.stdin.read()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -395,12 +395,22 @@ class UpstashStore:
 
     def put(self, entry: Entry, vector: npt.NDArray[np.float32] | None) -> None:
         nsid = self.namespace_id(entry.namespace)
-        record = None
-        dim = 0
+        generation = self._writer_generation(nsid) if vector is not None else ""
+        commands = self.put_commands(entry, vector, generation)
+        results = self._rest.multi_exec(commands)
         if vector is not None:
-            dim = int(np.asarray(vector).size)
-            record = encode_records([LogRecord(entry.id, vector, entry.expires_at)], dim)
+            record = str(commands[-3][2]).encode("ascii")
+            self._settle(nsid, generation, record, results[-2], results[-1])
+
+    def put_commands(
+        self, entry: Entry, vector: npt.NDArray[np.float32] | None, generation: str
+    ) -> list[list[str | int]]:
+        """The one transaction that stores an entry: both SETs with their TTL, the count's ZADD,
+        the namespace's SADD and, with a vector, the APPEND to ``generation``'s log followed by
+        the GETs that tell whether ``generation`` is still the current one."""
+        nsid = self.namespace_id(entry.namespace)
         _id_bytes(entry.id)
+        dim = 0 if vector is None else int(np.asarray(vector).size)
         value = self._wrap(entry, dim)
         ttl: list[str | int] = []
         if entry.expires_at is not None:
@@ -412,17 +422,14 @@ class UpstashStore:
             ["ZADD", self._ids_key, score, entry.id],
             ["SADD", self._namespaces_key, nsid],
         ]
-        if record is None:
-            self._rest.multi_exec(commands)
-            return
-        generation = self._writer_generation(nsid)
-        commands += [
-            ["APPEND", self._log_key(nsid, generation), record.decode("ascii")],
-            ["GET", self._epoch_key],
-            ["GET", self._gen_key(nsid)],
-        ]
-        results = self._rest.multi_exec(commands)
-        self._settle(nsid, generation, record, results[-2], results[-1])
+        if vector is not None:
+            record = encode_records([LogRecord(entry.id, vector, entry.expires_at)], dim)
+            commands += [
+                ["APPEND", self._log_key(nsid, generation), record.decode("ascii")],
+                ["GET", self._epoch_key],
+                ["GET", self._gen_key(nsid)],
+            ]
+        return commands
 
     def delete(self, entry_id: str) -> bool:
         raw = self._rest.command("GET", self._entry_key(entry_id))

@@ -12,6 +12,7 @@ from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.serve import ServerProcess
 
 pytest_plugins: list[str] = [
+    "tests.support.fixtures_cloudflare",
     "tests.support.fixtures_upstash",
 ]
 

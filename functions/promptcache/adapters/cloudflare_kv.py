@@ -197,13 +197,17 @@ class KVStats:
                 self._written = max(self._written, version)
 
     def close(self) -> None:
-        """Stop the timer and write what is pending. Raises StatsError if that fails."""
+        """Stop the timer, write what is pending, close the HTTP client. Raises StatsError if the
+        last write fails (the client is closed all the same)."""
         with self._lock:
             self._closed = True
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._http.client.close()
 
     def __enter__(self) -> KVStats:
         return self
@@ -290,9 +294,12 @@ class KVStats:
         return max(candidates, key=lambda b: b[0])[1]
 
     # ------------------------------------------------------------------ KV REST
-    def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _call(
+        self, method: str, url: str, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         try:
-            return self._http.request(method, url, headers=self._headers, **kwargs)
+            return self._http.request(method, url, headers={**self._headers, **(headers or {})},
+                                      **kwargs)
         except CircuitOpenError as exc:
             raise StatsError(f"KV unavailable: {exc}") from exc
         except httpx.HTTPError as exc:
@@ -315,7 +322,11 @@ class KVStats:
         files: dict[str, tuple[None, str]] = {"value": (None, value)}
         if metadata is not None:
             files["metadata"] = (None, metadata)
-        response = self._call("PUT", self._value_url(key), files=files)
+        # encoded once up front: one body to send (and resend on a retry), not a part stream
+        form = httpx.Request("PUT", self._value_url(key), files=files)
+        body = form.read()
+        content_type = {"Content-Type": form.headers["Content-Type"]}
+        response = self._call("PUT", self._value_url(key), content_type, content=body)
         if response.status_code >= 400:
             raise StatsError(f"KV PUT {key!r} failed: {cf.describe(response)}")
         try:

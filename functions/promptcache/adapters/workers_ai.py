@@ -121,6 +121,10 @@ class _WorkersAI:
         assert self._http.breaker is not None
         return self._http.breaker
 
+    def close(self) -> None:
+        """Close the HTTP client (the adapter is unusable afterwards)."""
+        self._http.client.close()
+
     def _url(self, model: str) -> str:
         return self._run_url + _model_path(model)
 

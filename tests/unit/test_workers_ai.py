@@ -1,0 +1,497 @@
+"""adapters/workers_ai with httpx.MockTransport: request shapes, result checks, error mapping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from promptcache import (
+    LLM,
+    ChatRequest,
+    ConfigError,
+    Embedder,
+    EmbedderError,
+    Message,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+from promptcache._errors import UpstreamBadRequest, UpstreamPayloadTooLarge
+from promptcache.adapters._http import CircuitBreaker, RetryPolicy
+from promptcache.adapters.workers_ai import (
+    DEFAULT_BGE_THRESHOLD,
+    DEFAULT_LLM_MODEL,
+    WorkersAIEmbedder,
+    WorkersAILLM,
+)
+
+BASE = "https://cf.example.test/client/v4"
+ACCOUNT = "acc123"
+TOKEN = "tok-secret"
+EMBED_PATH = f"/client/v4/accounts/{ACCOUNT}/ai/run/@cf/baai/bge-base-en-v1.5"
+LLM_PATH = f"/client/v4/accounts/{ACCOUNT}/ai/run/{DEFAULT_LLM_MODEL}"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def ok(result: Any) -> dict[str, Any]:
+    return {"result": result, "success": True, "errors": [], "messages": []}
+
+
+def failed(code: int, message: str) -> dict[str, Any]:
+    return {"result": None, "success": False, "errors": [{"code": code, "message": message}],
+            "messages": []}
+
+
+class Recorder:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.handler(request)
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.content) for r in self.requests]
+
+
+def no_sleep(seconds: float) -> None:
+    pass
+
+
+def embedder(handler: Handler, **kwargs: Any) -> tuple[WorkersAIEmbedder, Recorder]:
+    rec = Recorder(handler)
+    client = httpx.Client(transport=httpx.MockTransport(rec))
+    kwargs.setdefault("sleep", no_sleep)
+    return WorkersAIEmbedder(client, ACCOUNT, TOKEN, BASE, **kwargs), rec
+
+
+def llm(handler: Handler, **kwargs: Any) -> tuple[WorkersAILLM, Recorder]:
+    rec = Recorder(handler)
+    client = httpx.Client(transport=httpx.MockTransport(rec))
+    kwargs.setdefault("sleep", no_sleep)
+    return WorkersAILLM(client, ACCOUNT, TOKEN, BASE, **kwargs), rec
+
+
+def vectors_for(texts: list[str], dim: int = 768) -> list[list[float]]:
+    rng = np.random.default_rng(len(texts))
+    return (rng.normal(size=(len(texts), dim)) * 3.0).tolist()  # deliberately not unit length
+
+
+def embed_ok(request: httpx.Request) -> httpx.Response:
+    texts = json.loads(request.content)["text"]
+    return httpx.Response(200, json=ok({"shape": [len(texts), 768], "data": vectors_for(texts)}))
+
+
+def request(prompt: str = "What is KV?", **kwargs: Any) -> ChatRequest:
+    messages = (Message("system", "Be brief."), Message("user", prompt))
+    return ChatRequest(messages=messages, model=kwargs.pop("model", DEFAULT_LLM_MODEL), **kwargs)
+
+
+# ---------------------------------------------------------------------------- embedder
+def test_embedder_protocol_and_identity() -> None:
+    emb, _ = embedder(embed_ok)
+    assert isinstance(emb, Embedder)
+    assert emb.id == "cf-bge-base-en-v1.5"
+    assert emb.dim == 768
+    assert emb.default_threshold == DEFAULT_BGE_THRESHOLD == 0.90
+
+
+def test_embed_sends_texts_with_auth_and_returns_unit_float32() -> None:
+    emb, rec = embedder(embed_ok)
+    out = emb.embed(["a", "b", "c"])
+    assert out.dtype == np.float32 and out.shape == (3, 768)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    sent = rec.requests[0]
+    assert sent.method == "POST" and sent.url.path == EMBED_PATH
+    assert sent.headers["authorization"] == f"Bearer {TOKEN}"
+    assert rec.bodies == [{"text": ["a", "b", "c"]}]
+
+
+def test_embed_batches_by_100_in_order() -> None:
+    emb, rec = embedder(embed_ok)
+    texts = [f"text {i}" for i in range(250)]
+    out = emb.embed(texts)
+    assert [len(b["text"]) for b in rec.bodies] == [100, 100, 50]
+    assert [t for b in rec.bodies for t in b["text"]] == texts
+    expected = np.asarray(vectors_for(texts[200:]))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(out[200:], expected, atol=1e-6)
+
+
+def test_embed_nothing_sends_nothing() -> None:
+    emb, rec = embedder(embed_ok)
+    assert emb.embed([]).shape == (0, 768)
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"shape": [2, 384], "data": vectors_for(["a", "b"], 384)},  # wrong width
+        {"shape": [1, 768], "data": vectors_for(["a"])},  # wrong count
+        {"shape": [2, 768], "data": vectors_for(["a"])},  # shape lies about data
+        {"shape": [2, 768], "data": [[0.0] * 768, [1.0] * 768]},  # a zero vector
+        {"shape": [2, 768], "data": [[float("nan")] * 768, [1.0] * 768]},
+        {"shape": [2, 768]},  # no data
+        ["not", "an", "object"],
+    ],
+)
+def test_embed_rejects_malformed_results(result: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.dumps(ok(result), allow_nan=True)
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    emb, _ = embedder(handler)
+    with pytest.raises(EmbedderError):
+        emb.embed(["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(400, json=failed(5006, "Invalid input")),
+        httpx.Response(401, json=failed(10000, "Authentication error")),
+        httpx.Response(500, json=failed(3001, "Internal error")),
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json=failed(3007, "timeout")),  # success false with a 200
+    ],
+)
+def test_embed_failures_are_embedder_errors(response: httpx.Response) -> None:
+    emb, _ = embedder(lambda request: response)
+    with pytest.raises(EmbedderError):
+        emb.embed(["a"])
+
+
+def test_embed_transport_failures_are_embedder_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    emb, rec = embedder(handler, policy=RetryPolicy(attempts=2))
+    with pytest.raises(EmbedderError, match="timed out"):
+        emb.embed(["a"])
+    assert len(rec.requests) == 2
+
+
+def test_embed_retries_a_503_then_succeeds() -> None:
+    answers = iter([httpx.Response(503, json=failed(3040, "capacity"))])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or embed_ok(request)
+
+    emb, rec = embedder(handler)
+    assert emb.embed(["a"]).shape == (1, 768)
+    assert len(rec.requests) == 2
+
+
+def test_embed_breaker_open_fails_fast_as_embedder_error() -> None:
+    now = [0.0]
+    cb = CircuitBreaker(failure_threshold=2, reset_timeout=30, clock=lambda: now[0])
+    emb, rec = embedder(
+        lambda r: httpx.Response(503), policy=RetryPolicy(attempts=1), breaker=cb
+    )
+    for _ in range(2):
+        with pytest.raises(EmbedderError):
+            emb.embed(["a"])
+    with pytest.raises(EmbedderError, match="circuit open"):
+        emb.embed(["a"])
+    assert len(rec.requests) == 2
+
+
+def test_embedder_configuration_errors() -> None:
+    client = httpx.Client(transport=httpx.MockTransport(embed_ok))
+    with pytest.raises(ConfigError, match="dimension"):
+        WorkersAIEmbedder(client, ACCOUNT, TOKEN, BASE, "@cf/some/new-embedder")
+    custom = WorkersAIEmbedder(client, ACCOUNT, TOKEN, BASE, "@cf/some/new-embedder", dim=512)
+    assert custom.dim == 512
+    with pytest.raises(ConfigError, match="CLOUDFLARE_ACCOUNT_ID"):
+        WorkersAIEmbedder(client, "../other", TOKEN, BASE)
+    with pytest.raises(ConfigError, match="token"):
+        WorkersAIEmbedder(client, ACCOUNT, "", BASE)
+    with pytest.raises(ConfigError):
+        WorkersAIEmbedder(client, ACCOUNT, TOKEN, BASE, "@cf/x/../../secrets", dim=8)
+
+
+# ---------------------------------------------------------------------------- generation
+def llm_ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json=ok({"response": "KV is a key-value store.",
+                 "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}}),
+    )
+
+
+def test_llm_protocol_and_generate() -> None:
+    model, rec = llm(llm_ok)
+    assert isinstance(model, LLM)
+    completion = model.generate(request(max_tokens=64, temperature=0.2))
+    assert completion.text == "KV is a key-value store."
+    assert completion.model == DEFAULT_LLM_MODEL
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 6)
+    sent = rec.requests[0]
+    assert sent.url.path == LLM_PATH
+    assert sent.headers["authorization"] == f"Bearer {TOKEN}"
+    assert rec.bodies[0] == {
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "What is KV?"}],
+        "max_tokens": 64,
+        "temperature": 0.2,
+    }
+
+
+def test_llm_omits_unset_parameters_and_uses_the_request_model() -> None:
+    model, rec = llm(llm_ok)
+    model.generate(request(model="@cf/meta/llama-3.3-70b-instruct-fp8-fast"))
+    assert set(rec.bodies[0]) == {"messages"}
+    assert rec.requests[0].url.path.endswith("/ai/run/@cf/meta/llama-3.3-70b-instruct-fp8-fast")
+
+
+def test_llm_usage_missing_is_zero() -> None:
+    model, _ = llm(lambda r: httpx.Response(200, json=ok({"response": "hi"})))
+    assert model.generate(request()).usage.total_tokens == 0
+
+
+# (HTTP status, Cloudflare code) -> (exception, client status, error code)
+MAPPING = [
+    (400, 5007, UpstreamBadRequest, 400, "model_not_found"),
+    (413, 3006, UpstreamPayloadTooLarge, 413, "payload_too_large"),
+    (400, 3006, UpstreamPayloadTooLarge, 413, "payload_too_large"),
+    (408, 3007, UpstreamTimeout, 504, "upstream_timeout"),
+    (200, 3007, UpstreamTimeout, 504, "upstream_timeout"),  # success false in a 200
+    (429, 3036, UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (429, 3040, UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (503, 3040, UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (429, None, UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (504, None, UpstreamTimeout, 504, "upstream_timeout"),
+    (500, 3001, UpstreamError, 502, "upstream_error"),
+    (400, 5006, UpstreamError, 502, "upstream_error"),
+    (401, 10000, UpstreamError, 502, "upstream_error"),
+    (403, 10000, UpstreamError, 502, "upstream_error"),
+    (502, None, UpstreamError, 502, "upstream_error"),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "exc", "http", "error_code"), MAPPING)
+def test_llm_error_mapping(
+    status: int, code: int | None, exc: type[UpstreamError], http: int, error_code: str
+) -> None:
+    body = failed(code, f"cloudflare says {code}") if code else None
+    response = (
+        httpx.Response(status, json=body) if body else httpx.Response(status, text="oops")
+    )
+    model, _ = llm(lambda r: response, policy=RetryPolicy(attempts=1))
+    with pytest.raises(exc) as info:
+        model.generate(request())
+    assert type(info.value) is exc
+    assert (info.value.status, info.value.code) == (http, error_code)
+    if code:
+        assert str(code) in info.value.message
+
+
+def test_no_such_model_names_the_model() -> None:
+    model, _ = llm(lambda r: httpx.Response(400, json=failed(5007, "No such model")))
+    with pytest.raises(UpstreamBadRequest) as info:
+        model.generate(request(model="@cf/meta/llama-9-imaginary"))
+    assert "@cf/meta/llama-9-imaginary" in info.value.message
+
+
+def test_bad_credentials_say_which_settings_to_check() -> None:
+    model, _ = llm(lambda r: httpx.Response(401, json=failed(10000, "Authentication error")))
+    with pytest.raises(UpstreamError, match="CLOUDFLARE_API_TOKEN"):
+        model.generate(request())
+
+
+@pytest.mark.parametrize(
+    "name", ["gpt-4o-mini", "@cf/meta/../../accounts/x", "@cf/a b/c", "@cf/x?y=1"]
+)
+def test_a_model_name_that_cannot_exist_is_refused_without_a_call(name: str) -> None:
+    model, rec = llm(llm_ok)
+    with pytest.raises(UpstreamBadRequest) as info:
+        model.generate(request(model=name))
+    assert info.value.status == 400 and info.value.code == "model_not_found"
+    assert rec.requests == []
+
+
+def test_quota_used_up_is_not_retried_but_capacity_is() -> None:
+    model, rec = llm(lambda r: httpx.Response(429, json=failed(3036, "daily limit")),
+                     policy=RetryPolicy(attempts=3))
+    with pytest.raises(UpstreamRateLimited):
+        model.generate(request())
+    assert len(rec.requests) == 1
+
+    model, rec = llm(lambda r: httpx.Response(429, json=failed(3040, "out of capacity")),
+                     policy=RetryPolicy(attempts=3))
+    with pytest.raises(UpstreamRateLimited):
+        model.generate(request())
+    assert len(rec.requests) == 3
+
+
+def test_a_model_timeout_is_not_retried() -> None:
+    model, rec = llm(lambda r: httpx.Response(408, json=failed(3007, "timeout")),
+                     policy=RetryPolicy(attempts=3))
+    with pytest.raises(UpstreamTimeout):
+        model.generate(request())
+    assert len(rec.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "mapped"),
+    [(httpx.ReadTimeout, UpstreamTimeout), (httpx.ConnectTimeout, UpstreamTimeout),
+     (httpx.ConnectError, UpstreamError), (httpx.RemoteProtocolError, UpstreamError)],
+)
+def test_llm_transport_errors(exc: type[Exception], mapped: type[UpstreamError]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc("boom", request=request)  # type: ignore[call-arg]
+
+    model, _ = llm(handler, policy=RetryPolicy(attempts=2))
+    with pytest.raises(mapped):
+        model.generate(request())
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html>"),
+        httpx.Response(200, json=ok({"response": 42})),
+        httpx.Response(200, json=ok(None)),
+        httpx.Response(200, json=ok({"response": "x", "usage": {"prompt_tokens": "many"}})),
+    ],
+)
+def test_llm_unreadable_answers(response: httpx.Response) -> None:
+    model, _ = llm(lambda r: response)
+    with pytest.raises(UpstreamError, match="unreadable"):
+        model.generate(request())
+
+
+def test_llm_breaker_open_is_502_upstream_unavailable_without_a_call() -> None:
+    cb = CircuitBreaker(failure_threshold=1, reset_timeout=60)
+    model, rec = llm(lambda r: httpx.Response(500), policy=RetryPolicy(attempts=1), breaker=cb)
+    with pytest.raises(UpstreamError):
+        model.generate(request())
+    with pytest.raises(UpstreamError) as info:
+        model.generate(request())
+    assert info.value.code == "upstream_unavailable" and info.value.status == 502
+    assert len(rec.requests) == 1
+
+
+# ---------------------------------------------------------------------------- streaming
+def sse(*events: str) -> bytes:
+    return "".join(f"data: {e}\n\n" for e in events).encode()
+
+
+def sse_response(body: bytes | Iterator[bytes]) -> httpx.Response:
+    content: Any = body if isinstance(body, bytes) else httpx.ByteStream(b"".join(body))
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
+
+
+def drain(gen: Any) -> tuple[list[str], Any]:
+    out = []
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+def test_stream_yields_deltas_and_returns_usage() -> None:
+    body = sse(
+        json.dumps({"response": "Hello", "p": "ab"}),
+        json.dumps({"response": ","}),
+        json.dumps({"response": " world"}),
+        json.dumps({"response": "", "usage": {"prompt_tokens": 5, "completion_tokens": 3}}),
+        "[DONE]",
+    )
+    model, rec = llm(lambda r: sse_response(body))
+    deltas, completion = drain(model.stream(request(max_tokens=10)))
+    assert deltas == ["Hello", ",", " world"]
+    assert completion.model == DEFAULT_LLM_MODEL
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 3)
+    assert rec.bodies[0]["stream"] is True and rec.bodies[0]["max_tokens"] == 10
+
+
+def test_stream_is_lazy() -> None:
+    model, rec = llm(lambda r: sse_response(sse("[DONE]")))
+    gen = model.stream(request())
+    assert rec.requests == []
+    assert drain(gen)[0] == []
+    assert len(rec.requests) == 1
+
+
+def test_stream_without_done_is_an_upstream_error() -> None:
+    model, _ = llm(lambda r: sse_response(sse(json.dumps({"response": "Hel"}))))
+    gen = model.stream(request())
+    assert next(gen) == "Hel"
+    with pytest.raises(UpstreamError, match="before \\[DONE\\]"):
+        next(gen)
+
+
+def test_stream_errors_are_mapped_on_first_next() -> None:
+    model, _ = llm(lambda r: httpx.Response(408, json=failed(3007, "timeout")))
+    with pytest.raises(UpstreamTimeout):
+        next(model.stream(request()))
+    model, _ = llm(lambda r: httpx.Response(400, json=failed(5007, "no such model")))
+    with pytest.raises(UpstreamBadRequest):
+        next(model.stream(request()))
+
+
+def test_stream_of_garbage_is_an_upstream_error() -> None:
+    model, _ = llm(lambda r: sse_response(b"data: {not json\n\n"))
+    with pytest.raises(UpstreamError, match="unreadable"):
+        next(model.stream(request()))
+
+
+def test_stream_read_timeout_midway_is_upstream_timeout() -> None:
+    class Breaks(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield sse(json.dumps({"response": "partial"}))
+            raise httpx.ReadTimeout("stalled")
+
+    model, _ = llm(lambda r: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=Breaks()))
+    gen = model.stream(request())
+    assert next(gen) == "partial"
+    with pytest.raises(UpstreamTimeout):
+        next(gen)
+
+
+def test_stream_closing_early_closes_the_response() -> None:
+    closed: list[bool] = []
+
+    class Tracked(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield sse(json.dumps({"response": "a"}), json.dumps({"response": "b"}), "[DONE]")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    model, _ = llm(lambda r: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=Tracked()))
+    gen = model.stream(request())
+    assert next(gen) == "a"
+    gen.close()
+    assert closed
+
+
+def test_stream_accepts_a_non_streamed_json_answer() -> None:
+    model, _ = llm(llm_ok)
+    deltas, completion = drain(model.stream(request()))
+    assert deltas == ["KV is a key-value store."]
+    assert completion.usage.completion_tokens == 6
+
+
+def test_stream_retries_before_the_first_delta() -> None:
+    answers = iter([httpx.Response(503)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or sse_response(sse(json.dumps({"response": "ok"}), "[DONE]"))
+
+    model, rec = llm(handler)
+    assert drain(model.stream(request()))[0] == ["ok"]
+    assert len(rec.requests) == 2

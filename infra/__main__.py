@@ -3,8 +3,11 @@
 import sys
 from pathlib import Path
 
-# Pulumi runs this directory as a script; the repository root makes `infra` importable as a package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Pulumi runs this directory as a script, with the directory first on sys.path: put the repository
+# root there instead, so `infra` is a package and its modules (config, build...) shadow nothing.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import pulumi  # noqa: E402
 

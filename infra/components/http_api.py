@@ -132,7 +132,7 @@ class HttpApi(pulumi.ComponentResource):
                 action="lambda:InvokeFunction",
                 function=args.functions[module].name,
                 principal="apigateway.amazonaws.com",
-                source_arn=self.api.execution_arn.apply(lambda arn, s=arn_suffix: f"{arn}/*/{s}"),
+                source_arn=pulumi.Output.concat(self.api.execution_arn, "/*/", arn_suffix),
                 opts=child,
             )
 

@@ -37,7 +37,7 @@ class SecretParameters(pulumi.ComponentResource):
                 name=f"{args.path}/{key}",
                 type="SecureString",
                 # Secret in the state and in the plan, whatever the caller passed.
-                value=pulumi.Output.secret(value),
+                value=pulumi.Output.from_input(value).apply(pulumi.Output.secret),
                 key_id=args.kms_key_arn,
                 description=f"promptcache {key} (read by the functions at cold start)",
                 tags=dict(args.tags),

@@ -109,8 +109,8 @@ class CloudflareStandIn:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "start the stand-in first (with ...)"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{API_ROOT}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}{API_ROOT}"
 
     def fail(
         self,

@@ -125,6 +125,7 @@ def _module_for(path: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "promptcache"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     modules: dict[str, ModuleType] = {}
 
     def _dispatch(self) -> None:

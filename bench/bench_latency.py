@@ -15,7 +15,7 @@ HTTP (loopback, one keep-alive connection): the client's round trip and the serv
 
 Stored prompts are distinct synthetic questions ("how do i <verb> <object> <context>?"); a
 semantic query is a rewording of one ("what is the best way to ..."), kept only if the cache
-answers it from the semantic tier; a miss is a string of made-up words, kept only if it misses.
+answers it from the semantic tier; a miss is six random everyday words, kept only if it misses.
 Prints a Markdown table and writes it to bench/results/latency.md.
 """
 
@@ -27,7 +27,6 @@ import os
 import platform
 import random
 import statistics
-import string
 import tempfile
 import time
 from collections.abc import Callable
@@ -110,10 +109,24 @@ def stored_prompts(n: int, rng: random.Random) -> list[tuple[str, str, str]]:
     return combos[:n]
 
 
-def made_up_words(rng: random.Random) -> str:
-    return " ".join(
-        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9))) for _ in range(7)
-    )
+def everyday_words(rng: random.Random) -> str:
+    return " ".join(rng.sample(WORDS, 6))
+
+
+#: Everyday words far from the stored questions: six drawn at random make a miss.
+_WORDS = """
+apple river mountain violin thunder garden pillow candle harbor meadow lantern orchard
+blanket compass tulip saddle glacier pepper quilt falcon canyon biscuit anchor ribbon
+pebble walnut tornado lemon kettle parrot velvet island marble feather cabbage trumpet
+volcano cottage sparrow harvest mirror plum lagoon basket ginger hammock tiger cinnamon
+desert ladder crystal barn honey pumpkin lighthouse scarf jungle pearl clover tractor
+wool beacon mango shovel dolphin summit rainbow oven prairie cherry carpet badger rocket
+sunset umbrella vinegar dragon tavern coconut fountain raven stable muffin blizzard
+cathedral acorn lobster pottery saffron hedgehog bonfire cello mosquito oatmeal pyramid
+turnip waterfall chimney peacock bamboo sandal typhoon almond zebra fiddle pudding yacht
+noodle kayak avocado snail puppet granite heron cactus festival lullaby moss canoe
+"""
+WORDS = _WORDS.split()
 
 
 def request(prompt: str) -> ChatRequest:
@@ -148,7 +161,7 @@ def in_process(
     populate_s = populate(cache, prompts)
 
     started = time.perf_counter()
-    first = cache.chat(request(made_up_words(rng)))  # cold: loads all vectors from SQLite
+    first = cache.chat(request(everyday_words(rng)))  # cold: loads all vectors from SQLite
     cold_ms = (time.perf_counter() - started) * 1e3 - llm.last_ms
 
     # semantic queries: rewordings that the cache answers from the semantic tier
@@ -179,7 +192,7 @@ def in_process(
             assert r.tier is Tier.SEMANTIC, r
             samples["semantic hit"].append(r.latency_ms)
         llm.last_ms = 0.0
-        r = cache.chat(request(made_up_words(rng)))
+        r = cache.chat(request(everyday_words(rng)))
         if r.tier is Tier.MISS:
             samples["miss"].append(r.latency_ms - llm.last_ms)
         else:
@@ -191,7 +204,7 @@ def in_process(
         "cold": f"first request after start (loads {entries:,} vectors from SQLite into the "
         f"index): {cold_ms:.0f} ms ({first.tier.value})",
         "embed": f"one embedding alone: p50 {statistics.median(embed_ms):.2f} ms",
-        "rejected": f"{misses_rejected} made-up-word prompts were not misses and were skipped",
+        "rejected": f"{misses_rejected} random-word prompts were not misses and were skipped",
         "entries": str(cache.store.count()),
     }
     cache.store.close()  # type: ignore[attr-defined]
@@ -222,7 +235,7 @@ def over_http(
             plan: list[tuple[str, Callable[[int], str]]] = [
                 ("exact hit", lambda i: exact[i]),
                 ("semantic hit", lambda i: semantic[i]),
-                ("miss", lambda i: made_up_words(rng)),
+                ("miss", lambda i: everyday_words(rng)),
             ]
             for i in range(min(len(exact), len(semantic))):
                 for kind, prompt in plan:

@@ -206,6 +206,21 @@ def test_compaction_loses_the_race_then_retries(
     assert len(redis_client.keys("pc:log:*")) == 1  # the loser's staging log was dropped
 
 
+def test_compaction_writes_the_live_log_in_chunks(
+    upstash: UpstashStandIn, make_upstash_store: MakeStore
+) -> None:
+    store = make_upstash_store(chunk_bytes=4096)  # 39 8-d records a request
+    written = [entry(f"p{i}") for i in range(120)]
+    for e in written:
+        store.put(e, unit(e.id))
+    store.delete(written[0].id)
+    rt = Requests(upstash)
+    assert store.compact() == 2
+    assert rt.take()["/multi-exec"] == 4  # 119 live records in 4 APPENDs
+    reloaded = make_upstash_store().sync(NS, None, None).records
+    assert [r.entry_id for r in reloaded] == [e.id for e in written[1:]]
+
+
 def test_concurrent_writers_racing_compaction(make_upstash_store: MakeStore) -> None:
     writers, per_writer = 4, 60
     live: set[str] = set()

@@ -75,6 +75,8 @@ _HEADER_CHARS = 60
 _MAX_REAPPENDS = 8
 #: Seconds an unfinished compaction's new log may live before Redis drops it.
 _STAGING_TTL_MS = 3_600_000
+#: Largest APPEND a compaction sends in one request (Upstash refuses requests above 10 MB).
+_MAX_WRITE_CHARS = 4 * 1024 * 1024
 
 # KEYS: entry, exact, ids, log, epoch, gen.  ARGV: entry JSON, id, tombstone record, generation.
 # Deletes the entry, its exact key only while that still holds this entry (a newer answer for the
@@ -567,7 +569,8 @@ class UpstashStore:
     def _write_log(self, key: str, records: Sequence[LogRecord], dim: int) -> None:
         if not records:
             return
-        per_request = max(1, (self._chunk * 3 // 4) // record_dtype(dim).itemsize)
+        chars = min(self._chunk, _MAX_WRITE_CHARS)
+        per_request = max(1, (chars * 3 // 4) // record_dtype(dim).itemsize)
         for start in range(0, len(records), per_request):
             text = encode_records(records[start : start + per_request], dim).decode("ascii")
             self._rest.multi_exec([["APPEND", key, text], ["PEXPIRE", key, _STAGING_TTL_MS]])

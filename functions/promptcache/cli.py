@@ -78,6 +78,18 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    store = runtime.service().store
+    compact = getattr(store, "compact", None)
+    if compact is None:
+        raise PromptCacheError(f"the {runtime.settings().store} store keeps no log to compact")
+    removed = compact()
+    print(f"compacted the vector log ({removed} dropped)", file=sys.stderr)
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     from .settings import SETTINGS
 
@@ -102,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stats)
     p = sub.add_parser("clear", help="delete every entry and reset the statistics")
     p.set_defaults(func=_cmd_clear)
+    p = sub.add_parser(
+        "compact", help="drop expired entries and dead vector-log records (readers reload)"
+    )
+    p.set_defaults(func=_cmd_compact)
     p = sub.add_parser("settings", help="print every setting as a Markdown table")
     p.set_defaults(func=_cmd_settings)
     return parser

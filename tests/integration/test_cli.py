@@ -96,3 +96,22 @@ def test_missing_file_and_bad_setting_are_clear_errors(tmp_path: Path) -> None:
     env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(tmp_path), "PROMPTCACHE_THRESHOLD": "2"}
     bad = subprocess.run([sys.executable, "-m", "promptcache.cli", "stats"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "PROMPTCACHE_THRESHOLD" in bad.stderr
+
+
+def test_compact_drops_expired_entries(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    warm = tmp_path / "warm.jsonl"
+    warm.write_text('{"prompt": "short-lived", "response": "gone soon"}\n')
+    env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(data), "PROMPTCACHE_TTL_SECONDS": "1"}
+    cmd = [sys.executable, "-m", "promptcache.cli"]
+    assert subprocess.run([*cmd, "warm", "--quiet", str(warm)], env=env, timeout=120).returncode == 0
+    import time
+
+    time.sleep(1.2)
+    result = subprocess.run([*cmd, "compact"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "(1 dropped)" in result.stderr
+    memory = subprocess.run(
+        [*cmd, "compact"], env={**env, "PROMPTCACHE_STORE": "memory"}, capture_output=True, text=True
+    )
+    assert memory.returncode == 2 and "no log to compact" in memory.stderr

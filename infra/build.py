@@ -178,7 +178,7 @@ class BuildResult:
 
 
 def _mb(n: int) -> str:
-    return f"{n / MiB:.1f} MiB"
+    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / 1024:.1f} KiB"
 
 
 # ---------------------------------------------------------------- inputs

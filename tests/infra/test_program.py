@@ -349,6 +349,27 @@ def test_no_secret_appears_in_clear_anywhere(dev: ProgramRun) -> None:
         assert not any(secret in text for secret in SECRET_VALUES)
 
 
+def _holds_a_secret(value: Any) -> bool:
+    if is_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_a_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_a_secret(v) for v in value)
+    return False
+
+
+def test_secrets_go_to_the_ssm_parameters_and_nowhere_else(dev: ProgramRun) -> None:
+    """Not even as Pulumi secrets: a secret Output in an environment variable would still be a
+    plain environment variable in Lambda."""
+    holders = {(r.typ, r.name) for r in dev.resources if _holds_a_secret(r.inputs)}
+    assert holders == {(PARAMETER, r.name) for r in dev.of_type(PARAMETER)}
+    for fn in dev.of_type(FUNCTION):
+        variables = fn.inputs["environment"]["variables"]
+        assert not any(is_secret(v) for v in variables.values())
+        assert not any(name.endswith(("_TOKEN", "_API_KEY", "_API_KEYS")) for name in variables)
+
+
 def test_outputs(dev: ProgramRun) -> None:
     (db,) = dev.inputs(REDIS)
     (kv,) = dev.of_type(KV)

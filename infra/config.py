@@ -65,6 +65,7 @@ class StackConfig:
     cors_allow_origins: tuple[str, ...]
     cloudflare_account_id: str
     cloudflare_api_token: pulumi.Output[str]
+    api_keys: pulumi.Output[str] | None
     upstash_primary_region: str
     upstash_budget: int
     upstash_eviction: bool
@@ -174,6 +175,7 @@ class StackConfig:
             cors_allow_origins=tuple(origins),
             cloudflare_account_id=account,
             cloudflare_api_token=config.require_secret("cloudflareApiToken"),
+            api_keys=config.get_secret("apiKeys"),
             upstash_primary_region=region,
             upstash_budget=integer("upstashBudget", 1, 100_000),
             upstash_eviction=config.require_bool("upstashEviction"),

@@ -30,6 +30,7 @@ EXPOSE_HEADERS = ("x-promptcache-tier", "x-promptcache-similarity", "x-promptcac
 #: SSM parameter names (under /promptcache/<stage>) of the two secrets.
 CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
 UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
+API_KEYS_PARAMETER = "api-keys"
 
 
 def handler_modules(routes: Mapping[tuple[str, str], str] = ROUTES) -> list[str]:
@@ -63,6 +64,8 @@ def function_environment(
         "POWERTOOLS_METRICS_NAMESPACE": f"promptcache-{cfg.stage}",
         "POWERTOOLS_LOG_LEVEL": cfg.log_level,
     }
+    if API_KEYS_PARAMETER in secret_parameter_names:
+        env["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] = secret_parameter_names[API_KEYS_PARAMETER]
     if cfg.model:
         env["PROMPTCACHE_MODEL"] = cfg.model
     if cfg.threshold:
@@ -121,6 +124,7 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             values={
                 CLOUDFLARE_TOKEN_PARAMETER: cfg.cloudflare_api_token,
                 UPSTASH_TOKEN_PARAMETER: database.rest_token,
+                **({API_KEYS_PARAMETER: cfg.api_keys} if cfg.api_keys is not None else {}),
             },
             kms_key_arn=cfg.secrets_kms_key_arn,
             tags=cfg.tags,

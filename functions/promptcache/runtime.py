@@ -5,6 +5,7 @@ The only place that maps setting values to concrete adapters.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from ._errors import ConfigError
 from ._protocols import LLM, Embedder, Stats, Store
 from .core import PromptCache
 from .guards import default_guards
-from .settings import Settings
+from .settings import Settings, parse_api_keys
 
 
 def _secret(value: str, parameter: str) -> str:
@@ -153,6 +154,17 @@ def _pick(table: dict[str, Any], name: str, what: str) -> Any:
         raise ConfigError(f"{what} {name!r} is not available; choose one of {sorted(table)}") from None
 
 
+def _threshold(settings: Settings, embedder: Embedder) -> float | None:
+    """PROMPTCACHE_THRESHOLD, else the calibrated threshold of this embedder in
+    ``<PROMPTCACHE_DATA_DIR>/calibration.json`` (``promptcache calibrate``), else None: the
+    embedder's own default. Deployed, the threshold comes from PROMPTCACHE_THRESHOLD."""
+    if settings.threshold is not None:
+        return settings.threshold
+    from .evaluate import read_calibration
+
+    return read_calibration(settings.data_dir, embedder.id)
+
+
 def build(settings: Settings) -> PromptCache:
     store, store_stats = _pick(STORES, settings.store, "store")(settings)
     stats = _pick(STATS, settings.stats, "stats backend")(settings, store, store_stats)
@@ -163,17 +175,29 @@ def build(settings: Settings) -> PromptCache:
         embedder=embedder,
         stats=stats,
         llm=llm,
-        threshold=settings.threshold,
+        threshold=_threshold(settings, embedder),
         ttl_seconds=settings.ttl_seconds,
         guards=default_guards(),
         price_per_1k_tokens=settings.price_per_1k_tokens,
     )
 
 
+def with_secrets(parsed: Settings) -> Settings:
+    """API keys kept in SSM (deployed) are read once, here, and checked like the variable."""
+    if parsed.api_keys or not parsed.api_keys_ssm_parameter:
+        return parsed
+    raw = _secret("", parsed.api_keys_ssm_parameter)
+    try:
+        keys = parse_api_keys(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"SSM parameter {parsed.api_keys_ssm_parameter}: {exc.message}") from None
+    return dataclasses.replace(parsed, api_keys=keys)
+
+
 @functools.cache
 def settings() -> Settings:
     """Parsed once per process."""
-    return Settings.from_env()
+    return with_secrets(Settings.from_env())
 
 
 @functools.cache

@@ -59,6 +59,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Comma-separated `key:tenant` pairs; when set, requests need `Authorization: Bearer KEY` "
         "and each tenant gets its own cache. Empty = no auth, one tenant `default`.",
     ),
+    "PROMPTCACHE_API_KEYS_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding PROMPTCACHE_API_KEYS (deployed: read once per cold start).",
+    ),
     "PROMPTCACHE_RATE_LIMIT_PER_MINUTE": (
         "0",
         "Requests per minute per tenant in one process (0 = no limit; 429 above).",
@@ -129,7 +133,7 @@ def _str(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip() or SETTINGS[name][0]
 
 
-def _api_keys(raw: str) -> dict[str, str]:
+def parse_api_keys(raw: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
         key, sep, tenant = item.partition(":")
@@ -153,6 +157,7 @@ class Settings:
     max_prompt_chars: int
     max_messages: int
     api_keys: Mapping[str, str]
+    api_keys_ssm_parameter: str
     rate_limit_per_minute: int
     cors_origins: str
     upstream_timeout: float
@@ -227,7 +232,8 @@ class Settings:
             max_body_bytes=_int(env, "PROMPTCACHE_MAX_BODY_BYTES", 1024, 6 * 1024 * 1024),
             max_prompt_chars=_int(env, "PROMPTCACHE_MAX_PROMPT_CHARS", 1, 1_000_000),
             max_messages=_int(env, "PROMPTCACHE_MAX_MESSAGES", 1, 10_000),
-            api_keys=_api_keys(_str(env, "PROMPTCACHE_API_KEYS")),
+            api_keys=parse_api_keys(_str(env, "PROMPTCACHE_API_KEYS")),
+            api_keys_ssm_parameter=_str(env, "PROMPTCACHE_API_KEYS_SSM_PARAMETER"),
             rate_limit_per_minute=_int(env, "PROMPTCACHE_RATE_LIMIT_PER_MINUTE", 0, 10**9),
             cors_origins=_str(env, "PROMPTCACHE_CORS_ORIGINS"),
             upstream_timeout=_float(env, "PROMPTCACHE_UPSTREAM_TIMEOUT", 0.1, 900.0),

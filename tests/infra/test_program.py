@@ -69,7 +69,9 @@ def test_every_project_key_is_typed_and_described() -> None:
 
 def test_the_program_reads_exactly_the_declared_keys() -> None:
     source = (REPO / "infra" / "config.py").read_text(encoding="utf-8")
-    read = set(re.findall(r'(?:config\.(?:require\w*|get)|integer|choice)\("([a-zA-Z]+)"', source))
+    read = set(
+        re.findall(r'(?:config\.(?:require\w*|get\w*)|integer|choice)\("([a-zA-Z]+)"', source)
+    )
     assert read == set(project_file()["config"])
 
 
@@ -500,8 +502,30 @@ def test_missing_artifacts_stop_the_program_with_the_build_command(tmp_path: Pat
 
 
 def test_the_only_settings_a_user_must_add_are_documented_as_required(artifacts_dir: Path) -> None:
-    required = {k for k, d in project_file()["config"].items() if "default" not in d}
-    assert required == {"cloudflareAccountId", "cloudflareApiToken"}
+    declared = project_file()["config"]
+    no_default = {k for k, d in declared.items() if "default" not in d}
+    optional = {k for k in no_default if declared[k]["description"].startswith("Optional.")}
+    assert no_default - optional == {"cloudflareAccountId", "cloudflareApiToken"}
+    assert optional == {"apiKeys"}
     config_text = (REPO / "QUICKSTART.md").read_text(encoding="utf-8")
-    for key in required:
+    for key in no_default:
         assert f"promptcache:{key}" in config_text
+
+
+API_KEYS = "key-for-tests-91c2:team-a,key-b-5d1e:team-b"
+
+
+def test_api_keys_are_an_optional_secret_read_from_ssm(artifacts_dir: Path) -> None:
+    run = run_program("dev", artifacts_dir, {"promptcache:apiKeys": API_KEYS})
+    parameters = {r.inputs["name"]: r.inputs for r in run.of_type(PARAMETER)}
+    keys = parameters["/promptcache/dev/api-keys"]
+    assert keys["type"] == "SecureString" and is_secret(keys["value"])
+    for fn in run.of_type(FUNCTION):
+        variables = fn.inputs["environment"]["variables"]
+        assert variables["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] == "/promptcache/dev/api-keys"
+        assert not any(API_KEYS in text for text in clear_strings(fn.inputs))
+    for policy in run.inputs(ROLE_POLICY):
+        (read,) = [s for s in json.loads(policy["policy"])["Statement"] if s["Sid"] == "ReadSecrets"]
+        assert f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/promptcache/dev/api-keys" in read["Resource"]
+    for text in clear_strings(run.outputs):
+        assert API_KEYS not in text

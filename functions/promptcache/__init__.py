@@ -17,7 +17,8 @@ from ._errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from ._protocols import LLM, Embedder, Stats, Store
+from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
+from ._stream import ChatStream
 from ._types import (
     CacheHit,
     CacheMode,
@@ -43,6 +44,7 @@ __all__ = [
     "CacheMode",
     "ChatRequest",
     "ChatResult",
+    "ChatStream",
     "Completion",
     "ConfigError",
     "Cursor",
@@ -60,6 +62,7 @@ __all__ = [
     "StatsError",
     "Store",
     "StoreError",
+    "StreamingLLM",
     "SyncResult",
     "Tier",
     "UpstreamError",

@@ -30,6 +30,7 @@ from ._types import (
     Cursor,
     DependencyStatus,
     Entry,
+    LogRecord,
     SyncResult,
     Tier,
     Usage,
@@ -313,35 +314,32 @@ class PromptCache:
             return state
 
     def _sync(self, ns: str, key: str | None) -> SyncResult:
-        """One store round trip: exact lookup + incremental index sync."""
+        """One store round trip: exact lookup + incremental index sync.
+
+        The round trip runs outside the namespace lock (concurrent requests do not queue behind
+        each other's network calls); its records are applied only if no other request moved the
+        cursor meanwhile, otherwise the next request reads them again from the newer cursor.
+        """
         state = self._namespace(ns)
+        cursor = state.cursor
+        try:
+            result = self.store.sync(ns, key, cursor)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"store failed: {exc}") from exc
+        fresh = None
+        if result.reset:  # build the new index before taking the lock
+            fresh = VectorIndex(self.embedder.dim, capacity=max(1024, len(result.records)))
+            _apply(fresh, result.records)
         with state.lock:
-            try:
-                result = self.store.sync(ns, key, state.cursor)
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"store failed: {exc}") from exc
-            if result.reset:
-                state.index = VectorIndex(self.embedder.dim, capacity=max(1024, len(result.records)))
-            live = [r for r in result.records if r.vector is not None]
-            for record in result.records:
-                if record.vector is None:
-                    state.index.remove(record.entry_id)
-            if live:
-                state.index.add(
-                    [r.entry_id for r in live],
-                    np.stack([r.vector for r in live]),  # type: ignore[misc]
-                    [r.expires_at for r in live],
-                )
-                # a tombstone after an add of the same id within one batch wins
-                dead = {r.entry_id for r in result.records if r.vector is None}
-                last = {r.entry_id: i for i, r in enumerate(result.records)}
-                for entry_id in dead:
-                    if result.records[last[entry_id]].vector is None:
-                        state.index.remove(entry_id)
-            state.cursor = result.cursor
-            return result
+            if state.cursor == cursor:
+                if fresh is not None:
+                    state.index = fresh
+                else:
+                    _apply(state.index, result.records)
+                state.cursor = result.cursor
+        return result
 
     def _semantic_ok(self, query: str) -> bool:
         return len(query) <= self.semantic_max_chars
@@ -574,6 +572,22 @@ class PromptCache:
             self.stats.add(merged)
         except Exception as exc:  # stats never break an answer
             log.warning("stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc))
+
+
+def _apply(index: VectorIndex, records: Sequence[LogRecord]) -> None:
+    """Apply log records in order: vectors are added, tombstones remove (the last record of an
+    id decides)."""
+    last = {r.entry_id: r for r in records}
+    live = [r for r in last.values() if r.vector is not None]
+    for record in last.values():
+        if record.vector is None:
+            index.remove(record.entry_id)
+    if live:
+        index.add(
+            [r.entry_id for r in live],
+            np.stack([r.vector for r in live]),  # type: ignore[misc]
+            [r.expires_at for r in live],
+        )
 
 
 def _embeds() -> int:

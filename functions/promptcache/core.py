@@ -162,12 +162,22 @@ class PromptCache:
         Raises UpstreamError when the model fails before its first delta (the stream is primed),
         so that failure can still be an HTTP error status.
         """
+        counter = [0]  # this request's embeddings, also those made when the stream completes
+        token = _EMBEDS.set(counter)
+        try:
+            return self._chat_stream(request, counter)
+        finally:
+            _EMBEDS.reset(token)
+
+    def _chat_stream(self, request: ChatRequest, counter: list[int]) -> ChatStream:
         started = time.perf_counter()
         ns = namespace(request, self.embedder.id, self.embedder.dim)
         key = exact_key(ns, request.prompt)
 
         if request.cache is CacheMode.SKIP:
-            return self._relay(request, started, ns, key, store=False, reason="cache=skip")
+            return self._relay(
+                request, started, ns, key, counter, store=False, reason="cache=skip"
+            )
 
         vector: Vector | None = None
         old: Entry | None = None
@@ -176,9 +186,8 @@ class PromptCache:
                 hit, vector = self.lookup(request, ns=ns, key=key)
             except BackendError as exc:
                 log.warning("cache lookup failed, bypassing: %s", exc)
-                return self._relay(
-                    request, started, ns, key, store=False, reason=f"{exc.code}: {exc.message}"
-                )
+                reason = f"{exc.code}: {exc.message}"
+                return self._relay(request, started, ns, key, counter, store=False, reason=reason)
             if hit is not None:
                 return ChatStream.replay(self._hit(request, started, hit))
         else:  # REFRESH
@@ -196,7 +205,7 @@ class PromptCache:
             return ChatStream.replay(
                 self._finish(request, started, completion, Tier.BYPASS, reason=reason)
             )
-        return self._relay(request, started, ns, key, vector=vector, old=old, lease=lease)
+        return self._relay(request, started, ns, key, counter, vector=vector, old=old, lease=lease)
 
     def models(self) -> list[str]:
         """The models this cache has answered for (from the counters); empty if stats fail."""
@@ -420,6 +429,7 @@ class PromptCache:
         started: float,
         ns: str,
         key: str,
+        counter: list[int],
         *,
         vector: Vector | None = None,
         old: Entry | None = None,
@@ -428,7 +438,9 @@ class PromptCache:
         reason: str | None = None,
     ) -> ChatStream:
         """A primed stream of the model's deltas (tier miss when it will be stored, else bypass)."""
-        deltas = self._relay_deltas(request, started, ns, key, vector, old, lease, store, reason)
+        deltas = self._relay_deltas(
+            request, started, ns, key, counter, vector, old, lease, store, reason
+        )
         stream = ChatStream(
             tier=Tier.MISS if store else Tier.BYPASS,
             model=request.model,
@@ -444,6 +456,7 @@ class PromptCache:
         started: float,
         ns: str,
         key: str,
+        counter: list[int],
         vector: Vector | None,
         old: Entry | None,
         lease: Lease[tuple[Completion, Entry | None, str | None]] | None,
@@ -485,6 +498,7 @@ class PromptCache:
             finish_reason=done.finish_reason if done else "stop",
         )
         entry: Entry | None = None
+        token = _EMBEDS.set(counter)  # the stream may end in another context than it began
         try:
             if store:
                 completion, entry, reason = self._store_completion(
@@ -492,11 +506,12 @@ class PromptCache:
                 )
             if lease is not None:
                 lease.resolve((completion, entry, reason))
+            tier = Tier.MISS if entry is not None else Tier.BYPASS
+            return self._finish(request, started, completion, tier, entry=entry, reason=reason)
         finally:
+            _EMBEDS.reset(token)
             if lease is not None:
                 lease.abandon()  # a no-op once resolved; frees the key if storing blew up
-        tier = Tier.MISS if entry is not None else Tier.BYPASS
-        return self._finish(request, started, completion, tier, entry=entry, reason=reason)
 
     def _upstream_deltas(self, request: ChatRequest) -> Iterator[str]:
         """The model's text deltas. A model that cannot stream answers in one delta."""

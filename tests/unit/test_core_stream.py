@@ -140,6 +140,21 @@ def test_a_miss_passes_deltas_through_and_is_stored_only_at_the_end(
     assert report["tokens_used"] == 9 and report["tokens_saved"] == 18  # usage came from the stream
 
 
+def test_embeddings_are_counted_per_request_even_when_the_stream_ends_later(
+    cache: PromptCache,
+) -> None:
+    stream = cache.chat_stream(ask("Count my embeddings"))  # exact miss, embed, semantic miss
+    assert cache.report()["embeddings"] == 0  # counted when the request is done, not before
+    consumer = threading.Thread(target=lambda: list(stream))  # ends in another thread's context
+    consumer.start()
+    consumer.join(5)
+    assert cache.report()["embeddings"] == 1  # the lookup's vector is reused to store
+    list(cache.chat_stream(ask("count my embeddings")))  # exact hit: no embedding
+    assert cache.report()["embeddings"] == 1
+    list(cache.chat_stream(ask("Count my embeddings", cache=CacheMode.REFRESH)))  # embeds to store
+    assert cache.report()["embeddings"] == 2
+
+
 def test_a_plain_miss_replays_as_a_streamed_hit(cache: PromptCache, upstream: Upstream) -> None:
     text = cache.chat(ask("Name a prime number")).response
     stream = cache.chat_stream(ask("Name a prime number"))

@@ -97,7 +97,7 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
         timeout_seconds=29, log_retention_days=1, log_level="WARNING", throttle_rate_limit=1,
         throttle_burst_limit=1, cors_allow_origins=("*",),
         cloudflare_account_id=cloudflare_api.account_id,
-        cloudflare_api_token=cast(Any, "not read by function_environment"),
+        cloudflare_api_token=cast(Any, "not read by function_environment"), api_keys=None,
         upstash_primary_region=REGION, upstash_budget=1, upstash_eviction=False,
         secrets_kms_key_arn=None, model=None, threshold=None, ttl_seconds=3600,
         rate_limit_per_minute=0, build_dir=tmp_path,

@@ -9,6 +9,7 @@ fail, they try again and one of them leads.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -62,17 +63,44 @@ class Lease(Generic[T]):
             self._call.result, self._call.error, self._call.abandoned = result, error, abandoned
             if self._flight._calls.get(self._key) is self._call:
                 del self._flight._calls[self._key]
+            if error is None and not abandoned:
+                self._flight._remember(self._key, result)
             self._call.done.set()
 
 
 class SingleFlight(Generic[T]):
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[str, _Call[T]] = {}
+    """``linger``: a result stays available that many seconds after its flight ends, for callers
+    that decided to call while the flight was still running but arrive just after it ended."""
 
-    def do(self, key: str, fn: Callable[[], T]) -> tuple[T, bool]:
+    def __init__(
+        self,
+        linger: float = 0.0,
+        reusable: Callable[[T], bool] = lambda result: True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._reusable = reusable
+        self._calls: dict[str, _Call[T]] = {}
+        self._linger = linger
+        self._clock = clock
+        self._recent: dict[str, tuple[float, T | None]] = {}
+
+    def _remember(self, key: str, result: T | None) -> None:  # called under self._lock
+        if self._linger <= 0:
+            return
+        now = self._clock()
+        for old in [k for k, (until, _) in self._recent.items() if until <= now]:
+            del self._recent[old]
+        self._recent[key] = (now + self._linger, result)
+
+    def forget(self) -> None:
+        """Drop lingering results (the data they came from is gone)."""
+        with self._lock:
+            self._recent.clear()
+
+    def do(self, key: str, fn: Callable[[], T], *, reuse_recent: bool = True) -> tuple[T, bool]:
         """Run ``fn`` once for all concurrent callers of ``key``; returns (result, shared)."""
-        lease, result = self.lead(key)
+        lease, result = self.lead(key, reuse_recent=reuse_recent)
         if lease is None:
             return result, True  # type: ignore[return-value]
         try:
@@ -83,11 +111,18 @@ class SingleFlight(Generic[T]):
         lease.resolve(value)
         return value, False
 
-    def lead(self, key: str) -> tuple[Lease[T] | None, T | None]:
+    def lead(self, key: str, *, reuse_recent: bool = True) -> tuple[Lease[T] | None, T | None]:
         """Become the leader of ``key`` -> (lease, None), or wait for the current leader ->
         (None, its result). Raises the leader's error; tries again if the leader abandons."""
         while True:
             with self._lock:
+                recent = self._recent.get(key) if reuse_recent else None
+                if (
+                    recent is not None
+                    and recent[0] > self._clock()
+                    and self._reusable(recent[1])  # type: ignore[arg-type]
+                ):
+                    return None, recent[1]
                 call = self._calls.get(key)
                 if call is None:
                     call = self._calls[key] = _Call()

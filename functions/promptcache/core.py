@@ -98,7 +98,11 @@ class PromptCache:
         self.clock = clock
         self._namespaces: dict[str, _Namespace] = {}
         self._ns_lock = threading.Lock()
-        self._flight: SingleFlight[tuple[Completion, Entry | None, str | None]] = SingleFlight()
+        # Results linger briefly: a request whose lookup ran while an identical miss was being
+        # answered, but which reaches the flight just after it ended, still shares its answer.
+        self._flight: SingleFlight[tuple[Completion, Entry | None, str | None]] = SingleFlight(
+            linger=5.0, reusable=lambda r: r[1] is not None and not r[1].expired(self.clock())
+        )
 
     # ------------------------------------------------------------------ public API
     def chat(self, request: ChatRequest) -> ChatResult:
@@ -140,7 +144,9 @@ class PromptCache:
         def fill() -> tuple[Completion, Entry | None, str | None]:
             return self._fill(request, ns, key, vector, old)
 
-        (completion, entry, reason), shared = self._flight.do(key, fill)
+        (completion, entry, reason), shared = self._flight.do(
+            key, fill, reuse_recent=request.cache is CacheMode.USE
+        )
         if shared and entry is not None:
             # Waited on an identical in-flight request: its answer is now the stored entry.
             hit = CacheHit(entry=entry, tier=Tier.EXACT, similarity=1.0)
@@ -196,7 +202,7 @@ class PromptCache:
             except BackendError as exc:
                 log.warning("refresh lookup failed: %s", exc)
 
-        lease, shared = self._flight.lead(key)
+        lease, shared = self._flight.lead(key, reuse_recent=request.cache is CacheMode.USE)
         if lease is None:  # an identical request was in flight: its answer, no model call
             completion, entry, reason = shared  # type: ignore[misc]
             if entry is not None:
@@ -311,6 +317,7 @@ class PromptCache:
         removed = self.store.clear()
         with self._ns_lock:
             self._namespaces.clear()
+        self._flight.forget()
         self.stats.reset()
         return removed
 

@@ -277,3 +277,30 @@ def test_prompts_longer_than_the_embedder_reads_use_the_exact_tier_only() -> Non
     assert cache.chat(req(preamble + "Translate it into French.")).tier is Tier.MISS
     assert cache.chat(req(preamble + "Summarize it.")).tier is Tier.EXACT
     assert embedder.calls == 0 and llm.calls == 2
+
+
+def test_a_request_arriving_just_after_an_identical_miss_shares_its_answer(parts) -> None:  # type: ignore[no-untyped-def]
+    """B's lookup ran while A's identical miss was being answered; B reaches the flight after A's
+    flight ended: B still gets A's answer, unless it has expired."""
+    from promptcache._keys import exact_key, namespace
+
+    cache, _, llm, _, clock = parts
+    request = req("How do I reset my password?")
+    assert cache.lookup(request)[0] is None  # B looks up: nothing stored yet
+    first = cache.chat(request)  # A answers and stores meanwhile
+    key = exact_key(namespace(request, "fake", 8), request.prompt)
+
+    def must_not_run():  # type: ignore[no-untyped-def]
+        raise AssertionError("the model would be called twice")
+
+    result, shared = cache._flight.do(key, must_not_run)  # B arrives at the flight
+    assert shared and result[1] is not None and result[1].id == first.entry_id
+    assert llm.calls == 1
+
+    clock.now += 1000  # expired: a lingering answer is never reused
+    ran = []
+    cache._flight.do(key, lambda: ran.append(1) or (None, None, None))  # type: ignore[func-returns-value]
+    assert ran == [1]
+    with pytest.raises(AssertionError, match="twice"):  # refresh never reuses either
+        clock.now -= 1000
+        cache._flight.do(key, must_not_run, reuse_recent=False)

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from promptcache import ChatRequest, Message, UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from promptcache._errors import UpstreamBadRequest, UpstreamPayloadTooLarge
 from promptcache.adapters.openai_compat import OpenAICompatibleLLM
 
 REQ = ChatRequest(messages=(Message("system", "s"), Message("user", "hi")), model="m", max_tokens=5, temperature=0.0)
@@ -36,14 +37,23 @@ def test_request_and_answer() -> None:
         (httpx.Response(429, json={"error": {"message": "slow down"}}), UpstreamRateLimited),
         (httpx.Response(504, text="gateway timeout"), UpstreamTimeout),
         (httpx.Response(500, json={"error": "boom"}), UpstreamError),
-        (httpx.Response(404, json={"error": {"message": "model not found"}}), UpstreamError),
+        (httpx.Response(404, json={"error": {"message": "model not found"}}), UpstreamBadRequest),
+        (httpx.Response(400, json={"error": {"message": "too many tokens"}}), UpstreamBadRequest),
+        (httpx.Response(413, text="too large"), UpstreamPayloadTooLarge),
         (httpx.Response(200, json={"choices": []}), UpstreamError),
         (httpx.Response(200, text="not json"), UpstreamError),
     ],
 )
 def test_errors_are_mapped(response: httpx.Response, error: type[Exception]) -> None:
-    with pytest.raises(error):
+    with pytest.raises(error) as info:
         llm(lambda request: response).generate(REQ)
+    assert type(info.value) is error
+
+
+def test_refused_credentials_are_ours_not_the_clients() -> None:
+    with pytest.raises(UpstreamError, match="OPENAI_API_KEY") as info:
+        llm(lambda request: httpx.Response(401, json={"error": {"message": "bad key"}})).generate(REQ)
+    assert info.value.status == 502
 
 
 def test_transport_errors_are_mapped() -> None:

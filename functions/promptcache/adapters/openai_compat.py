@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from .._errors import UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from .._errors import (
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamPayloadTooLarge,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
 from .._types import ChatRequest, Completion, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -34,6 +40,18 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise UpstreamRateLimited(f"the LLM upstream is rate limiting: {_error_message(response)}")
     if response.status_code in (408, 504):
         raise UpstreamTimeout(f"the LLM upstream timed out: {_error_message(response)}")
+    if response.status_code in (401, 403):  # our credentials, not the client's request
+        raise UpstreamError(
+            f"the LLM upstream refused our credentials ({response.status_code}): "
+            f"{_error_message(response)}; check OPENAI_API_KEY"
+        )
+    if response.status_code == 413:
+        raise UpstreamPayloadTooLarge(f"the LLM upstream: {_error_message(response)}")
+    if response.status_code in (400, 404, 422):  # e.g. an unknown model, too many tokens
+        raise UpstreamBadRequest(
+            f"the LLM upstream refused the request ({response.status_code}): "
+            f"{_error_message(response)}"
+        )
     if response.status_code >= 400:
         raise UpstreamError(
             f"the LLM upstream answered {response.status_code}: {_error_message(response)}"

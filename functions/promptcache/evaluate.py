@@ -1,0 +1,1066 @@
+"""Decision quality on human-labelled pairs: ``promptcache eval`` and ``promptcache calibrate``.
+
+The protocol (the one GPTCache benchmarks itself with, made fair): from a file of labelled pairs
+``{"id", "a", "b", "duplicate"}``, store every distinct ``a`` in a cache built exactly as the
+server builds it (same embedder, index and guards; an isolated in-memory store), then ask every
+distinct ``b``. Two questions share an *intent* when a chain of ``duplicate: true`` pairs joins
+them (union-find); each stored answer is a label of its prompt's intent, so a hit is correct
+when the returned entry shares the query's intent.
+
+- hit rate = hits / queries
+- precision = correct hits / hits
+- recall = correct hits / queries whose intent is in the cache
+- false hits per 1,000 queries = (hits - correct hits) / queries * 1000
+
+Every distinct text is embedded once (batched). The candidates of every query (the index's
+``candidates`` best entries and their cosine similarities) are computed once, and every policy is
+decided from them: the peers' fixed thresholds (no guards) and this cache's own policy (its
+threshold, its guards, its verifier). A sample of queries also goes through the real
+``PromptCache.lookup`` and must reach the same decisions.
+
+Folds: pairs are split in two halves, ``fit`` and ``holdout``, by the connected component of
+texts they belong to (every pair, duplicate or not, is an edge), so no text is in both halves.
+Parameters are chosen on ``fit`` and reported on both.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import ConfigError, PromptCacheError
+from ._keys import normalize
+from ._types import ChatRequest, Completion, Message, Usage
+
+log = logging.getLogger("promptcache")
+
+#: The fixed cosine thresholds other semantic caches ship, converted to cosine.
+PEERS: tuple[tuple[str, float], ...] = (
+    ("GPTCache similar-cache (~0.6)", 0.6),
+    ("Upstash semantic-cache (0.8)", 0.8),
+    ("seed design (0.85)", 0.85),
+    ("RedisVL (0.9)", 0.9),
+    ("Portkey (0.95)", 0.95),
+)
+PARTS = ("all", "fit", "holdout")
+EVAL_MODEL = "eval"
+CALIBRATION_FILE = "calibration.json"
+_GRID = np.round(np.arange(0.50, 0.995, 0.005), 3)
+
+Progress = Callable[..., Any]
+
+
+# ---------------------------------------------------------------------------- reading pairs
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One labelled pair; ``a`` and ``b`` are normalized as the cache normalizes prompts."""
+
+    a: str
+    b: str
+    duplicate: bool
+
+
+def _open(path: Path) -> Any:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    """Every pair of a JSONL (or .jsonl.gz) file; a malformed line is an error naming it."""
+    pairs: list[Pair] = []
+    try:
+        with _open(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise PromptCacheError(f"{path}:{lineno}: not valid JSON: {exc}") from None
+                if not isinstance(obj, dict):
+                    raise PromptCacheError(f"{path}:{lineno}: each line must be a JSON object")
+                a, b, dup = obj.get("a"), obj.get("b"), obj.get("duplicate")
+                for name, value in (("a", a), ("b", b)):
+                    if not isinstance(value, str) or not value.strip():
+                        raise PromptCacheError(
+                            f"{path}:{lineno}: '{name}' must be a non-empty string"
+                        )
+                if not isinstance(dup, bool):
+                    raise PromptCacheError(f"{path}:{lineno}: 'duplicate' must be true or false")
+                pairs.append(Pair(normalize(a), normalize(b), dup))  # type: ignore[arg-type]
+    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError) as exc:
+        raise PromptCacheError(f"{path}: cannot read: {exc}") from None
+    if not pairs:
+        raise PromptCacheError(f"{path}: no pairs")
+    return pairs
+
+
+# ---------------------------------------------------------------------------- intents and folds
+class UnionFind:
+    """Disjoint sets over hashable items (path halving, union by size)."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, str] = {}
+        self._size: dict[str, int] = {}
+
+    def add(self, item: str) -> None:
+        if item not in self._parent:
+            self._parent[item] = item
+            self._size[item] = 1
+
+    def find(self, item: str) -> str:
+        self.add(item)
+        parent = self._parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self._size[ra] < self._size[rb]:
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._size[ra] += self._size[rb]
+
+
+def intents(pairs: Iterable[Pair]) -> dict[str, int]:
+    """Each text's intent: the connected component of duplicate=true pairs it belongs to."""
+    sets = UnionFind()
+    order: list[str] = []
+    for pair in pairs:
+        for text in (pair.a, pair.b):
+            if text not in sets._parent:
+                order.append(text)
+            sets.add(text)
+        if pair.duplicate:
+            sets.union(pair.a, pair.b)
+    ids: dict[str, int] = {}
+    out: dict[str, int] = {}
+    for text in order:
+        out[text] = ids.setdefault(sets.find(text), len(ids))
+    return out
+
+
+def folds(pairs: Sequence[Pair]) -> list[str]:
+    """``fit`` or ``holdout`` for each pair, by the component of every pair it is linked to.
+
+    Deterministic (a hash of the component's smallest text), independent of sampling."""
+    sets = UnionFind()
+    for pair in pairs:
+        sets.union(pair.a, pair.b)
+    smallest: dict[str, str] = {}
+    for pair in pairs:
+        root = sets.find(pair.a)
+        for text in (pair.a, pair.b):
+            if root not in smallest or text < smallest[root]:
+                smallest[root] = text
+    out = []
+    for pair in pairs:
+        digest = hashlib.sha256(smallest[sets.find(pair.a)].encode("utf-8")).digest()
+        out.append("fit" if digest[0] % 2 == 0 else "holdout")
+    return out
+
+
+def select(
+    pairs: Sequence[Pair], part: str = "all", limit: int | None = None, seed: int = 0
+) -> list[Pair]:
+    """The pairs of one fold (or all), then a seeded sample of ``limit`` of them."""
+    if part not in PARTS:
+        raise PromptCacheError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
+    if part == "all":
+        chosen = list(pairs)
+    else:
+        chosen = [p for p, f in zip(pairs, folds(pairs), strict=True) if f == part]
+    if limit is not None and limit < len(chosen):
+        keep = sorted(random.Random(seed).sample(range(len(chosen)), limit))
+        chosen = [chosen[i] for i in keep]
+    return chosen
+
+
+# ---------------------------------------------------------------------------- workload
+@dataclass(frozen=True)
+class Workload:
+    """What the cache stores and what it is asked, with the ground truth."""
+
+    entries: tuple[str, ...]
+    queries: tuple[str, ...]
+    entry_intent: npt.NDArray[np.int64]
+    query_intent: npt.NDArray[np.int64]
+    answerable: npt.NDArray[np.bool_]  # the query's intent is in the cache
+    exact: npt.NDArray[np.int64]  # index of the entry equal to the query, else -1
+
+    @classmethod
+    def build(cls, pairs: Sequence[Pair], intent_of: dict[str, int] | None = None) -> Workload:
+        intent_of = intent_of if intent_of is not None else intents(pairs)
+        entries = tuple(dict.fromkeys(p.a for p in pairs))
+        queries = tuple(dict.fromkeys(p.b for p in pairs))
+        entry_intent = np.array([intent_of[t] for t in entries], dtype=np.int64)
+        query_intent = np.array([intent_of[t] for t in queries], dtype=np.int64)
+        cached = set(entry_intent.tolist())
+        position = {t: i for i, t in enumerate(entries)}
+        return cls(
+            entries=entries,
+            queries=queries,
+            entry_intent=entry_intent,
+            query_intent=query_intent,
+            answerable=np.array([i in cached for i in query_intent.tolist()], dtype=np.bool_),
+            exact=np.array([position.get(t, -1) for t in queries], dtype=np.int64),
+        )
+
+
+# ---------------------------------------------------------------------------- metrics
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    name: str
+    threshold: float
+    queries: int
+    answerable: int
+    hits: int
+    correct: int
+
+    @property
+    def false_hits(self) -> int:
+        return self.hits - self.correct
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.queries if self.queries else 0.0
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.hits if self.hits else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.correct / self.answerable if self.answerable else 0.0
+
+    @property
+    def false_hits_per_1k(self) -> float:
+        return 1000 * self.false_hits / self.queries if self.queries else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "threshold": self.threshold,
+            "queries": self.queries,
+            "answerable": self.answerable,
+            "hits": self.hits,
+            "correct": self.correct,
+            "false_hits": self.false_hits,
+            "hit_rate": round(self.hit_rate, 4),
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "false_hits_per_1k": round(self.false_hits_per_1k, 2),
+        }
+
+
+def score(name: str, threshold: float, chosen: npt.NDArray[np.int64], work: Workload) -> Metrics:
+    """Metrics of one policy's decisions (``chosen`` = entry index per query, -1 = miss)."""
+    hit = chosen >= 0
+    correct = hit & (work.entry_intent[np.maximum(chosen, 0)] == work.query_intent)
+    return Metrics(
+        name,
+        float(threshold),
+        len(work.queries),
+        int(work.answerable.sum()),
+        int(hit.sum()),
+        int(correct.sum()),
+    )
+
+
+# ---------------------------------------------------------------------------- embedding once
+class MemoEmbedder:
+    """Wraps the cache's own embedder: every distinct text is embedded once, in batches.
+
+    ``prime`` fills the memo (sorted by length, so batches pad little); ``embed`` answers from it
+    and falls through to the wrapped embedder for anything unseen."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.id: str = inner.id
+        self.dim: int = inner.dim
+        self.default_threshold: float = inner.default_threshold
+        self._memo: dict[str, npt.NDArray[np.float32]] = {}
+        self._lock = threading.Lock()
+
+    def vectors(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return (
+            np.stack([self._memo[t] for t in texts])
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
+
+    def prime(
+        self,
+        texts: Iterable[str],
+        *,
+        batch: int = 128,
+        workers: int = 2,
+        cache_dir: Path | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        todo = sorted({t for t in texts if t not in self._memo}, key=len)
+        disk = _VectorCache(cache_dir, self.id, self.dim) if cache_dir else None
+        if disk is not None:
+            found = disk.load(todo)
+            self._memo.update(found)
+            todo = [t for t in todo if t not in found]
+        chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+        bar = progress(total=len(todo), unit="text", desc="embedding") if progress else None
+
+        def run(chunk: list[str]) -> None:
+            vecs = np.asarray(self.inner.embed(chunk), dtype=np.float32)
+            with self._lock:
+                for text, vec in zip(chunk, vecs, strict=True):
+                    self._memo[text] = vec
+            if bar is not None:
+                bar.update(len(chunk))
+
+        try:
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                list(pool.map(run, chunks))
+        finally:
+            if bar is not None:
+                bar.close()
+        if disk is not None and todo:
+            disk.save({t: self._memo[t] for t in todo})
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        missing = [t for t in texts if t not in self._memo]
+        if missing:
+            fresh = np.asarray(self.inner.embed(missing), dtype=np.float32)
+            for text, vec in zip(missing, fresh, strict=True):
+                self._memo[text] = vec
+        return self.vectors(list(texts))
+
+
+class _VectorCache:
+    """Optional on-disk memo of vectors (keyed by sha256 of the text, per embedder) so repeated
+    evaluations of the same data skip embedding. Holds no text."""
+
+    def __init__(self, directory: Path, embedder_id: str, dim: int) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in embedder_id)
+        self.path = directory / f"{safe}-{dim}.npz"
+        self.dim = dim
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+
+    def _read(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32]]:
+        if not self.path.exists():
+            return np.zeros((0, 16), dtype=np.uint8), np.zeros((0, self.dim), np.float32)
+        with np.load(self.path) as data:
+            return data["keys"], data["vectors"]
+
+    def load(self, texts: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        keys, vectors = self._read()
+        row = {k.tobytes(): i for i, k in enumerate(keys)}
+        out = {}
+        for text in texts:
+            i = row.get(self._key(text))
+            if i is not None:
+                out[text] = vectors[i]
+        return out
+
+    def save(self, new: dict[str, npt.NDArray[np.float32]]) -> None:
+        keys, vectors = self._read()
+        add_keys = np.frombuffer(b"".join(self._key(t) for t in new), dtype=np.uint8).reshape(
+            -1, 16
+        )
+        add_vecs = np.stack(list(new.values())).astype(np.float32)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp, keys=np.concatenate([keys, add_keys]), vectors=np.concatenate([vectors, add_vecs])
+        )
+        tmp.replace(self.path)
+
+
+# ---------------------------------------------------------------------------- candidates
+@dataclass(frozen=True)
+class Candidates:
+    """Each query's best entries (index into ``Workload.entries``) and similarities, best first;
+    the guards' and the verifier's verdicts on each of them."""
+
+    index: npt.NDArray[np.int64]  # (queries, k)
+    sims: npt.NDArray[np.float32]  # (queries, k)
+    rejects: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)  # guard -> (queries, k)
+    verifier_rejects: npt.NDArray[np.bool_] | None = None
+    verifier_band: float = 0.0
+
+
+def nearest(
+    queries: npt.NDArray[np.float32],
+    entries: npt.NDArray[np.float32],
+    k: int,
+    *,
+    chunk: int = 2048,
+    progress: Progress | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The k most similar entries of each query (cosine on unit vectors), best first."""
+    n = len(queries)
+    k = max(1, min(k, len(entries)))
+    index = np.zeros((n, k), dtype=np.int64)
+    sims = np.zeros((n, k), dtype=np.float32)
+    bar = progress(total=n, unit="query", desc="searching") if progress else None
+    for start in range(0, n, chunk):
+        scores = queries[start : start + chunk] @ entries.T
+        top = (
+            np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            if k < scores.shape[1]
+            else (np.tile(np.arange(scores.shape[1]), (len(scores), 1)))
+        )
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        index[start : start + chunk] = np.take_along_axis(top, order, axis=1)
+        sims[start : start + chunk] = np.take_along_axis(top_scores, order, axis=1)
+        if bar is not None:
+            bar.update(len(scores))
+    if bar is not None:
+        bar.close()
+    return index, sims
+
+
+def judge(
+    work: Workload,
+    index: npt.NDArray[np.int64],
+    sims: npt.NDArray[np.float32],
+    guards: dict[str, Callable[[str, str], str | None]],
+    *,
+    verifier: Any | None = None,
+    floor: float = float(_GRID[0]),
+    progress: Progress | None = None,
+) -> Candidates:
+    """Every guard's (and the verifier's) verdict on every candidate at or above ``floor``."""
+    rejects = {name: np.zeros(index.shape, dtype=np.bool_) for name in guards}
+    vrejects = np.zeros(index.shape, dtype=np.bool_) if verifier is not None else None
+    rows, cols = np.nonzero(sims >= floor)
+    bar = progress(total=len(rows), unit="candidate", desc="guards") if progress else None
+    for n, (q, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        query, candidate = work.queries[q], work.entries[index[q, j]]
+        if query == candidate:
+            continue
+        for name, guard in guards.items():
+            if guard(query, candidate) is not None:
+                rejects[name][q, j] = True
+        if vrejects is not None and verifier.check(query, candidate) is not None:
+            vrejects[q, j] = True
+        if bar is not None and n % 4096 == 4095:
+            bar.update(4096)
+    if bar is not None:
+        bar.update(len(rows) % 4096)
+        bar.close()
+    return Candidates(
+        index, sims, rejects, vrejects, float(getattr(verifier, "band", 0.0)) if verifier else 0.0
+    )
+
+
+def decide(
+    work: Workload,
+    cands: Candidates,
+    threshold: float,
+    guards: Iterable[str] = (),
+    *,
+    verifier: bool = False,
+) -> npt.NDArray[np.int64]:
+    """The entry each query gets under a policy (-1 = miss): the exact tier first, then the first
+    candidate at or above the threshold that no chosen guard (nor the verifier) rejects."""
+    ok = cands.sims >= np.float32(threshold)
+    for name in guards:
+        ok &= ~cands.rejects[name]
+    if verifier and cands.verifier_rejects is not None:
+        in_band = cands.sims < np.float32(threshold + cands.verifier_band)
+        ok &= ~(cands.verifier_rejects & in_band)
+    first = np.argmax(ok, axis=1)
+    chosen = np.where(ok.any(axis=1), cands.index[np.arange(len(ok)), first], -1)
+    return np.where(work.exact >= 0, work.exact, chosen).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- one evaluation
+@dataclass(frozen=True)
+class Policy:
+    """This cache's decision policy, read from the cache itself."""
+
+    threshold: float
+    guards: tuple[str, ...]
+    verifier: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    work: Workload
+    cands: Candidates
+    policy: Policy
+    embedder_id: str
+    seconds: dict[str, float]
+    checked: int = 0
+    agreed: int = 0
+
+    def metrics(
+        self,
+        name: str,
+        threshold: float,
+        guards: Iterable[str] = (),
+        *,
+        verifier: bool = False,
+    ) -> Metrics:
+        return score(
+            name,
+            threshold,
+            decide(self.work, self.cands, threshold, guards, verifier=verifier),
+            self.work,
+        )
+
+    def default(self, threshold: float | None = None) -> Metrics:
+        p = self.policy
+        t = p.threshold if threshold is None else threshold
+        return self.metrics("promptcache (default)", t, p.guards, verifier=p.verifier)
+
+    def peers(self) -> list[Metrics]:
+        return [self.metrics(name, t) for name, t in PEERS]
+
+    def curve(self, guards: Iterable[str] = (), *, verifier: bool = False) -> list[Metrics]:
+        names = tuple(guards)
+        return [self.metrics("curve", float(t), names, verifier=verifier) for t in _GRID]
+
+    def ablation(self, all_guards: Sequence[str]) -> list[Metrics]:
+        """At the policy's threshold: no guard, each guard alone, all, all but each."""
+        t = self.policy.threshold
+        rows = [self.metrics("no guards", t)]
+        rows += [self.metrics(f"only {g}", t, (g,)) for g in all_guards]
+        rows.append(self.metrics("all guards", t, all_guards))
+        rows += [
+            self.metrics(f"all but {g}", t, [x for x in all_guards if x != g]) for g in all_guards
+        ]
+        if self.cands.verifier_rejects is not None:
+            rows.append(
+                self.metrics("default guards + verifier", t, self.policy.guards, verifier=True)
+            )
+        return rows
+
+
+def _guard_name(guard: Callable[..., Any]) -> str:
+    return str(getattr(guard, "name", None) or getattr(guard, "__name__", repr(guard)))
+
+
+def evaluate(
+    cache: Any,
+    pairs: Sequence[Pair],
+    *,
+    intent_of: dict[str, int] | None = None,
+    extra_guards: dict[str, Callable[[str, str], str | None]] | None = None,
+    verifier: Any | None = None,
+    check: int = 2000,
+    seed: int = 0,
+    workers: int = 2,
+    vector_cache: Path | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Run the protocol through ``cache`` (a PromptCache built by ``runtime.build`` on an empty,
+    isolated store). ``extra_guards`` are judged too (for ablations) without joining the policy;
+    ``verifier`` is the cache's verifier, if any. ``check`` queries (a seeded sample) also go
+    through ``cache.lookup`` and must get the entry the simulated policy chose."""
+    seconds: dict[str, float] = {}
+    work = Workload.build(pairs, intent_of)
+    memo = (
+        cache.embedder if isinstance(cache.embedder, MemoEmbedder) else MemoEmbedder(cache.embedder)
+    )
+    cache.embedder = memo
+
+    started = time.perf_counter()
+    memo.prime(
+        work.entries + work.queries, workers=workers, cache_dir=vector_cache, progress=progress
+    )
+    seconds["embed"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    bar = progress(total=len(work.entries), unit="entry", desc="storing") if progress else None
+    for text, label in zip(work.entries, work.entry_intent.tolist(), strict=True):
+        request = ChatRequest(messages=(Message("user", text),), model=EVAL_MODEL)
+        cache.store_answer(
+            request, Completion(f"intent:{label}", EVAL_MODEL, Usage()), vector=memo._memo[text]
+        )
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    seconds["store"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    index, sims = nearest(
+        memo.vectors(list(work.queries)),
+        memo.vectors(list(work.entries)),
+        cache.candidates,
+        progress=progress,
+    )
+    seconds["search"] = time.perf_counter() - started
+
+    own = {_guard_name(g): g for g in cache.guards}
+    judged = dict(own)
+    for name, guard in (extra_guards or {}).items():
+        judged.setdefault(name, guard)
+    started = time.perf_counter()
+    cands = judge(work, index, sims, judged, verifier=verifier, progress=progress)
+    seconds["guards"] = time.perf_counter() - started
+    policy = Policy(float(cache.threshold), tuple(own), verifier is not None)
+
+    started = time.perf_counter()
+    checked, agreed = _check_real_path(cache, work, cands, policy, check, seed, progress)
+    seconds["check"] = time.perf_counter() - started
+    return Evaluation(work, cands, policy, memo.id, seconds, checked, agreed)
+
+
+def _check_real_path(
+    cache: Any,
+    work: Workload,
+    cands: Candidates,
+    policy: Policy,
+    n: int,
+    seed: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Ask ``n`` sampled queries through ``PromptCache.lookup``; count agreements with the
+    simulated decision (a near-tie at the threshold may differ in the last float bit)."""
+    if n <= 0:
+        return 0, 0
+    chosen = decide(work, cands, policy.threshold, policy.guards, verifier=policy.verifier)
+    sample = range(len(work.queries))
+    if n < len(work.queries):
+        sample = sorted(random.Random(seed).sample(range(len(work.queries)), n))  # type: ignore[assignment]
+    bar = progress(total=len(sample), unit="query", desc="real lookups") if progress else None
+    agreed = 0
+    for q in sample:
+        request = ChatRequest(messages=(Message("user", work.queries[q]),), model=EVAL_MODEL)
+        hit, _ = cache.lookup(request)
+        got = hit.entry.prompt if hit is not None else None
+        want = work.entries[chosen[q]] if chosen[q] >= 0 else None
+        if got == want:
+            agreed += 1
+        else:
+            log.info("real lookup disagrees on %r: %r vs %r", work.queries[q], got, want)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return len(sample), agreed
+
+
+# ---------------------------------------------------------------------------- calibration
+def pick_threshold(curve: Sequence[Metrics], target_precision: float) -> Metrics | None:
+    """The lowest threshold (most recall) from which precision stays at or above the target for
+    every higher threshold of the grid; None when no threshold reaches it."""
+    best: Metrics | None = None
+    for m in sorted(curve, key=lambda m: -m.threshold):
+        if m.hits and m.precision < target_precision:
+            break
+        best = m
+    return best
+
+
+def calibration_path(data_dir: Path) -> Path:
+    return Path(data_dir) / CALIBRATION_FILE
+
+
+def read_calibration(data_dir: Path, embedder_id: str) -> float | None:
+    """The calibrated threshold of this embedder, or None when there is none.
+
+    A file that cannot be read or holds a bad value is a ConfigError naming it."""
+    path = calibration_path(data_dir)
+    if not path.exists():
+        return None
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the calibration file: {exc}") from None
+    item = body.get(embedder_id) if isinstance(body, dict) else None
+    if item is None:
+        return None
+    value = item.get("threshold") if isinstance(item, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{path}: threshold of {embedder_id!r} must be a number in [0, 1]")
+    return float(value)
+
+
+def write_calibration(data_dir: Path, embedder_id: str, record: dict[str, Any]) -> Path:
+    """Merge this embedder's record into the calibration file (atomically)."""
+    path = calibration_path(data_dir)
+    body: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            body = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            body = {}
+    body[embedder_id] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------- report
+def table(rows: Sequence[Metrics]) -> str:
+    """A Markdown table of policies."""
+    lines = [
+        "| policy | threshold | hit rate | precision | recall | false hits / 1k |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in rows:
+        lines.append(
+            f"| {m.name} | {m.threshold:.3f} | {m.hit_rate:.3f} | {m.precision:.3f} | "
+            f"{m.recall:.3f} | {m.false_hits_per_1k:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def bar_check(ev: Evaluation, rows: Sequence[Metrics]) -> str:
+    """The bar: at the recall of the best fixed peer threshold (highest F1), at most half its
+    false hits. Also compares with the fixed threshold of equal recall."""
+    peers = rows[: len(PEERS)]
+    mine = ev.default()
+
+    def f1(m: Metrics) -> float:
+        return (
+            2 * m.precision * m.recall / (m.precision + m.recall) if m.precision + m.recall else 0.0
+        )
+
+    best = max(peers, key=f1)
+    fixed = ev.curve()
+    same_recall = min(fixed, key=lambda m: (abs(m.recall - mine.recall), -m.threshold))
+    meets = mine.recall >= best.recall - 1e-9 and mine.false_hits <= best.false_hits / 2
+    return (
+        f"best fixed peer threshold (F1): {best.name}: recall {best.recall:.3f}, "
+        f"{best.false_hits_per_1k:.1f} false hits/1k\n"
+        f"promptcache default: recall {mine.recall:.3f}, "
+        f"{mine.false_hits_per_1k:.1f} false hits/1k "
+        f"({mine.false_hits / best.false_hits if best.false_hits else 0:.0%} of it): "
+        f"{'meets' if meets else 'misses'} the bar (recall >= its recall, false hits <= half)\n"
+        f"fixed threshold of equal recall: {same_recall.threshold:.3f}: "
+        f"recall {same_recall.recall:.3f}, "
+        f"{same_recall.false_hits_per_1k:.1f} false hits/1k"
+    )
+
+
+def plot(ev: Evaluation, path: Path, title: str) -> Path:
+    """Precision-recall curves (fixed threshold vs this cache's policy) with each peer's and the
+    default's operating point. Needs matplotlib (the ``dev`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError(
+            "writing the precision-recall plot needs matplotlib: pip install 'promptcache[dev]' "
+            "(or pass --no-plot)"
+        ) from exc
+    fixed = ev.curve()
+    mine = ev.curve(ev.policy.guards, verifier=ev.policy.verifier)
+    fig, ax = plt.subplots(figsize=(5.2, 3.9), dpi=100)
+    ax.plot(
+        [m.recall for m in fixed],
+        [m.precision for m in fixed],
+        color="0.55",
+        lw=1.5,
+        label="fixed cosine threshold",
+    )
+    ax.plot(
+        [m.recall for m in mine],
+        [m.precision for m in mine],
+        color="tab:blue",
+        lw=1.8,
+        label="promptcache policy (threshold swept)",
+    )
+    markers = "os^vD"
+    for (name, _), m, marker in zip(PEERS, ev.peers(), markers, strict=True):
+        ax.scatter(
+            [m.recall], [m.precision], marker=marker, s=30, color="0.3", zorder=3, label=name
+        )
+    d = ev.default()
+    ax.scatter(
+        [d.recall],
+        [d.precision],
+        marker="*",
+        s=140,
+        color="tab:red",
+        zorder=4,
+        label=f"promptcache default ({d.threshold:.2f})",
+    )
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def iter_rows(ev: Evaluation) -> Iterator[Metrics]:
+    yield from ev.peers()
+    yield ev.default()
+
+
+# ---------------------------------------------------------------------------- commands
+def build_cache(threshold: float | None = None, env: dict[str, str] | None = None) -> Any:
+    """A PromptCache built by ``runtime.build`` exactly as the server builds it (same embedder,
+    guards and threshold resolution), on an isolated in-memory store, with no LLM."""
+    import os
+
+    from . import runtime
+    from .settings import Settings
+
+    overrides = {
+        "PROMPTCACHE_STORE": "memory",
+        "PROMPTCACHE_STATS": "store",
+        "PROMPTCACHE_LLM": "none",
+    }
+    if threshold is not None:
+        overrides["PROMPTCACHE_THRESHOLD"] = repr(threshold)
+    return runtime.build(Settings.from_env({**(os.environ if env is None else env), **overrides}))
+
+
+def _progress(quiet: bool) -> Progress | None:
+    if quiet:
+        return None
+    from functools import partial
+
+    from tqdm import tqdm
+
+    return partial(tqdm, leave=False, mininterval=0.5)
+
+
+def _run(
+    path: Path,
+    pairs: Sequence[Pair],
+    intent_of: dict[str, int],
+    *,
+    threshold: float | None,
+    check: int,
+    seed: int,
+    vector_cache: Path | None,
+    quiet: bool,
+) -> Evaluation:
+    from . import guards as guard_module
+
+    cache = build_cache(threshold)
+    return evaluate(
+        cache,
+        pairs,
+        intent_of=intent_of,
+        extra_guards=dict(guard_module.ALL_GUARDS),
+        verifier=getattr(cache, "verifier", None),
+        check=check,
+        seed=seed,
+        vector_cache=vector_cache,
+        progress=_progress(quiet),
+    )
+
+
+def _describe(
+    ev: Evaluation, path: Path, part: str, limit: int | None, seed: int, n_pairs: int
+) -> str:
+    sampled = f", a sample of {limit} pairs (seed {seed})" if limit is not None else ""
+    t = ev.seconds
+    agree = (
+        f"; real PromptCache.lookup on {ev.checked} sampled queries agreed on {ev.agreed}"
+        if ev.checked
+        else ""
+    )
+    return (
+        f"{path.name}: part {part}{sampled}: {n_pairs} pairs, {len(ev.work.entries)} stored, "
+        f"{len(ev.work.queries)} queries ({int(ev.work.answerable.sum())} with their intent in the "
+        f"cache); embedder {ev.embedder_id}; policy: threshold {ev.policy.threshold:.3f}, guards "
+        f"{', '.join(ev.policy.guards) or 'none'}, "
+        f"verifier {'on' if ev.policy.verifier else 'off'}\n"
+        f"time: embed {t['embed']:.1f}s, store {t['store']:.1f}s, search {t['search']:.1f}s, "
+        f"guards {t['guards']:.1f}s, real lookups {t['check']:.1f}s{agree}"
+    )
+
+
+def run_eval(
+    path: Path,
+    *,
+    part: str = "all",
+    limit: int | None = None,
+    seed: int = 0,
+    threshold: float | None = None,
+    plot_path: Path | None = None,
+    json_path: Path | None = None,
+    check: int = 2000,
+    vector_cache: Path | None = None,
+    quiet: bool = False,
+    out: Any = None,
+) -> Evaluation:
+    """``promptcache eval``: print the policies side by side, the guard ablation and the bar;
+    write the precision-recall plot (and a JSON report)."""
+    import sys
+
+    out = out or sys.stdout
+    pairs = read_pairs(path)
+    intent_of = intents(pairs)  # chains through every pair, even unsampled ones
+    chosen = select(pairs, part, limit, seed)
+    ev = _run(
+        path,
+        chosen,
+        intent_of,
+        threshold=threshold,
+        check=check,
+        seed=seed,
+        vector_cache=vector_cache,
+        quiet=quiet,
+    )
+    rows = list(iter_rows(ev))
+    from . import guards as guard_module
+
+    print(_describe(ev, path, part, limit, seed, len(chosen)), file=out)
+    print("\n" + table(rows), file=out)
+    print("\nguards at the policy's threshold, each on its own:\n", file=out)
+    print(table(ev.ablation(list(guard_module.ALL_GUARDS))), file=out)
+    print("\n" + bar_check(ev, rows), file=out)
+    if plot_path is not None:
+        title = f"{path.name.split('.')[0]} ({part}{f', {limit} pairs' if limit else ''})"
+        print(f"\nwrote {plot(ev, plot_path, title)}", file=out)
+    if json_path is not None:
+        body = {
+            "file": path.name,
+            "part": part,
+            "limit": limit,
+            "seed": seed,
+            "embedder": ev.embedder_id,
+            "policies": [m.as_dict() for m in rows],
+            "ablation": [m.as_dict() for m in ev.ablation(list(guard_module.ALL_GUARDS))],
+            "seconds": ev.seconds,
+            "checked": ev.checked,
+            "agreed": ev.agreed,
+        }
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    return ev
+
+
+def run_calibrate(
+    path: Path,
+    target_precision: float,
+    *,
+    part: str = "fit",
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    write: bool = True,
+    check: int = 0,
+    vector_cache: Path | None = None,
+    quiet: bool = False,
+    out: Any = None,
+) -> tuple[Metrics, Metrics | None, Path | None]:
+    """``promptcache calibrate``: the lowest threshold whose precision (with the cache's guards)
+    stays at or above the target on ``part``; reports it on the held-out half too and writes it
+    to ``<data dir>/calibration.json`` under the embedder's id, where ``runtime.build`` reads it
+    when PROMPTCACHE_THRESHOLD is unset."""
+    import sys
+    from datetime import UTC, datetime
+
+    from . import runtime
+
+    out = out or sys.stdout
+    if not 0.0 < target_precision <= 1.0:
+        raise PromptCacheError(f"--target-precision must be in (0, 1], got {target_precision}")
+    pairs = read_pairs(path)
+    intent_of = intents(pairs)
+    fit_pairs = select(pairs, part, limit, seed)
+    ev = _run(
+        path,
+        fit_pairs,
+        intent_of,
+        threshold=None,
+        check=check,
+        seed=seed,
+        vector_cache=vector_cache,
+        quiet=quiet,
+    )
+    curve = ev.curve(ev.policy.guards, verifier=ev.policy.verifier)
+    chosen = pick_threshold(curve, target_precision)
+    if chosen is None:
+        best = max(curve, key=lambda m: m.precision)
+        raise PromptCacheError(
+            f"no threshold reaches precision {target_precision} on {path.name} ({part}); the "
+            f"highest is {best.precision:.3f} at {best.threshold:.3f}"
+        )
+    fit = ev.default(chosen.threshold)
+    print(_describe(ev, path, part, limit, seed, len(fit_pairs)), file=out)
+    held: Metrics | None = None
+    if part == "fit":
+        hold_pairs = select(pairs, "holdout", limit, seed)
+        hev = _run(
+            path,
+            hold_pairs,
+            intent_of,
+            threshold=chosen.threshold,
+            check=check,
+            seed=seed,
+            vector_cache=vector_cache,
+            quiet=quiet,
+        )
+        held = hev.default(chosen.threshold)
+    rows = [
+        Metrics(
+            f"{part}: {fit.name}", fit.threshold, fit.queries, fit.answerable, fit.hits, fit.correct
+        )
+    ]
+    if held is not None:
+        rows.append(
+            Metrics(
+                f"holdout: {held.name}",
+                held.threshold,
+                held.queries,
+                held.answerable,
+                held.hits,
+                held.correct,
+            )
+        )
+    print(
+        f"\nthreshold for {ev.embedder_id} at precision >= {target_precision}: "
+        f"{chosen.threshold:.3f}\n\n{table(rows)}",
+        file=out,
+    )
+    written: Path | None = None
+    if write:
+        directory = data_dir if data_dir is not None else runtime.settings().data_dir
+        record = {
+            "threshold": chosen.threshold,
+            "target_precision": target_precision,
+            "file": path.name,
+            "part": part,
+            "limit": limit,
+            "seed": seed,
+            "guards": list(ev.policy.guards),
+            "fit": fit.as_dict(),
+            "holdout": held.as_dict() if held is not None else None,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        written = write_calibration(directory, ev.embedder_id, record)
+        print(
+            f"\nwrote {written} (read by the cache when PROMPTCACHE_THRESHOLD is unset)", file=out
+        )
+    return fit, held, written

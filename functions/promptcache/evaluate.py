@@ -15,7 +15,7 @@ when the returned entry shares the query's intent.
 Every distinct text is embedded once (batched). The candidates of every query (the index's
 ``candidates`` best entries and their cosine similarities) are computed once, and every policy is
 decided from them: the peers' fixed thresholds (no guards) and this cache's own policy (its
-threshold, its guards, its verifier). A sample of queries also goes through the real
+threshold and guards). A sample of queries also goes through the real
 ``PromptCache.lookup`` and must reach the same decisions.
 
 Folds: pairs are split in two halves, ``fit`` and ``holdout``, by the connected component of
@@ -398,13 +398,11 @@ class _VectorCache:
 @dataclass(frozen=True)
 class Candidates:
     """Each query's best entries (index into ``Workload.entries``) and similarities, best first;
-    the guards' and the verifier's verdicts on each of them."""
+    every guard's verdicts on each of them."""
 
     index: npt.NDArray[np.int64]  # (queries, k)
     sims: npt.NDArray[np.float32]  # (queries, k)
     rejects: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)  # guard -> (queries, k)
-    verifier_rejects: npt.NDArray[np.bool_] | None = None
-    verifier_band: float = 0.0
 
 
 def nearest(
@@ -445,13 +443,11 @@ def judge(
     sims: npt.NDArray[np.float32],
     guards: dict[str, Callable[[str, str], str | None]],
     *,
-    verifier: Any | None = None,
     floor: float = float(_GRID[0]),
     progress: Progress | None = None,
 ) -> Candidates:
-    """Every guard's (and the verifier's) verdict on every candidate at or above ``floor``."""
+    """Every guard's verdict on every candidate at or above ``floor``."""
     rejects = {name: np.zeros(index.shape, dtype=np.bool_) for name in guards}
-    vrejects = np.zeros(index.shape, dtype=np.bool_) if verifier is not None else None
     rows, cols = np.nonzero(sims >= floor)
     bar = progress(total=len(rows), unit="candidate", desc="guards") if progress else None
     for n, (q, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
@@ -461,34 +457,22 @@ def judge(
         for name, guard in guards.items():
             if guard(query, candidate) is not None:
                 rejects[name][q, j] = True
-        if vrejects is not None and verifier.check(query, candidate) is not None:
-            vrejects[q, j] = True
         if bar is not None and n % 4096 == 4095:
             bar.update(4096)
     if bar is not None:
         bar.update(len(rows) % 4096)
         bar.close()
-    return Candidates(
-        index, sims, rejects, vrejects, float(getattr(verifier, "band", 0.0)) if verifier else 0.0
-    )
+    return Candidates(index, sims, rejects)
 
 
 def decide(
-    work: Workload,
-    cands: Candidates,
-    threshold: float,
-    guards: Iterable[str] = (),
-    *,
-    verifier: bool = False,
+    work: Workload, cands: Candidates, threshold: float, guards: Iterable[str] = ()
 ) -> npt.NDArray[np.int64]:
     """The entry each query gets under a policy (-1 = miss): the exact tier first, then the first
-    candidate at or above the threshold that no chosen guard (nor the verifier) rejects."""
+    candidate at or above the threshold that no chosen guard rejects (as ``PromptCache.lookup``)."""
     ok = cands.sims >= np.float32(threshold)
     for name in guards:
         ok &= ~cands.rejects[name]
-    if verifier and cands.verifier_rejects is not None:
-        in_band = cands.sims < np.float32(threshold + cands.verifier_band)
-        ok &= ~(cands.verifier_rejects & in_band)
     first = np.argmax(ok, axis=1)
     chosen = np.where(ok.any(axis=1), cands.index[np.arange(len(ok)), first], -1)
     return np.where(work.exact >= 0, work.exact, chosen).astype(np.int64)
@@ -501,7 +485,6 @@ class Policy:
 
     threshold: float
     guards: tuple[str, ...]
-    verifier: bool
 
 
 @dataclass(frozen=True)
@@ -514,46 +497,41 @@ class Evaluation:
     checked: int = 0
     agreed: int = 0
 
-    def metrics(
-        self,
-        name: str,
-        threshold: float,
-        guards: Iterable[str] = (),
-        *,
-        verifier: bool = False,
-    ) -> Metrics:
-        return score(
-            name,
-            threshold,
-            decide(self.work, self.cands, threshold, guards, verifier=verifier),
-            self.work,
-        )
+    def metrics(self, name: str, threshold: float, guards: Iterable[str] = ()) -> Metrics:
+        chosen = decide(self.work, self.cands, threshold, guards)
+        return score(name, threshold, chosen, self.work)
 
     def default(self, threshold: float | None = None) -> Metrics:
-        p = self.policy
-        t = p.threshold if threshold is None else threshold
-        return self.metrics("promptcache (default)", t, p.guards, verifier=p.verifier)
+        t = self.policy.threshold if threshold is None else threshold
+        return self.metrics("promptcache (default)", t, self.policy.guards)
 
     def peers(self) -> list[Metrics]:
         return [self.metrics(name, t) for name, t in PEERS]
 
-    def curve(self, guards: Iterable[str] = (), *, verifier: bool = False) -> list[Metrics]:
+    def curve(self, guards: Iterable[str] = ()) -> list[Metrics]:
         names = tuple(guards)
-        return [self.metrics("curve", float(t), names, verifier=verifier) for t in _GRID]
+        return [self.metrics("curve", float(t), names) for t in _GRID]
 
-    def ablation(self, all_guards: Sequence[str]) -> list[Metrics]:
-        """At the policy's threshold: no guard, each guard alone, all, all but each."""
+    def ablation(self, all_guards: Sequence[str], extra: Sequence[str] = ()) -> list[Metrics]:
+        """At the policy's threshold: no guard, each guard alone, the policy's guards, the
+        policy's guards plus ``extra`` (the strict verifier), and each guard left out of all."""
         t = self.policy.threshold
         rows = [self.metrics("no guards", t)]
         rows += [self.metrics(f"only {g}", t, (g,)) for g in all_guards]
+        rows.append(
+            self.metrics(
+                f"policy: {', '.join(self.policy.guards) or 'none'}", t, self.policy.guards
+            )
+        )
+        more = [g for g in extra if g not in self.policy.guards]
+        if more:
+            rows.append(
+                self.metrics(f"policy + {', '.join(more)}", t, (*self.policy.guards, *more))
+            )
         rows.append(self.metrics("all guards", t, all_guards))
         rows += [
             self.metrics(f"all but {g}", t, [x for x in all_guards if x != g]) for g in all_guards
         ]
-        if self.cands.verifier_rejects is not None:
-            rows.append(
-                self.metrics("default guards + verifier", t, self.policy.guards, verifier=True)
-            )
         return rows
 
 
@@ -567,7 +545,6 @@ def evaluate(
     *,
     intent_of: dict[str, int] | None = None,
     extra_guards: dict[str, Callable[[str, str], str | None]] | None = None,
-    verifier: Any | None = None,
     check: int = 2000,
     seed: int = 0,
     workers: int = 2,
@@ -575,8 +552,8 @@ def evaluate(
     progress: Progress | None = None,
 ) -> Evaluation:
     """Run the protocol through ``cache`` (a PromptCache built by ``runtime.build`` on an empty,
-    isolated store). ``extra_guards`` are judged too (for ablations) without joining the policy;
-    ``verifier`` is the cache's verifier, if any. ``check`` queries (a seeded sample) also go
+    isolated store). ``extra_guards`` are judged too (for ablations) without joining the policy.
+    ``check`` queries (a seeded sample) also go
     through ``cache.lookup`` and must get the entry the simulated policy chose."""
     seconds: dict[str, float] = {}
     work = Workload.build(pairs, intent_of)
@@ -584,20 +561,22 @@ def evaluate(
         cache.embedder if isinstance(cache.embedder, MemoEmbedder) else MemoEmbedder(cache.embedder)
     )
     cache.embedder = memo
+    # prompts longer than the embedder reads whole get the exact tier only (as in the cache)
+    longest = int(getattr(cache, "semantic_max_chars", 1 << 62))
+    semantic_entries = np.array([len(t) <= longest for t in work.entries], dtype=np.bool_)
+    semantic_queries = np.array([len(t) <= longest for t in work.queries], dtype=np.bool_)
+    to_embed = [t for t in work.entries + work.queries if len(t) <= longest]
 
     started = time.perf_counter()
-    memo.prime(
-        work.entries + work.queries, workers=workers, cache_dir=vector_cache, progress=progress
-    )
+    memo.prime(to_embed, workers=workers, cache_dir=vector_cache, progress=progress)
     seconds["embed"] = time.perf_counter() - started
 
     started = time.perf_counter()
     bar = progress(total=len(work.entries), unit="entry", desc="storing") if progress else None
     for text, label in zip(work.entries, work.entry_intent.tolist(), strict=True):
         request = ChatRequest(messages=(Message("user", text),), model=EVAL_MODEL)
-        cache.store_answer(
-            request, Completion(f"intent:{label}", EVAL_MODEL, Usage()), vector=memo._memo[text]
-        )
+        completion = Completion(f"intent:{label}", EVAL_MODEL, Usage())
+        cache.store_answer(request, completion, vector=memo._memo.get(text))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -605,12 +584,19 @@ def evaluate(
     seconds["store"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    index, sims = nearest(
-        memo.vectors(list(work.queries)),
-        memo.vectors(list(work.entries)),
-        cache.candidates,
-        progress=progress,
-    )
+    rows = np.flatnonzero(semantic_entries)
+    k = max(1, min(cache.candidates, len(rows)))
+    index = np.zeros((len(work.queries), k), dtype=np.int64)
+    sims = np.full((len(work.queries), k), -np.inf, dtype=np.float32)
+    if len(rows) and semantic_queries.any():
+        found, found_sims = nearest(
+            memo.vectors([t for t, ok in zip(work.queries, semantic_queries, strict=True) if ok]),
+            memo.vectors([work.entries[i] for i in rows.tolist()]),
+            k,
+            progress=progress,
+        )
+        index[semantic_queries] = rows[found]
+        sims[semantic_queries] = found_sims
     seconds["search"] = time.perf_counter() - started
 
     own = {_guard_name(g): g for g in cache.guards}
@@ -618,9 +604,9 @@ def evaluate(
     for name, guard in (extra_guards or {}).items():
         judged.setdefault(name, guard)
     started = time.perf_counter()
-    cands = judge(work, index, sims, judged, verifier=verifier, progress=progress)
+    cands = judge(work, index, sims, judged, progress=progress)
     seconds["guards"] = time.perf_counter() - started
-    policy = Policy(float(cache.threshold), tuple(own), verifier is not None)
+    policy = Policy(float(cache.threshold), tuple(own))
 
     started = time.perf_counter()
     checked, agreed = _check_real_path(cache, work, cands, policy, check, seed, progress)
@@ -641,7 +627,7 @@ def _check_real_path(
     simulated decision (a near-tie at the threshold may differ in the last float bit)."""
     if n <= 0:
         return 0, 0
-    chosen = decide(work, cands, policy.threshold, policy.guards, verifier=policy.verifier)
+    chosen = decide(work, cands, policy.threshold, policy.guards)
     sample = range(len(work.queries))
     if n < len(work.queries):
         sample = sorted(random.Random(seed).sample(range(len(work.queries)), n))  # type: ignore[assignment]
@@ -666,12 +652,13 @@ def _check_real_path(
 # ---------------------------------------------------------------------------- calibration
 def pick_threshold(curve: Sequence[Metrics], target_precision: float) -> Metrics | None:
     """The lowest threshold (most recall) from which precision stays at or above the target for
-    every higher threshold of the grid; None when no threshold reaches it."""
+    every higher threshold of the grid; None when no threshold with a correct hit reaches it."""
     best: Metrics | None = None
     for m in sorted(curve, key=lambda m: -m.threshold):
         if m.hits and m.precision < target_precision:
             break
-        best = m
+        if m.correct:
+            best = m
     return best
 
 
@@ -744,8 +731,7 @@ def bar_check(ev: Evaluation, rows: Sequence[Metrics]) -> str:
         )
 
     best = max(peers, key=f1)
-    fixed = ev.curve()
-    same_recall = min(fixed, key=lambda m: (abs(m.recall - mine.recall), -m.threshold))
+    iso = iso_recall_false_hits(ev.curve(), mine.recall)
     meets = mine.recall >= best.recall - 1e-9 and mine.false_hits <= best.false_hits / 2
     return (
         f"best fixed peer threshold (F1): {best.name}: recall {best.recall:.3f}, "
@@ -754,10 +740,17 @@ def bar_check(ev: Evaluation, rows: Sequence[Metrics]) -> str:
         f"{mine.false_hits_per_1k:.1f} false hits/1k "
         f"({mine.false_hits / best.false_hits if best.false_hits else 0:.0%} of it): "
         f"{'meets' if meets else 'misses'} the bar (recall >= its recall, false hits <= half)\n"
-        f"fixed threshold of equal recall: {same_recall.threshold:.3f}: "
-        f"recall {same_recall.recall:.3f}, "
-        f"{same_recall.false_hits_per_1k:.1f} false hits/1k"
+        f"a fixed threshold at the default's recall: {iso:.1f} false hits/1k "
+        f"(the default has {mine.false_hits_per_1k / iso if iso else 0:.0%} of it)"
     )
+
+
+def iso_recall_false_hits(fixed: Sequence[Metrics], recall: float) -> float:
+    """False hits per 1,000 queries of a fixed threshold at the given recall (interpolated along
+    the fixed-threshold curve; its highest-recall point when the recall is beyond it)."""
+    points = sorted((m.recall, m.false_hits_per_1k) for m in fixed)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return float(np.interp(recall, xs, ys))
 
 
 def plot(ev: Evaluation, path: Path, title: str) -> Path:
@@ -774,42 +767,44 @@ def plot(ev: Evaluation, path: Path, title: str) -> Path:
             "(or pass --no-plot)"
         ) from exc
     fixed = ev.curve()
-    mine = ev.curve(ev.policy.guards, verifier=ev.policy.verifier)
-    fig, ax = plt.subplots(figsize=(5.2, 3.9), dpi=100)
-    ax.plot(
-        [m.recall for m in fixed],
-        [m.precision for m in fixed],
-        color="0.55",
-        lw=1.5,
-        label="fixed cosine threshold",
-    )
-    ax.plot(
-        [m.recall for m in mine],
-        [m.precision for m in mine],
-        color="tab:blue",
-        lw=1.8,
-        label="promptcache policy (threshold swept)",
-    )
-    markers = "os^vD"
-    for (name, _), m, marker in zip(PEERS, ev.peers(), markers, strict=True):
-        ax.scatter(
-            [m.recall], [m.precision], marker=marker, s=30, color="0.3", zorder=3, label=name
+    mine = ev.curve(ev.policy.guards)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.8), dpi=100)
+    for axis, y in ((ax, "precision"), (bx, "false_hits_per_1k")):
+        axis.plot(
+            [m.recall for m in fixed],
+            [getattr(m, y) for m in fixed],
+            color="0.55",
+            lw=1.5,
+            label="fixed cosine threshold",
         )
-    d = ev.default()
-    ax.scatter(
-        [d.recall],
-        [d.precision],
-        marker="*",
-        s=140,
-        color="tab:red",
-        zorder=4,
-        label=f"promptcache default ({d.threshold:.2f})",
-    )
-    ax.set_xlabel("recall")
+        axis.plot(
+            [m.recall for m in mine],
+            [getattr(m, y) for m in mine],
+            color="tab:blue",
+            lw=1.8,
+            label="promptcache policy (threshold swept)",
+        )
+        for (name, _), m, marker in zip(PEERS, ev.peers(), "os^vD", strict=True):
+            axis.scatter(
+                [m.recall], [getattr(m, y)], marker=marker, s=30, color="0.3", zorder=3, label=name
+            )
+        d = ev.default()
+        axis.scatter(
+            [d.recall],
+            [getattr(d, y)],
+            marker="*",
+            s=140,
+            color="tab:red",
+            zorder=4,
+            label=f"promptcache default ({d.threshold:.2f})",
+        )
+        axis.set_xlabel("recall")
+        axis.grid(alpha=0.3)
     ax.set_ylabel("precision")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
+    bx.set_ylabel("false hits per 1,000 queries")
+    bx.set_yscale("log")
     ax.legend(fontsize=6.5, loc="lower left")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -870,7 +865,6 @@ def _run(
         pairs,
         intent_of=intent_of,
         extra_guards=dict(guard_module.ALL_GUARDS),
-        verifier=getattr(cache, "verifier", None),
         check=check,
         seed=seed,
         vector_cache=vector_cache,
@@ -892,11 +886,16 @@ def _describe(
         f"{path.name}: part {part}{sampled}: {n_pairs} pairs, {len(ev.work.entries)} stored, "
         f"{len(ev.work.queries)} queries ({int(ev.work.answerable.sum())} with their intent in the "
         f"cache); embedder {ev.embedder_id}; policy: threshold {ev.policy.threshold:.3f}, guards "
-        f"{', '.join(ev.policy.guards) or 'none'}, "
-        f"verifier {'on' if ev.policy.verifier else 'off'}\n"
+        f"{', '.join(ev.policy.guards) or 'none'}\n"
         f"time: embed {t['embed']:.1f}s, store {t['store']:.1f}s, search {t['search']:.1f}s, "
         f"guards {t['guards']:.1f}s, real lookups {t['check']:.1f}s{agree}"
     )
+
+
+def _strict() -> list[str]:
+    from .guards import verifier_guards
+
+    return [g.__name__ for g in verifier_guards("strict")]
 
 
 def run_eval(
@@ -937,7 +936,7 @@ def run_eval(
     print(_describe(ev, path, part, limit, seed, len(chosen)), file=out)
     print("\n" + table(rows), file=out)
     print("\nguards at the policy's threshold, each on its own:\n", file=out)
-    print(table(ev.ablation(list(guard_module.ALL_GUARDS))), file=out)
+    print(table(ev.ablation(list(guard_module.ALL_GUARDS), _strict())), file=out)
     print("\n" + bar_check(ev, rows), file=out)
     if plot_path is not None:
         title = f"{path.name.split('.')[0]} ({part}{f', {limit} pairs' if limit else ''})"
@@ -950,7 +949,9 @@ def run_eval(
             "seed": seed,
             "embedder": ev.embedder_id,
             "policies": [m.as_dict() for m in rows],
-            "ablation": [m.as_dict() for m in ev.ablation(list(guard_module.ALL_GUARDS))],
+            "ablation": [
+                m.as_dict() for m in ev.ablation(list(guard_module.ALL_GUARDS), _strict())
+            ],
             "seconds": ev.seconds,
             "checked": ev.checked,
             "agreed": ev.agreed,
@@ -999,7 +1000,7 @@ def run_calibrate(
         vector_cache=vector_cache,
         quiet=quiet,
     )
-    curve = ev.curve(ev.policy.guards, verifier=ev.policy.verifier)
+    curve = ev.curve(ev.policy.guards)
     chosen = pick_threshold(curve, target_precision)
     if chosen is None:
         best = max(curve, key=lambda m: m.precision)

@@ -15,7 +15,7 @@ import httpx
 from ._errors import ConfigError
 from ._protocols import LLM, Embedder, Stats, Store
 from .core import PromptCache
-from .guards import default_guards
+from .guards import default_guards, verifier_guards
 from .settings import Settings, parse_api_keys
 
 
@@ -177,7 +177,7 @@ def build(settings: Settings) -> PromptCache:
         llm=llm,
         threshold=_threshold(settings, embedder),
         ttl_seconds=settings.ttl_seconds,
-        guards=default_guards(),
+        guards=default_guards() + verifier_guards(settings.verifier),
         price_per_1k_tokens=settings.price_per_1k_tokens,
     )
 

@@ -50,6 +50,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Cosine similarity at or above which a stored prompt answers (default: the embedder's "
         "own calibrated threshold).",
     ),
+    "PROMPTCACHE_VERIFIER": (
+        "off",
+        "`off` or `strict`: `strict` also rejects a candidate whose negation or target "
+        "(\"into Spanish\" vs \"into German\") differs; fewer false hits, fewer hits.",
+    ),
     "PROMPTCACHE_TTL_SECONDS": ("604800", "Default lifetime of a stored answer (0 = forever)."),
     "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
     "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
@@ -174,6 +179,7 @@ class Settings:
     upstash_token: str
     upstash_token_ssm_parameter: str
     upstash_chunk_bytes: int = 4 * 1024 * 1024
+    verifier: str = "off"
 
     @property
     def sqlite_path(self) -> Path:
@@ -250,4 +256,5 @@ class Settings:
             upstash_token=_str(env, "UPSTASH_REDIS_REST_TOKEN"),
             upstash_token_ssm_parameter=_str(env, "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"),
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
+            verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
         )

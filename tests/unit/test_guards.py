@@ -167,10 +167,12 @@ def test_identical_prompts_always_pass(guard) -> None:  # type: ignore[no-untype
 @pytest.mark.parametrize("guard", list(ALL_GUARDS.values()))
 def test_guards_are_cheap(guard) -> None:  # type: ignore[no-untyped-def]
     a = normalize(
-        "After the end of the war in June 1902, Higgins left Southampton in August, returning to Cape Town the following month."
+        "After the end of the war in June 1902, Higgins left Southampton in August, "
+        "returning to Cape Town the following month."
     )
     b = normalize(
-        "In August, after the end of the war in June 1902, Higgins left Southampton and returned to Cape Town the following month."
+        "In August, after the end of the war in June 1902, Higgins left Southampton and "
+        "returned to Cape Town the following month."
     )
     started = time.perf_counter()
     for _ in range(200):

@@ -62,7 +62,7 @@ class LocalEmbedder:
     #: by the exact tier only, so a shared preamble cannot make two prompts look identical.
     max_input_chars = 1000
     #: Calibrated on labelled paraphrase data (see README, "Decision quality").
-    default_threshold = 0.86
+    default_threshold = 0.92
 
     def __init__(self, *, threads: int = 1) -> None:
         try:

@@ -9,7 +9,8 @@ Writes three files into ``--out``:
   ``[project].dependencies``, installed by pip from binary manylinux wheels for the Lambda
   architecture and Python version, whatever machine runs the build (PyPI alone is enough).
 - ``promptcache-functions.zip``: the function code, the handler modules (``chat.py``,
-  ``stats.py``, ``health.py``) at the zip root.
+  ``stats.py``, ``health.py``) at the zip root, and ``run.sh`` (executable), the entry point of
+  the optional streaming function (``promptcache serve`` behind the Lambda Web Adapter).
 - ``promptcache-layer-<arch>-py<version>.json``: the manifest: target, sizes, the installed
   distributions and a digest of the sources. The Pulumi program refuses artifacts that are
   missing, built for another target or older than the sources.
@@ -64,6 +65,8 @@ DIRECT_UPLOAD_LIMIT_BYTES = 50 * MiB
 LAYER_EXTRA_DEPENDENCIES = ("boto3",)
 
 FUNCTIONS_ZIP = "promptcache-functions.zip"
+#: The streaming function's handler: a script in functions/handlers, zipped with mode 0755.
+STARTUP_SCRIPT = "run.sh"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same inputs, same bytes, no redeploy
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
@@ -217,12 +220,14 @@ def source_digest(
     core_dir: Path = CORE_DIR,
     handlers_dir: Path = HANDLERS_DIR,
 ) -> str:
-    """What the artifacts are built from: target, dependency specifiers, core and handlers."""
+    """What the artifacts are built from: target, dependency specifiers, core and handlers
+    (with the startup script)."""
     h = hashlib.sha256()
     h.update(json.dumps([asdict(target), sorted(deps)]).encode())
+    script = handlers_dir / STARTUP_SCRIPT
     for label, files in (
         ("core", list(_source_files(core_dir))),
-        ("handlers", handler_files(handlers_dir)),
+        ("handlers", [*handler_files(handlers_dir), *([script] if script.is_file() else [])]),
     ):
         base = core_dir if label == "core" else handlers_dir
         for path in files:
@@ -320,6 +325,10 @@ def build(
     handlers = handler_files(handlers_dir)
     if not handlers:
         raise BuildError(f"no handler modules in {handlers_dir}")
+    if not (handlers_dir / STARTUP_SCRIPT).is_file():
+        raise BuildError(
+            f"no {STARTUP_SCRIPT} in {handlers_dir} (the streaming function's entry point)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="promptcache-build-") as tmpdir:
         work = Path(tmpdir)
@@ -341,6 +350,8 @@ def build(
         code.mkdir()
         for path in handlers:
             shutil.copy2(path, code / path.name)
+        shutil.copyfile(handlers_dir / STARTUP_SCRIPT, code / STARTUP_SCRIPT)
+        (code / STARTUP_SCRIPT).chmod(0o755)  # whatever the checkout kept: Lambda execs it
         functions = write_zip(code, out / FUNCTIONS_ZIP)
 
     total = layer.unzipped_bytes + functions.unzipped_bytes

@@ -44,6 +44,12 @@ LOG_RETENTION_DAYS = (
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: An HTTP API waits for an integration 30 s at most (not adjustable).
 HTTP_API_MAX_TIMEOUT_SECONDS = 30
+#: A Lambda function runs 900 s at most; a Function URL waits as long.
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
+#: The first Lambda Web Adapter layer version (1.0.0) with the settings the streaming function uses.
+WEB_ADAPTER_MIN_LAYER_VERSION = 27
+#: Region prefixes outside the aws partition, where AWS publishes the adapter layer elsewhere.
+_OTHER_PARTITIONS = ("cn-", "us-gov-", "us-iso", "eusc-")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
@@ -75,6 +81,11 @@ class StackConfig:
     ttl_seconds: int
     rate_limit_per_minute: int
     build_dir: Path
+    #: The optional streaming endpoint (a Function URL); off unless promptcache:streamingUrl.
+    streaming_url: bool = False
+    streaming_timeout_seconds: int = 300
+    web_adapter_layer_version: int = 30
+    aws_region: str = ""
 
     @property
     def prefix(self) -> str:
@@ -93,6 +104,11 @@ class StackConfig:
     def upstream_timeout_seconds(self) -> int:
         """The model call ends before the function and the gateway give up."""
         return max(1, self.timeout_seconds - 3)
+
+    @property
+    def streaming_upstream_timeout_seconds(self) -> int:
+        """The streaming function's model call ends before the function gives up."""
+        return max(1, self.streaming_timeout_seconds - 3)
 
     @classmethod
     def load(cls, config: pulumi.Config | None = None, stage: str | None = None) -> StackConfig:
@@ -162,6 +178,16 @@ class StackConfig:
         burst = integer("throttleBurstLimit", 1, 5000)
         rate = integer("throttleRateLimit", 1, 10000)
         build_dir = Path(config.require("buildDir"))
+        streaming = config.require_bool("streamingUrl")
+        streaming_timeout = integer("streamingTimeoutSeconds", 3, LAMBDA_MAX_TIMEOUT_SECONDS)
+        adapter_version = integer("webAdapterLayerVersion", WEB_ADAPTER_MIN_LAYER_VERSION, 10_000)
+        aws_region = (pulumi.Config("aws").get("region") or "").strip()
+        if streaming and (not aws_region or aws_region.startswith(_OTHER_PARTITIONS)):
+            raise ConfigError(
+                f"{PROJECT}:streamingUrl needs aws:region set to a region of the aws partition, "
+                f"where the Lambda Web Adapter layer is published by account 753240598075; "
+                f"got {aws_region!r}"
+            )
         return cls(
             stage=stage,
             architecture=choice("lambdaArchitecture", tuple(ARCHITECTURES)),
@@ -185,4 +211,8 @@ class StackConfig:
             ttl_seconds=integer("ttlSeconds", 0, 10 * 365 * 86400),
             rate_limit_per_minute=integer("rateLimitPerMinute", 0, 10**9),
             build_dir=build_dir if build_dir.is_absolute() else REPO / build_dir,
+            streaming_url=streaming,
+            streaming_timeout_seconds=streaming_timeout,
+            web_adapter_layer_version=adapter_version,
+            aws_region=aws_region,
         )

@@ -2,7 +2,8 @@
 
 Order of the data flow: the Cloudflare KV namespace and the Upstash database come first; their
 id, URL and token (with the Cloudflare API token from config) feed the SSM secrets and the
-functions' environment; the functions feed the HTTP API.
+functions' environment; the functions feed the HTTP API. With ``promptcache:streamingUrl``, one
+more function serves the same routes through a Function URL that streams (components/streaming.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from infra.components.function import HandlerFunction, HandlerFunctionArgs
 from infra.components.http_api import FunctionTarget, HttpApi, HttpApiArgs
 from infra.components.layer import CoreLayer, CoreLayerArgs
 from infra.components.secrets import SecretParameters, SecretParametersArgs
+from infra.components.streaming import (
+    StreamingEndpoint,
+    StreamingEndpointArgs,
+    web_adapter_layer_arn,
+)
 from infra.components.upstash import CacheDatabase, CacheDatabaseArgs
 from infra.config import StackConfig
 
@@ -31,6 +37,8 @@ EXPOSE_HEADERS = ("x-promptcache-tier", "x-promptcache-similarity", "x-promptcac
 CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
 UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
 API_KEYS_PARAMETER = "api-keys"
+#: The streaming function's name after the prefix (promptcache:streamingUrl).
+STREAMING_FUNCTION = "chat-stream"
 
 
 def handler_modules(routes: Mapping[tuple[str, str], str] = ROUTES) -> list[str]:
@@ -73,6 +81,17 @@ def function_environment(
     return env
 
 
+def streaming_environment(
+    cfg: StackConfig, environment: Mapping[str, pulumi.Input[str]]
+) -> dict[str, pulumi.Input[str]]:
+    """The streaming function's settings: the other functions', with the model given the
+    streaming function's longer timeout (the component adds the Web Adapter's own)."""
+    return {
+        **environment,
+        "PROMPTCACHE_UPSTREAM_TIMEOUT": str(cfg.streaming_upstream_timeout_seconds),
+    }
+
+
 @dataclass
 class Deployment:
     config: StackConfig
@@ -83,18 +102,25 @@ class Deployment:
     functions: dict[str, HandlerFunction]
     api: HttpApi
     environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    streaming: StreamingEndpoint | None = None
 
     @property
     def outputs(self) -> dict[str, pulumi.Input[object]]:
         """The stack outputs: endpoints and names, never a secret."""
+        names: dict[str, pulumi.Input[str]] = {m: fn.name for m, fn in self.functions.items()}
+        streaming: dict[str, pulumi.Input[object]] = {}
+        if self.streaming is not None:
+            names[STREAMING_FUNCTION] = self.streaming.function_name
+            streaming["streamingUrl"] = self.streaming.url
         return {
             "stage": self.config.stage,
             "apiUrl": self.api.url,
-            "functionNames": {module: fn.name for module, fn in self.functions.items()},
+            "functionNames": names,
             "layerArn": self.layer.arn,
             "kvNamespaceId": self.kv.id,
             "upstashEndpoint": self.database.endpoint,
             "secretParameterNames": self.secrets.names,
+            **streaming,
         }
 
 
@@ -187,4 +213,30 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             tags=cfg.tags,
         ),
     )
-    return Deployment(cfg, kv, database, secrets, layer, functions, api, environment)
+    streaming = None
+    if cfg.streaming_url:
+        streaming = StreamingEndpoint(
+            f"{cfg.prefix}-stream",
+            StreamingEndpointArgs(
+                name=f"{cfg.prefix}-{STREAMING_FUNCTION}",
+                code_zip=built.functions_zip,
+                code_hash=built.functions_hash,
+                layer_arn=layer.arn,
+                adapter_layer_arn=web_adapter_layer_arn(
+                    cfg.aws_region, cfg.architecture, cfg.web_adapter_layer_version
+                ),
+                runtime=cfg.runtime,
+                architecture=cfg.architecture,
+                memory_mb=cfg.memory_mb,
+                timeout_seconds=cfg.streaming_timeout_seconds,
+                environment=streaming_environment(cfg, environment),
+                log_retention_days=cfg.log_retention_days,
+                secret_parameter_arns=list(secrets.arns.values()),
+                kms_key_arn=cfg.secrets_kms_key_arn,
+                cors_allow_origins=cfg.cors_allow_origins,
+                cors_allow_methods=sorted({method for method, _ in ROUTES}),
+                cors_expose_headers=EXPOSE_HEADERS,
+                tags=cfg.tags,
+            ),
+        )
+    return Deployment(cfg, kv, database, secrets, layer, functions, api, environment, streaming)

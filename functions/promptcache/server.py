@@ -203,8 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def load_handlers() -> dict[str, ModuleType]:
+    """The handler modules: from the installed package ``promptcache_handlers``, or, where it is
+    absent (a Lambda function's code, run by ``run.sh``), the top-level modules of the zip."""
     names = sorted(set(ROUTES.values()))
-    return {name: importlib.import_module(f"promptcache_handlers.{name}") for name in names}
+    try:
+        importlib.import_module("promptcache_handlers")
+        package = "promptcache_handlers."
+    except ModuleNotFoundError as exc:
+        if exc.name != "promptcache_handlers":
+            raise
+        package = ""
+    return {name: importlib.import_module(f"{package}{name}") for name in names}
 
 
 def make_server(host: str, port: int) -> ThreadingHTTPServer:

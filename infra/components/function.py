@@ -30,6 +30,11 @@ class HandlerFunctionArgs:
     secret_parameter_arns: Sequence[pulumi.Input[str]]
     kms_key_arn: str | None
     tags: Mapping[str, str]
+    #: The function's entry point; by default ``<module>.lambda_handler`` (``module`` then only
+    #: labels the function).
+    handler: str | None = None
+    #: Layers after the core layer (e.g. the Lambda Web Adapter).
+    extra_layer_arns: Sequence[pulumi.Input[str]] = ()
 
 
 class HandlerFunction(pulumi.ComponentResource):
@@ -72,10 +77,10 @@ class HandlerFunction(pulumi.ComponentResource):
             role=self.role.arn,
             runtime=args.runtime,
             architectures=[args.architecture],
-            handler=f"{args.module}.lambda_handler",
+            handler=args.handler or f"{args.module}.lambda_handler",
             code=pulumi.FileArchive(str(args.code_zip)),
             source_code_hash=args.code_hash,
-            layers=[args.layer_arn],
+            layers=[args.layer_arn, *args.extra_layer_arns],
             memory_size=args.memory_mb,
             timeout=args.timeout_seconds,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(args.environment)),

@@ -160,6 +160,10 @@ class Recorder(pulumi.runtime.Mocks):
             state["invokeArn"] = (
                 f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{arn}/invocations"
             )
+        elif args.typ == "aws:lambda/functionUrl:FunctionUrl":
+            rid = api_id(reveal(inputs["functionName"]))
+            state["urlId"] = rid
+            state["functionUrl"] = f"https://{rid}.lambda-url.{REGION}.on.aws/"
         elif args.typ == "aws:apigatewayv2/api:Api":
             rid = api_id(name)
             state["apiEndpoint"] = f"https://{rid}.execute-api.{REGION}.amazonaws.com"

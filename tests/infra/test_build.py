@@ -64,7 +64,7 @@ def test_build_writes_the_layer_the_function_zip_and_a_manifest(tmp_path: Path) 
     assert all(n.startswith("python/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     with zipfile.ZipFile(result.functions.path) as zf:
-        assert sorted(zf.namelist()) == [f"{m}.py" for m in MODULES]
+        assert sorted(zf.namelist()) == sorted([f"{m}.py" for m in MODULES] + ["run.sh"])
     assert result.handlers == MODULES
     manifest = json.loads((tmp_path / "promptcache-layer-arm64-py3.12.json").read_text())
     assert manifest["target"] == {

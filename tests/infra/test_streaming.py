@@ -440,7 +440,7 @@ def started(
     environment pointed at the stand-ins, started as the adapter's ``/opt/bootstrap`` starts it;
     yields the server's base URL (once ready by the adapter's readiness rule) and its log."""
     cfg = StackConfig(
-        stage="smoke", architecture="x86_64", python_version="3.12", memory_mb=1024,
+        stage="stream-smoke", architecture="x86_64", python_version="3.12", memory_mb=1024,
         timeout_seconds=29, log_retention_days=1, log_level="WARNING", throttle_rate_limit=1,
         throttle_burst_limit=1, cors_allow_origins=("*",),
         cloudflare_account_id=cloudflare_api.account_id,
@@ -451,8 +451,8 @@ def started(
         streaming_timeout_seconds=60, aws_region=REGION,
     )  # fmt: skip
     names = {
-        CLOUDFLARE_TOKEN_PARAMETER: "/promptcache/smoke/cloudflare-api-token",
-        UPSTASH_TOKEN_PARAMETER: "/promptcache/smoke/upstash-redis-rest-token",
+        CLOUDFLARE_TOKEN_PARAMETER: "/promptcache/stream-smoke/cloudflare-api-token",
+        UPSTASH_TOKEN_PARAMETER: "/promptcache/stream-smoke/upstash-redis-rest-token",
     }
     client = boto3.client(
         "ssm", endpoint_url=ssm, region_name=REGION,
@@ -573,4 +573,4 @@ def test_run_sh_serves_a_stream_from_the_artifacts_as_it_is_generated(
 
     # The deployed environment's metrics go to stdout (the function's log) as embedded metrics.
     output = log.read_text()
-    assert '"_aws"' in output and "promptcache-smoke" in output, output[-3000:]
+    assert '"_aws"' in output and "promptcache-stream-smoke" in output, output[-3000:]

@@ -351,44 +351,44 @@ def test_the_function_zip_holds_an_executable_run_sh(tmp_path: Path) -> None:
     assert b"AWS_LWA_PORT" in script
 
 
-def _sources(tmp_path: Path) -> dict[str, Path]:
+def _sources(tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the core and the handlers, so a test can change them."""
     core, handlers = tmp_path / "src" / "promptcache", tmp_path / "src" / "handlers"
     shutil.copytree(build.CORE_DIR, core, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(build.HANDLERS_DIR, handlers, ignore=shutil.ignore_patterns("__pycache__"))
-    return {"core_dir": core, "handlers_dir": handlers}
+    return core, handlers
+
+
+def _build(out: Path, core: Path, handlers: Path) -> build.BuildResult:
+    return build.build(
+        build.Target.lambda_runtime("arm64", "3.12"), out, installer=noop_installer,
+        core_dir=core, handlers_dir=handlers,
+    )  # fmt: skip
 
 
 def test_run_sh_is_zipped_executable_even_if_the_checkout_lost_the_bit(tmp_path: Path) -> None:
-    sources = _sources(tmp_path)
-    (sources["handlers_dir"] / "run.sh").chmod(0o644)
-    result = build.build(
-        build.Target.lambda_runtime("arm64", "3.12"), tmp_path / "out", installer=noop_installer,
-        **sources,
-    )  # fmt: skip
+    core, handlers = _sources(tmp_path)
+    (handlers / "run.sh").chmod(0o644)
+    result = _build(tmp_path / "out", core, handlers)
     with zipfile.ZipFile(result.functions.path) as zf:
         assert stat.S_IMODE(zf.getinfo("run.sh").external_attr >> 16) == 0o755
 
 
 def test_a_changed_run_sh_makes_the_artifacts_stale(tmp_path: Path) -> None:
-    sources = _sources(tmp_path)
+    core, handlers = _sources(tmp_path)
     out = tmp_path / "out"
-    target = build.Target.lambda_runtime("arm64", "3.12")
-    build.build(target, out, installer=noop_installer, **sources)
-    artifacts.load(out, "arm64", "3.12", ("chat",), **sources)
-    script = sources["handlers_dir"] / "run.sh"
-    script.write_text(script.read_text() + "# changed\n")
+    _build(out, core, handlers)
+    artifacts.load(out, "arm64", "3.12", ("chat",), core_dir=core, handlers_dir=handlers)
+    (handlers / "run.sh").write_text((handlers / "run.sh").read_text() + "# changed\n")
     with pytest.raises(artifacts.ArtifactError, match="older than the sources"):
-        artifacts.load(out, "arm64", "3.12", ("chat",), **sources)
+        artifacts.load(out, "arm64", "3.12", ("chat",), core_dir=core, handlers_dir=handlers)
 
 
 def test_a_build_without_run_sh_fails(tmp_path: Path) -> None:
-    sources = _sources(tmp_path)
-    (sources["handlers_dir"] / "run.sh").unlink()
+    core, handlers = _sources(tmp_path)
+    (handlers / "run.sh").unlink()
     with pytest.raises(build.BuildError, match="no run.sh in"):
-        build.build(
-            build.Target.lambda_runtime("arm64", "3.12"), tmp_path / "out",
-            installer=noop_installer, **sources,
-        )  # fmt: skip
+        _build(tmp_path / "out", core, handlers)
 
 
 # ---------------------------------------------------------------- run.sh, run from the artifacts

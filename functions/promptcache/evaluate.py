@@ -761,6 +761,7 @@ def plot(ev: Evaluation, path: Path, title: str) -> Path:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     except ImportError as exc:
         raise ConfigError(
             "writing the precision-recall plot needs matplotlib: pip install 'promptcache[dev]' "
@@ -803,9 +804,13 @@ def plot(ev: Evaluation, path: Path, title: str) -> Path:
     ax.set_ylabel("precision")
     bx.set_ylabel("false hits per 1,000 queries")
     bx.set_yscale("log")
-    ax.legend(fontsize=6.5, loc="lower left")
+    bx.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    bx.yaxis.set_major_formatter(ScalarFormatter())
+    bx.yaxis.set_minor_formatter(NullFormatter())
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

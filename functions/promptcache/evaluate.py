@@ -188,6 +188,10 @@ def select(
         chosen = list(pairs)
     else:
         chosen = [p for p, f in zip(pairs, folds(pairs), strict=True) if f == part]
+    if limit is not None and limit < 1:
+        raise PromptCacheError(f"--limit must be at least 1, got {limit}")
+    if not chosen:
+        raise PromptCacheError(f"no pairs in part {part!r}: use --part all")
     if limit is not None and limit < len(chosen):
         keep = sorted(random.Random(seed).sample(range(len(chosen)), limit))
         chosen = [chosen[i] for i in keep]

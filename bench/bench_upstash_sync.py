@@ -38,10 +38,10 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import redis
+
 from promptcache import Entry, Usage
 from promptcache.adapters.upstash import DEFAULT_CHUNK_BYTES, UpstashStore
 from promptcache.index import VectorIndex
-
 from tests.support.redis_server import RedisServer
 
 DIM = 384

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
-from promptcache.api import ROUTES
 
 from infra import artifacts as artifacts_mod
 from infra.artifacts import Artifacts
@@ -28,6 +27,7 @@ from infra.components.streaming import (
 )
 from infra.components.upstash import CacheDatabase, CacheDatabaseArgs
 from infra.config import StackConfig
+from promptcache.api import ROUTES
 
 #: The handler that answers requests no route matches (its resolver returns the JSON 404/405).
 FALLBACK_HANDLER = "health"

@@ -2,11 +2,13 @@
 from the cache or the LLM."""
 
 from collections.abc import Iterator
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from promptcache import api, openai_api, runtime
 from promptcache.observability import logger, metrics, tracer
 
@@ -16,15 +18,17 @@ limiter = api.RateLimiter(runtime.settings().rate_limit_per_minute)
 
 @app.post("/chat")
 @tracer.capture_method
-def chat() -> Response:
+def chat() -> Response[str]:
     response = api.chat(app.current_event, runtime.service(), runtime.settings(), limiter)
-    metrics.add_metric(name=f"tier_{response.headers['X-Promptcache-Tier']}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name=f"tier_{response.headers['X-Promptcache-Tier']}", unit=MetricUnit.Count, value=1
+    )
     return response
 
 
 @app.post("/v1/chat/completions")
 @tracer.capture_method
-def chat_completions() -> Response:
+def chat_completions() -> Response[str]:
     response = openai_api.chat_completions(
         app.current_event, runtime.service(), runtime.settings(), limiter
     )
@@ -35,19 +39,21 @@ def chat_completions() -> Response:
 
 @app.get("/v1/models")
 @tracer.capture_method
-def models() -> Response:
+def models() -> Response[str]:
     return openai_api.models(app.current_event, runtime.service(), runtime.settings())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(raise_on_empty_metrics=False)
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="requests", unit=MetricUnit.Count, value=1)
     return app.resolve(event, context)
 
 
-def stream_handler(event: dict, context: LambdaContext) -> tuple[dict, Iterator[bytes] | None]:
+def stream_handler(
+    event: dict[str, Any], context: LambdaContext
+) -> tuple[dict[str, Any], Iterator[bytes] | None]:
     """``lambda_handler`` for a server that can send a body while it is produced (``promptcache
     serve``): the same resolver and routes, except that a streamed completion's event stream comes
     back live, as an iterator of byte chunks, instead of buffered in the result's body."""

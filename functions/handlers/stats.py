@@ -1,5 +1,7 @@
 """GET /stats: hits by tier, misses, bypasses, hit rate, latency and savings."""
 
+from typing import Any
+
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -12,11 +14,11 @@ app = api.make_app(runtime.settings())
 
 @app.get("/stats")
 @tracer.capture_method
-def stats() -> Response:
+def stats() -> Response[str]:
     return api.stats(app.current_event, runtime.service(), runtime.settings())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

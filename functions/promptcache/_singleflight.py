@@ -118,9 +118,7 @@ class SingleFlight(Generic[T]):
             with self._lock:
                 recent = self._recent.get(key) if reuse_recent else None
                 if (
-                    recent is not None
-                    and recent[0] > self._clock()
-                    and self._reusable(recent[1])  # type: ignore[arg-type]
+                    recent is not None and recent[0] > self._clock() and self._reusable(recent[1])  # type: ignore[arg-type]
                 ):
                     return None, recent[1]
                 call = self._calls.get(key)

@@ -12,7 +12,7 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float32]
 
 
-class CacheMode(str, enum.Enum):
+class CacheMode(enum.StrEnum):
     """What a request wants from the cache."""
 
     USE = "use"  # answer from the cache when possible, store misses
@@ -20,7 +20,7 @@ class CacheMode(str, enum.Enum):
     REFRESH = "refresh"  # do not read, call the model and overwrite the cache
 
 
-class Tier(str, enum.Enum):
+class Tier(enum.StrEnum):
     EXACT = "exact"
     SEMANTIC = "semantic"
     MISS = "miss"

@@ -47,10 +47,19 @@ ROUTES: dict[tuple[str, str], str] = {
 }
 
 _ROLES = ("system", "user", "assistant")
-_CHAT_FIELDS = {"prompt", "messages", "model", "threshold", "ttl", "max_tokens", "temperature", "cache"}
+_CHAT_FIELDS = {
+    "prompt",
+    "messages",
+    "model",
+    "threshold",
+    "ttl",
+    "max_tokens",
+    "temperature",
+    "cache",
+}
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
     return Response(
         status_code=status,
         content_type="application/json",
@@ -74,7 +83,7 @@ def openai_error_type(status: int) -> str:
     return _OPENAI_ERROR_TYPES.get(status, default)
 
 
-def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response:
+def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response[str]:
     error = {"code": exc.code, "message": exc.message}
     if openai:
         error["type"] = openai_error_type(exc.status)
@@ -91,34 +100,39 @@ def make_app(settings: Settings) -> APIGatewayHttpResolver:
         cors=CORSConfig(
             allow_origin=settings.cors_origins,
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["X-Promptcache-Tier", "X-Promptcache-Similarity", "X-Promptcache-Entry"],
+            expose_headers=[
+                "X-Promptcache-Tier",
+                "X-Promptcache-Similarity",
+                "X-Promptcache-Entry",
+            ],
             max_age=600,
         )
     )
 
-    @app.exception_handler(PromptCacheError)
-    def _known(exc: PromptCacheError) -> Response:
+    @app.exception_handler(PromptCacheError)  # type: ignore[untyped-decorator]
+    def _known(exc: PromptCacheError) -> Response[str]:
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc.message)
         return error_response(exc, openai=_is_openai(app.current_event))
 
-    @app.exception_handler(NotFoundError)
-    def _unknown_route(exc: NotFoundError) -> Response:
+    @app.exception_handler(NotFoundError)  # type: ignore[untyped-decorator]
+    def _unknown_route(exc: NotFoundError) -> Response[str]:
         return _no_route(app.current_event)
 
     @app.not_found
-    def _not_found(exc: Exception) -> Response:
+    def _not_found(exc: Exception) -> Response[str]:
         return _no_route(app.current_event)
 
     return app
 
 
-def _no_route(event: APIGatewayProxyEventV2) -> Response:
+def _no_route(event: APIGatewayProxyEventV2) -> Response[str]:
     path = event.raw_path
     methods = sorted(m for (m, p) in ROUTES if p == path)
     if methods:
         err: PromptCacheError = MethodNotAllowed(
-            f"{event.request_context.http.method} is not allowed on {path}; use {', '.join(methods)}"
+            f"{event.request_context.http.method} is not allowed on {path}; "
+            f"use {', '.join(methods)}"
         )
         resp = error_response(err, openai=_is_openai(event))
         resp.headers["Allow"] = ", ".join(methods)
@@ -220,7 +234,8 @@ def parse_messages(value: Any, settings: Settings) -> tuple[Message, ...]:
         raise Unprocessable("'messages' must be a non-empty list of {role, content} objects")
     if len(value) > settings.max_messages:
         raise PayloadTooLarge(
-            f"{len(value)} messages; the limit is {settings.max_messages} (PROMPTCACHE_MAX_MESSAGES)"
+            f"{len(value)} messages; the limit is {settings.max_messages} "
+            "(PROMPTCACHE_MAX_MESSAGES)"
         )
     messages = []
     for i, item in enumerate(value):
@@ -229,7 +244,9 @@ def parse_messages(value: Any, settings: Settings) -> tuple[Message, ...]:
         role = item.get("role")
         if role not in _ROLES:
             raise Unprocessable(f"messages[{i}].role must be one of {', '.join(_ROLES)}")
-        messages.append(Message(role, _content(item.get("content"), f"messages[{i}].content", settings)))
+        messages.append(
+            Message(role, _content(item.get("content"), f"messages[{i}].content", settings))
+        )
     if messages[-1].role != "user":
         raise Unprocessable("the last message must have role 'user'")
     return tuple(messages)
@@ -243,7 +260,9 @@ def parse_chat(body: dict[str, Any], settings: Settings, tenant: str) -> ChatReq
     if has_prompt == has_messages:
         raise Unprocessable("send exactly one of 'prompt' (a string) or 'messages' (a list)")
     if has_prompt:
-        messages: tuple[Message, ...] = (Message("user", _content(body["prompt"], "'prompt'", settings)),)
+        messages: tuple[Message, ...] = (
+            Message("user", _content(body["prompt"], "'prompt'", settings)),
+        )
     else:
         messages = parse_messages(body["messages"], settings)
     model = body.get("model", settings.model)
@@ -256,7 +275,9 @@ def parse_chat(body: dict[str, Any], settings: Settings, tenant: str) -> ChatReq
         raise Unprocessable("'cache' must be one of use, skip, refresh") from None
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 1_000_000
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= 1_000_000
     ):
         raise Unprocessable("'max_tokens' must be an integer between 1 and 1000000")
     ttl = _number(body, "ttl", 0, 10 * 365 * 86400)
@@ -273,7 +294,9 @@ def parse_chat(body: dict[str, Any], settings: Settings, tenant: str) -> ChatReq
 
 
 # ---------------------------------------------------------------- the three endpoints
-def chat(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter) -> Response:
+def chat(
+    event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
+) -> Response[str]:
     tenant = authenticate(event, settings)
     limiter.check(tenant)
     request = parse_chat(json_body(event, settings), settings, tenant)
@@ -286,12 +309,12 @@ def chat(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, 
     return json_response(200, result.as_dict(), headers)
 
 
-def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response:
+def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
     authenticate(event, settings)
     return json_response(200, cache.report())
 
 
-def health(cache: PromptCache) -> Response:
+def health(cache: PromptCache) -> Response[str]:
     ok, checks = cache.health()
     body = {
         "status": "ok" if ok and all(c.ok for c in checks) else ("degraded" if ok else "down"),

@@ -37,7 +37,7 @@ def _read_warm_file(path: Path, default_model: str) -> list[tuple[str, str, str]
             for name, value in (("prompt", prompt), ("response", response), ("model", model)):
                 if not isinstance(value, str) or not value.strip():
                     raise PromptCacheError(f"{path}:{lineno}: '{name}' must be a non-empty string")
-            rows.append((prompt, response, model))
+            rows.append((str(prompt), str(response), str(model)))
     return rows
 
 
@@ -55,7 +55,7 @@ def _cmd_warm(args: argparse.Namespace) -> int:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
             vectors = cache.embed_many([p for p, _, _ in chunk])
-            for (prompt, response, model), vector in zip(chunk, vectors):
+            for (prompt, response, model), vector in zip(chunk, vectors, strict=True):
                 request = ChatRequest(messages=(Message("user", prompt),), model=model)
                 cache.store_answer(request, Completion(response, model, Usage()), vector=vector)
             bar.update(len(chunk))
@@ -103,9 +103,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval
 
     run_eval(
-        Path(args.file), part=args.part, limit=args.limit, seed=args.seed, threshold=args.threshold,
-        plot_path=None if args.no_plot else Path(args.plot), json_path=args.json and Path(args.json),
-        check=args.check, vector_cache=args.vector_cache and Path(args.vector_cache), quiet=args.quiet,
+        Path(args.file),
+        part=args.part,
+        limit=args.limit,
+        seed=args.seed,
+        threshold=args.threshold,
+        plot_path=None if args.no_plot else Path(args.plot),
+        json_path=args.json and Path(args.json),
+        check=args.check,
+        vector_cache=args.vector_cache and Path(args.vector_cache),
+        quiet=args.quiet,
     )
     return 0
 
@@ -114,28 +121,47 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .evaluate import run_calibrate
 
     run_calibrate(
-        Path(args.file), args.target_precision, part=args.part, limit=args.limit, seed=args.seed,
-        write=not args.dry_run, vector_cache=args.vector_cache and Path(args.vector_cache),
+        Path(args.file),
+        args.target_precision,
+        part=args.part,
+        limit=args.limit,
+        seed=args.seed,
+        write=not args.dry_run,
+        vector_cache=args.vector_cache and Path(args.vector_cache),
         quiet=args.quiet,
     )
     return 0
 
 
 def _pairs_args(p: argparse.ArgumentParser, part: str) -> None:
-    p.add_argument("file", help='labelled pairs: one {"id", "a", "b", "duplicate"} object a line (.gz ok)')
-    p.add_argument("--part", choices=("all", "fit", "holdout"), default=part,
-                   help=f"which half of the pairs (split by connected texts; default {part})")
+    p.add_argument(
+        "file", help='labelled pairs: one {"id", "a", "b", "duplicate"} object a line (.gz ok)'
+    )
+    p.add_argument(
+        "--part",
+        choices=("all", "fit", "holdout"),
+        default=part,
+        help=f"which half of the pairs (split by connected texts; default {part})",
+    )
     p.add_argument("--limit", type=int, default=None, help="a seeded sample of N pairs")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--vector-cache", default=None, metavar="DIR",
-                   help="keep vectors here (by embedder and text hash) so reruns skip embedding")
+    p.add_argument(
+        "--vector-cache",
+        default=None,
+        metavar="DIR",
+        help="keep vectors here (by embedder and text hash) so reruns skip embedding",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptcache", description="A semantic cache for LLM APIs.")
+    parser = argparse.ArgumentParser(
+        prog="promptcache", description="A semantic cache for LLM APIs."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", help="run the HTTP API locally (the Lambda handlers behind a local server)")
+    p = sub.add_parser(
+        "serve", help="run the HTTP API locally (the Lambda handlers behind a local server)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=_cmd_serve)
@@ -153,16 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compact)
     p = sub.add_parser("settings", help="print every setting as a Markdown table")
     p.set_defaults(func=_cmd_settings)
-    p = sub.add_parser("eval", help="measure hit rate, precision, recall and false hits on labelled pairs")
+    p = sub.add_parser(
+        "eval", help="measure hit rate, precision, recall and false hits on labelled pairs"
+    )
     _pairs_args(p, "all")
-    p.add_argument("--threshold", type=float, default=None, help="the policy's threshold (default: as configured)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the policy's threshold (default: as configured)",
+    )
     p.add_argument("--plot", default="promptcache-pr.png", help="precision-recall PNG to write")
     p.add_argument("--no-plot", action="store_true", help="write no plot")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--check", type=int, default=2000,
-                   help="queries also asked through the real lookup path (default 2000; 0 = none)")
+    p.add_argument(
+        "--check",
+        type=int,
+        default=2000,
+        help="queries also asked through the real lookup path (default 2000; 0 = none)",
+    )
     p.set_defaults(func=_cmd_eval)
-    p = sub.add_parser("calibrate", help="pick the threshold meeting a target precision and save it")
+    p = sub.add_parser(
+        "calibrate", help="pick the threshold meeting a target precision and save it"
+    )
     _pairs_args(p, "fit")
     p.add_argument("--target-precision", type=float, required=True, metavar="P")
     p.add_argument("--dry-run", action="store_true", help="print the threshold, write nothing")

@@ -181,9 +181,7 @@ class PromptCache:
         key = exact_key(ns, request.prompt)
 
         if request.cache is CacheMode.SKIP:
-            return self._relay(
-                request, started, ns, key, counter, store=False, reason="cache=skip"
-            )
+            return self._relay(request, started, ns, key, counter, store=False, reason="cache=skip")
 
         vector: Vector | None = None
         old: Entry | None = None
@@ -204,12 +202,12 @@ class PromptCache:
 
         lease, shared = self._flight.lead(key, reuse_recent=request.cache is CacheMode.USE)
         if lease is None:  # an identical request was in flight: its answer, no model call
-            completion, entry, reason = shared  # type: ignore[misc]
+            completion, entry, why = shared  # type: ignore[misc]
             if entry is not None:
                 hit = CacheHit(entry=entry, tier=Tier.EXACT, similarity=1.0)
                 return ChatStream.replay(self._hit(request, started, hit))
             return ChatStream.replay(
-                self._finish(request, started, completion, Tier.BYPASS, reason=reason)
+                self._finish(request, started, completion, Tier.BYPASS, reason=why)
             )
         return self._relay(request, started, ns, key, counter, vector=vector, old=old, lease=lease)
 
@@ -593,7 +591,9 @@ class PromptCache:
         try:
             self.stats.add(merged)
         except Exception as exc:  # stats never break an answer
-            log.warning("stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc))
+            log.warning(
+                "stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc)
+            )
 
 
 def _apply(index: VectorIndex, records: Sequence[LogRecord]) -> None:

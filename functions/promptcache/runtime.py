@@ -151,7 +151,9 @@ def _pick(table: dict[str, Any], name: str, what: str) -> Any:
     try:
         return table[name]
     except KeyError:
-        raise ConfigError(f"{what} {name!r} is not available; choose one of {sorted(table)}") from None
+        raise ConfigError(
+            f"{what} {name!r} is not available; choose one of {sorted(table)}"
+        ) from None
 
 
 def _threshold(settings: Settings, embedder: Embedder) -> float | None:

@@ -38,7 +38,9 @@ class LocalContext:
     def __init__(self, function_name: str, timeout_s: float = 900.0) -> None:
         self.function_name = f"promptcache-local-{function_name}"
         self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        )
         self.memory_limit_in_mb = 1024
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{self.function_name}"
@@ -131,13 +133,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_EVENT_BYTES:
-            self._send(413, [("Content-Type", "application/json")], json.dumps(
-                {"error": {"code": "payload_too_large", "message": "request body over 10 MB"}}
-            ).encode(), close=True)
+            self._send(
+                413,
+                [("Content-Type", "application/json")],
+                json.dumps(
+                    {"error": {"code": "payload_too_large", "message": "request body over 10 MB"}}
+                ).encode(),
+                close=True,
+            )
             return
         body = self.rfile.read(length) if length else b""
         name = _module_for(urlsplit(self.path).path)
-        event = to_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
+        event = to_event(
+            self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+        )
         module = self.modules[name]
         live: Iterator[bytes] | None = None
         try:
@@ -183,7 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
             if close is not None:
                 close()
 
-    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False) -> None:
+    def _send(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False
+    ) -> None:
         self.send_response(status)
         for k, v in headers:
             if k.lower() not in ("content-length", "connection"):
@@ -234,9 +245,9 @@ def serve(host: str, port: int) -> None:
     server = make_server(host, port)
     cache = runtime.service()  # cold start now, not on the first request
     s = runtime.settings()
-    bound = server.server_address
+    bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
     print(
-        f"promptcache listening on http://{bound[0]}:{bound[1]}  store={s.store} "
+        f"promptcache listening on http://{bound_host}:{bound_port}  store={s.store} "
         f"embedder={cache.embedder.id} llm={s.llm} threshold={cache.threshold}",
         file=sys.stderr,
         flush=True,

@@ -53,7 +53,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_VERIFIER": (
         "off",
         "`off` or `strict`: `strict` also rejects a candidate whose negation or target "
-        "(\"into Spanish\" vs \"into German\") differs; fewer false hits, fewer hits.",
+        '("into Spanish" vs "into German") differs; fewer false hits, fewer hits.',
     ),
     "PROMPTCACHE_TTL_SECONDS": ("604800", "Default lifetime of a stored answer (0 = forever)."),
     "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
@@ -212,7 +212,9 @@ class Settings:
 
         if store == "upstash" and not upstash_url:
             raise ConfigError("PROMPTCACHE_STORE=upstash needs UPSTASH_REDIS_REST_URL")
-        if (embedder == "workers-ai" or llm == "workers-ai" or stats == "cloudflare-kv") and not has_cf:
+        if (
+            embedder == "workers-ai" or llm == "workers-ai" or stats == "cloudflare-kv"
+        ) and not has_cf:
             raise ConfigError(
                 "Workers AI / KV need CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN "
                 "(or CLOUDFLARE_API_TOKEN_SSM_PARAMETER)"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from promptcache import Entry, LogRecord, Store, Usage
 from promptcache.adapters.memory import MemoryStore
 from promptcache.adapters.sqlite import SQLiteStore

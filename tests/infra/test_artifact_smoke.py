@@ -20,11 +20,11 @@ from typing import Any, cast
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from promptcache.api import ROUTES
 
 from infra import build
 from infra.config import StackConfig
 from infra.program import CLOUDFLARE_TOKEN_PARAMETER, UPSTASH_TOKEN_PARAMETER, function_environment
+from promptcache.api import ROUTES
 
 pytestmark = [pytest.mark.infra, pytest.mark.integration]
 

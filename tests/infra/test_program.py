@@ -10,12 +10,12 @@ from typing import Any
 
 import pulumi
 import pytest
-from promptcache.api import ROUTES
-from promptcache.settings import SETTINGS, Settings
 
 from infra.artifacts import ArtifactError
 from infra.components.http_api import ACCESS_LOG_FORMAT
 from infra.config import ConfigError
+from promptcache.api import ROUTES
+from promptcache.settings import SETTINGS, Settings
 from tests.infra.conftest import (
     ACCOUNT,
     CF_ACCOUNT_ID,
@@ -525,7 +525,11 @@ def test_api_keys_are_an_optional_secret_read_from_ssm(artifacts_dir: Path) -> N
         assert variables["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] == "/promptcache/dev/api-keys"
         assert not any(API_KEYS in text for text in clear_strings(fn.inputs))
     for policy in run.inputs(ROLE_POLICY):
-        (read,) = [s for s in json.loads(policy["policy"])["Statement"] if s["Sid"] == "ReadSecrets"]
-        assert f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/promptcache/dev/api-keys" in read["Resource"]
+        (read,) = [
+            s for s in json.loads(policy["policy"])["Statement"] if s["Sid"] == "ReadSecrets"
+        ]
+        assert (
+            f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/promptcache/dev/api-keys" in read["Resource"]
+        )
     for text in clear_strings(run.outputs):
         assert API_KEYS not in text

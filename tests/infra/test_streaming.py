@@ -23,8 +23,6 @@ import boto3
 import httpx
 import pulumi
 import pytest
-from promptcache.api import ROUTES
-from promptcache.settings import SETTINGS, Settings
 
 from infra import artifacts, build
 from infra.components.streaming import (
@@ -41,6 +39,8 @@ from infra.program import (
     function_environment,
     streaming_environment,
 )
+from promptcache.api import ROUTES
+from promptcache.settings import SETTINGS, Settings
 from tests.infra.conftest import (
     ACCOUNT,
     REGION,
@@ -124,9 +124,10 @@ def test_the_function_runs_run_sh_with_the_core_and_adapter_layers(
     assert fn["timeout"] == 300 and fn["memorySize"] == 1024
     assert fn["role"] == f"arn:aws:iam::{ACCOUNT}:role/promptcache-dev-chat-stream"
     assert fn["loggingConfig"]["logGroup"] == "/aws/lambda/promptcache-dev-chat-stream"
-    assert streaming.by_name(LOG_GROUP)["/aws/lambda/promptcache-dev-chat-stream"][
-        "retentionInDays"
-    ] == 7  # Pulumi.dev.yaml
+    assert (
+        streaming.by_name(LOG_GROUP)["/aws/lambda/promptcache-dev-chat-stream"]["retentionInDays"]
+        == 7
+    )  # Pulumi.dev.yaml
 
 
 def test_the_environment_is_the_deployed_configuration_plus_the_adapter(

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from promptcache import (
     ChatRequest,
     Message,
@@ -27,7 +28,6 @@ from promptcache._errors import UpstreamBadRequest
 from promptcache.adapters._http import RetryPolicy
 from promptcache.adapters.cloudflare_kv import KVStats
 from promptcache.adapters.workers_ai import DEFAULT_LLM_MODEL, WorkersAILLM
-
 from tests.support.fixtures_cloudflare import CloudflareAPIStandIn
 from tests.support.kv_standin import KVStandIn
 from tests.support.serve import ServerProcess
@@ -192,8 +192,11 @@ def test_stream_over_http_matches_generate(cloudflare_api: CloudflareAPIStandIn)
         model = WorkersAILLM(
             client, cloudflare_api.account_id, cloudflare_api.token, cloudflare_api.base_url
         )
-        request = ChatRequest(messages=(Message("user", "Stream me an answer"),),
-                              model=DEFAULT_LLM_MODEL, max_tokens=8)
+        request = ChatRequest(
+            messages=(Message("user", "Stream me an answer"),),
+            model=DEFAULT_LLM_MODEL,
+            max_tokens=8,
+        )
         whole = model.generate(request)
         deltas: list[str] = []
         gen = model.stream(request)
@@ -212,7 +215,10 @@ def test_a_stalled_stream_is_upstream_timeout(cloudflare_api: CloudflareAPIStand
     cloudflare_api.stream_delay = 0.5
     with httpx.Client(timeout=0.2) as client:
         model = WorkersAILLM(
-            client, cloudflare_api.account_id, cloudflare_api.token, cloudflare_api.base_url,
+            client,
+            cloudflare_api.account_id,
+            cloudflare_api.token,
+            cloudflare_api.base_url,
             policy=RetryPolicy(attempts=1),
         )
         request = ChatRequest(messages=(Message("user", "slow"),), model=DEFAULT_LLM_MODEL)
@@ -236,6 +242,7 @@ def test_the_local_server_runs_on_the_cloudflare_backends(
         tmp_path / "server.log",
     ).start()
     try:
+
         def chat(**body: Any) -> httpx.Response:
             return httpx.post(server.url + "/chat", json=body, timeout=30)
 
@@ -320,8 +327,10 @@ def test_16_writers_x_500_increments_read_back_exactly_despite_stale_reads(
     assert all(final[f"writer.{i}"] == per_writer for i in range(writers))
     assert reads and all(r <= expected for r in reads)  # stale views lag, never over-count
     assert kv.counts["put"] >= writers
-    print(f"16x500 stale={kv.stale_seconds}s: {wrote:.2f}s, {kv.counts['put']} PUTs, "
-          f"{len(reads)} concurrent reads")
+    print(
+        f"16x500 stale={kv.stale_seconds}s: {wrote:.2f}s, {kv.counts['put']} PUTs, "
+        f"{len(reads)} concurrent reads"
+    )
 
 
 def test_a_read_modify_write_counter_loses_updates_on_the_same_stand_in(

@@ -27,7 +27,9 @@ def stats(server: ServerProcess) -> dict[str, Any]:
     return response.json()
 
 
-def test_exact_repeat_is_answered_without_an_embedding(serve: ServerProcess, upstream: OpenAIUpstream) -> None:
+def test_exact_repeat_is_answered_without_an_embedding(
+    serve: ServerProcess, upstream: OpenAIUpstream
+) -> None:
     first = chat(serve, prompt="What is the capital of France?")
     assert first.status_code == 200
     body = first.json()
@@ -58,7 +60,9 @@ def test_paraphrase_is_a_semantic_hit_and_unrelated_prompt_misses(
     assert body["entry_id"] == stored["entry_id"]
     assert body["response"] == stored["response"]
     assert 0.9 < body["similarity"] < 1.0
-    assert float(hit.headers["x-promptcache-similarity"]) == pytest.approx(body["similarity"], abs=1e-5)
+    assert float(hit.headers["x-promptcache-similarity"]) == pytest.approx(
+        body["similarity"], abs=1e-5
+    )
     assert upstream.calls == 1
 
     unrelated = chat(serve, prompt="Which planet in the solar system is the largest?").json()
@@ -88,7 +92,9 @@ def test_expired_entries_never_answer(serve: ServerProcess, upstream: OpenAIUpst
     time.sleep(0.7)
     # neither the exact tier nor the semantic tier may answer from the expired entry
     assert chat(serve, prompt="What is the way to reset my password?").json()["tier"] == "miss"
-    assert chat(serve, prompt="How do I reset my password?", threshold=0.99).json()["tier"] == "miss"
+    assert (
+        chat(serve, prompt="How do I reset my password?", threshold=0.99).json()["tier"] == "miss"
+    )
     assert upstream.calls == 3
     assert stats(serve)["entries"] == 2
 
@@ -113,7 +119,9 @@ def test_concurrent_identical_misses_make_one_upstream_call(
     assert sum(r["tier"] == "miss" for r in results) == 1
 
 
-def test_failing_upstream_is_a_502_and_stores_nothing(serve: ServerProcess, upstream: OpenAIUpstream) -> None:
+def test_failing_upstream_is_a_502_and_stores_nothing(
+    serve: ServerProcess, upstream: OpenAIUpstream
+) -> None:
     upstream.fail_status = 500
     failed = chat(serve, prompt="What is the boiling point of water?")
     assert failed.status_code == 502
@@ -159,7 +167,12 @@ def test_slow_upstream_is_a_504(tmp_path: Any, upstream: OpenAIUpstream) -> None
         ("application/json", b'{"prompt": 42}', 422, "unprocessable"),
         ("application/json", b'{"prompt": ""}', 422, "unprocessable"),
         ("application/json", b'{"prompt": "hi", "messages": []}', 422, "unprocessable"),
-        ("application/json", b'{"messages": [{"role": "robot", "content": "x"}]}', 422, "unprocessable"),
+        (
+            "application/json",
+            b'{"messages": [{"role": "robot", "content": "x"}]}',
+            422,
+            "unprocessable",
+        ),
         ("application/json", b'{"prompt": "hi", "threshold": 1.5}', 422, "unprocessable"),
         ("application/json", b'{"prompt": "hi", "threshold": "high"}', 422, "unprocessable"),
         ("application/json", b'{"prompt": "hi", "ttl": -1}', 422, "unprocessable"),
@@ -171,7 +184,12 @@ def test_slow_upstream_is_a_504(tmp_path: Any, upstream: OpenAIUpstream) -> None
     ],
 )
 def test_bad_requests_get_their_4xx_and_change_nothing(
-    serve: ServerProcess, upstream: OpenAIUpstream, content_type: str, body: bytes, status: int, code: str
+    serve: ServerProcess,
+    upstream: OpenAIUpstream,
+    content_type: str,
+    body: bytes,
+    status: int,
+    code: str,
 ) -> None:
     chat(serve, prompt="A question stored before the bad request")
     before = stats(serve)

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+
 from promptcache import (
     ChatRequest,
     ConfigError,
@@ -28,7 +29,6 @@ from promptcache import (
 )
 from promptcache.adapters.memory import MemoryStats
 from promptcache.adapters.upstash import UpstashStats, UpstashStore, decode_records
-
 from tests.support.upstash_standin import UpstashStandIn
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 

@@ -200,9 +200,7 @@ class CloudflareStandIn:
             reply = self.dispatch(request.method, raw_path, dict(request.headers), request.read())
             headers = {"Content-Type": reply.content_type, **reply.headers}
             if reply.chunks is not None:
-                content = b"".join(
-                    c.encode() if isinstance(c, str) else c for c in reply.chunks()
-                )
+                content = b"".join(c.encode() if isinstance(c, str) else c for c in reply.chunks())
             elif reply.raw is not None:
                 content = reply.raw
             else:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from promptcache.adapters.upstash import UpstashStore
 
+from promptcache.adapters.upstash import UpstashStore
 from tests.support.redis_server import RedisServer, redis_server_path
 from tests.support.upstash_standin import UpstashStandIn
 

@@ -25,7 +25,9 @@ class OpenAIUpstream:
         self.requests: list[dict[str, Any]] = []
         self.delay = 0.0
         self.fail_status: int | None = None
-        self.fail_body: dict[str, Any] = {"error": {"message": "injected failure", "type": "server_error"}}
+        self.fail_body: dict[str, Any] = {
+            "error": {"message": "injected failure", "type": "server_error"}
+        }
         self.stream_delay = 0.0
         self.stream_break_after: int | None = None
         self.stream_break_mode = "reset"
@@ -52,7 +54,9 @@ class OpenAIUpstream:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+                    self._json(
+                        200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]}
+                    )
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
@@ -81,7 +85,11 @@ class OpenAIUpstream:
                         "created": int(time.time()),
                         "model": body.get("model", "test-model"),
                         "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
                         ],
                         "usage": {
                             "prompt_tokens": len(question.split()),

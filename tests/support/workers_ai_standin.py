@@ -68,11 +68,7 @@ class WorkersAIStandIn(CloudflareStandIn):
     def _embed(self, model: str, body: Any) -> Reply:
         text = body.get("text") if isinstance(body, dict) else None
         texts = [text] if isinstance(text, str) else text
-        if (
-            not isinstance(texts, list)
-            or not texts
-            or not all(isinstance(t, str) for t in texts)
-        ):
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             message = "Invalid input: 'text' must be a string or a list of strings"
             return Reply(400, json_body=error(5006, message))
         if len(texts) > 100:

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+
 from promptcache import ConfigError, Stats, StatsError
 from promptcache.adapters import cloudflare_kv
 from promptcache.adapters._http import CircuitBreaker, RetryPolicy
 from promptcache.adapters.cloudflare_kv import KVStats
-
 from tests.support.kv_standin import KVStandIn
 
 BASE = "https://cf.example.test/client/v4"
@@ -200,9 +200,7 @@ def test_non_finite_values_are_refused(kv: KVStandIn) -> None:
     assert kv.counts["put"] == 0
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [(401, 10000), (500, 10001), (403, 10000)]
-)
+@pytest.mark.parametrize(("status", "code"), [(401, 10000), (500, 10001), (403, 10000)])
 def test_read_failures_are_stats_errors(kv: KVStandIn, status: int, code: int) -> None:
     kv.fail(status, code, "nope", times=10, path="/keys")
     with pytest.raises(StatsError, match=str(code)):
@@ -242,8 +240,7 @@ def test_unreadable_values_are_stats_errors(kv: KVStandIn) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"flush_every": -1.0}, {"flush_every": float("inf")}, {"writer_id": "a/b"},
-     {"writer_id": ""}],
+    [{"flush_every": -1.0}, {"flush_every": float("inf")}, {"writer_id": "a/b"}, {"writer_id": ""}],
 )
 def test_configuration_errors(kv: KVStandIn, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -270,8 +267,16 @@ def test_an_add_during_a_put_stays_pending_until_written(kv: KVStandIn) -> None:
         return inner.handle_request(request)
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    s = KVStats(client, kv.account_id, kv.namespace_id, kv.token, BASE, flush_every=10,
-                background=False, clock=clock)
+    s = KVStats(
+        client,
+        kv.account_id,
+        kv.namespace_id,
+        kv.token,
+        BASE,
+        flush_every=10,
+        background=False,
+        clock=clock,
+    )
     s.add({"requests": 1})
     assert doc(kv, s.key)["totals"] == {"requests": 1.0}
     assert s.pending

@@ -49,7 +49,12 @@ def parts() -> tuple[PromptCache, FakeEmbedder, FakeLLM, MemoryStore, Clock]:
     llm = FakeLLM()
     store = MemoryStore(clock=clock)
     cache = PromptCache(
-        store=store, embedder=embedder, stats=MemoryStats(), llm=llm, clock=clock, ttl_seconds=100,
+        store=store,
+        embedder=embedder,
+        stats=MemoryStats(),
+        llm=llm,
+        clock=clock,
+        ttl_seconds=100,
         guards=[lambda q, c: "numbers differ" if ("2" in q) != ("2" in c) else None],
     )
     return cache, embedder, llm, store, clock
@@ -106,7 +111,10 @@ def test_namespaces_separate_models_params_and_context(parts) -> None:  # type: 
     assert cache.chat(req("How do I reset my password?", model="other")).tier is Tier.MISS
     assert cache.chat(req("How do I reset my password?", temperature=0.7)).tier is Tier.MISS
     assert cache.chat(req("How do I reset my password?", max_tokens=5)).tier is Tier.MISS
-    context = (Message("system", "You are a pirate."), Message("user", "How do I reset my password?"))
+    context = (
+        Message("system", "You are a pirate."),
+        Message("user", "How do I reset my password?"),
+    )
     assert cache.chat(req("", messages=context)).tier is Tier.MISS
     assert cache.chat(req("", messages=context)).tier is Tier.EXACT
     assert llm.calls == 5
@@ -182,7 +190,9 @@ def test_store_failure_on_write_still_answers() -> None:
         def put(self, *a, **k):  # type: ignore[no-untyped-def]
             raise StoreError("disk full")
 
-    cache = PromptCache(store=WriteBroken(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM())
+    cache = PromptCache(
+        store=WriteBroken(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
+    )
     result = cache.chat(req("anything"))
     assert result.tier is Tier.BYPASS and "disk full" in (result.bypass_reason or "")
 
@@ -256,7 +266,9 @@ def test_store_answer_and_vectors_are_unit(parts) -> None:  # type: ignore[no-un
     cache, *_ = parts
     from promptcache import Completion, Usage
 
-    entry = cache.store_answer(req("How do I reset my password?"), Completion("stored", "m", Usage()))
+    entry = cache.store_answer(
+        req("How do I reset my password?"), Completion("stored", "m", Usage())
+    )
     hit = cache.chat(req("How can I reset my password?"))
     assert hit.entry_id == entry.id and hit.response == "stored"
     assert np.isclose(np.linalg.norm(unit("a")), 1.0)

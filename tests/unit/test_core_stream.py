@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from promptcache import (
     CacheMode,
     ChatRequest,
@@ -25,7 +26,6 @@ from promptcache import (
 from promptcache._keys import normalize
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.adapters.openai_compat import OpenAICompatibleLLM
-
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 

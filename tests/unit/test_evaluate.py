@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from promptcache import ConfigError, PromptCache, PromptCacheError, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.cli import main
@@ -34,7 +35,6 @@ from promptcache.evaluate import (
 )
 from promptcache.guards import numbers_guard
 from promptcache.settings import Settings
-
 from tests.unit.fakes import FakeEmbedder
 
 

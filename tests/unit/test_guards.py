@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from promptcache._keys import normalize
 from promptcache.guards import (
     ALL_GUARDS,

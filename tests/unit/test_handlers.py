@@ -33,13 +33,23 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     runtime.reset()
 
 
-def call(handlers: dict[str, Any], name: str, method: str, path: str, body: Any = None, auth: str | None = "secret-key", **headers: str) -> tuple[int, dict[str, str], Any]:
+def call(
+    handlers: dict[str, Any],
+    name: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    auth: str | None = "secret-key",
+    **headers: str,
+) -> tuple[int, dict[str, str], Any]:
     raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     hdrs = {"Content-Type": "application/json", **headers}
     if auth:
         hdrs["Authorization"] = f"Bearer {auth}"
     event = to_event(method, path, hdrs, raw)
-    status, header_list, payload = from_result(handlers["modules"][name].lambda_handler(event, LocalContext(name)))
+    status, header_list, payload = from_result(
+        handlers["modules"][name].lambda_handler(event, LocalContext(name))
+    )
     return status, {k.lower(): v for k, v in header_list}, json.loads(payload) if payload else None
 
 
@@ -62,14 +72,25 @@ def test_auth(handlers: dict[str, Any]) -> None:
     assert handlers["llm"].calls == 0
 
 
-def test_tenants_do_not_share_entries(handlers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tenants_do_not_share_entries(
+    handlers: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PROMPTCACHE_API_KEYS", "k1:alpha,k2:beta")
     runtime.settings.cache_clear()
     for name in ("chat",):
         importlib.reload(handlers["modules"][name])
-    assert call(handlers, "chat", "POST", "/chat", {"prompt": "shared?"}, auth="k1")[2]["tier"] == "miss"
-    assert call(handlers, "chat", "POST", "/chat", {"prompt": "shared?"}, auth="k2")[2]["tier"] == "miss"
-    assert call(handlers, "chat", "POST", "/chat", {"prompt": "shared?"}, auth="k1")[2]["tier"] == "exact"
+    assert (
+        call(handlers, "chat", "POST", "/chat", {"prompt": "shared?"}, auth="k1")[2]["tier"]
+        == "miss"
+    )
+    assert (
+        call(handlers, "chat", "POST", "/chat", {"prompt": "shared?"}, auth="k2")[2]["tier"]
+        == "miss"
+    )
+    assert (
+        call(handlers, "chat", "POST", "/chat", {"prompt": "shared?"}, auth="k1")[2]["tier"]
+        == "exact"
+    )
 
 
 def test_rate_limit(handlers: dict[str, Any]) -> None:
@@ -78,9 +99,13 @@ def test_rate_limit(handlers: dict[str, Any]) -> None:
 
 
 def test_messages_and_validation(handlers: dict[str, Any]) -> None:
-    ok = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    ok = {
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    }
     assert call(handlers, "chat", "POST", "/chat", ok)[0] == 200
-    last_not_user = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    last_not_user = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    }
     status, _, body = call(handlers, "chat", "POST", "/chat", last_not_user)
     assert status == 422 and "last message" in body["error"]["message"]
     status, _, body = call(handlers, "chat", "POST", "/chat", {"messages": [{"role": "user"}]})
@@ -88,12 +113,19 @@ def test_messages_and_validation(handlers: dict[str, Any]) -> None:
 
 
 def test_base64_body(handlers: dict[str, Any]) -> None:
-    event = to_event("POST", "/chat", {"content-type": "application/json", "authorization": "Bearer secret-key"}, b"")
+    event = to_event(
+        "POST",
+        "/chat",
+        {"content-type": "application/json", "authorization": "Bearer secret-key"},
+        b"",
+    )
     import base64
 
     event["body"] = base64.b64encode(b'{"prompt": "encoded"}').decode()
     event["isBase64Encoded"] = True
-    status, _, payload = from_result(handlers["modules"]["chat"].lambda_handler(event, LocalContext("chat")))
+    status, _, payload = from_result(
+        handlers["modules"]["chat"].lambda_handler(event, LocalContext("chat"))
+    )
     assert status == 200 and json.loads(payload)["tier"] == "miss"
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from promptcache import ConfigError
 from promptcache.adapters._http import (
     CircuitBreaker,
@@ -108,8 +109,14 @@ def test_exhausted_attempts_return_the_last_response() -> None:
 
 
 @pytest.mark.parametrize(
-    "exc", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout,
-            httpx.ConnectError]
+    "exc",
+    [
+        httpx.ReadTimeout,
+        httpx.ConnectTimeout,
+        httpx.WriteTimeout,
+        httpx.PoolTimeout,
+        httpx.ConnectError,
+    ],
 )
 def test_timeouts_and_connect_errors_are_retried_then_raised(exc: type[Exception]) -> None:
     t, script = FakeTime(), Script(exc)
@@ -305,8 +312,9 @@ def test_half_open_lets_one_probe_through_at_a_time() -> None:
         return httpx.Response(200)
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    http = ResilientHTTP(client, policy=RetryPolicy(attempts=1), breaker=cb, sleep=t.sleep,
-                         clock=t.clock)
+    http = ResilientHTTP(
+        client, policy=RetryPolicy(attempts=1), breaker=cb, sleep=t.sleep, clock=t.clock
+    )
     cb.record_failure()
     t.now += 5.0
     assert http.request("GET", URL).status_code == 200

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from promptcache._errors import ConfigError
 from promptcache.index import VectorIndex, _radius
 

@@ -10,7 +10,13 @@ from promptcache.adapters import local_embedder
 
 
 def test_vectors_are_unit_and_paraphrases_are_near(local_embedder) -> None:  # type: ignore[no-untyped-def]
-    v = local_embedder.embed(["How do I reset my password?", "What is the way to reset my password?", "What is the capital of France?"])
+    v = local_embedder.embed(
+        [
+            "How do I reset my password?",
+            "What is the way to reset my password?",
+            "What is the capital of France?",
+        ]
+    )
     assert v.shape == (3, 384) and v.dtype == np.float32
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > 0.9 > 0.3 > v[0] @ v[2]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from promptcache import CacheMode, ChatResult, Message, Settings, Tier, Usage
 from promptcache._errors import PayloadTooLarge, Unprocessable, UpstreamError
 from promptcache._stream import ChatStream, replay_pieces

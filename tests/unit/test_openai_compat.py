@@ -9,11 +9,18 @@ from promptcache import ChatRequest, Message, UpstreamError, UpstreamRateLimited
 from promptcache._errors import UpstreamBadRequest, UpstreamPayloadTooLarge
 from promptcache.adapters.openai_compat import OpenAICompatibleLLM
 
-REQ = ChatRequest(messages=(Message("system", "s"), Message("user", "hi")), model="m", max_tokens=5, temperature=0.0)
+REQ = ChatRequest(
+    messages=(Message("system", "s"), Message("user", "hi")),
+    model="m",
+    max_tokens=5,
+    temperature=0.0,
+)
 
 
 def llm(handler) -> OpenAICompatibleLLM:  # type: ignore[no-untyped-def]
-    return OpenAICompatibleLLM(httpx.Client(transport=httpx.MockTransport(handler)), base_url="http://up/v1", api_key="k")
+    return OpenAICompatibleLLM(
+        httpx.Client(transport=httpx.MockTransport(handler)), base_url="http://up/v1", api_key="k"
+    )
 
 
 def test_request_and_answer() -> None:
@@ -23,12 +30,26 @@ def test_request_and_answer() -> None:
         seen["url"] = str(request.url)
         seen["auth"] = request.headers["authorization"]
         seen["body"] = json.loads(request.content)
-        return httpx.Response(200, json={"model": "m-1", "choices": [{"message": {"content": "yo"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+        return httpx.Response(
+            200,
+            json={
+                "model": "m-1",
+                "choices": [{"message": {"content": "yo"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+            },
+        )
 
     completion = llm(handler).generate(REQ)
-    assert completion.text == "yo" and completion.model == "m-1" and completion.usage.total_tokens == 4
+    assert (
+        completion.text == "yo" and completion.model == "m-1" and completion.usage.total_tokens == 4
+    )
     assert seen["url"] == "http://up/v1/chat/completions" and seen["auth"] == "Bearer k"
-    assert seen["body"] == {"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0.0}
+    assert seen["body"] == {
+        "model": "m",
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+        "temperature": 0.0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -52,7 +73,9 @@ def test_errors_are_mapped(response: httpx.Response, error: type[Exception]) -> 
 
 def test_refused_credentials_are_ours_not_the_clients() -> None:
     with pytest.raises(UpstreamError, match="OPENAI_API_KEY") as info:
-        llm(lambda request: httpx.Response(401, json={"error": {"message": "bad key"}})).generate(REQ)
+        llm(lambda request: httpx.Response(401, json={"error": {"message": "bad key"}})).generate(
+            REQ
+        )
     assert info.value.status == 502
 
 

@@ -19,14 +19,20 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @mock_aws
 def test_api_keys_come_from_ssm() -> None:
-    boto3.client("ssm").put_parameter(Name="/pc/t1/api-keys", Value="k1:alpha,k2:beta", Type="SecureString")
-    settings = with_secrets(Settings.from_env({"PROMPTCACHE_API_KEYS_SSM_PARAMETER": "/pc/t1/api-keys"}))
+    boto3.client("ssm").put_parameter(
+        Name="/pc/t1/api-keys", Value="k1:alpha,k2:beta", Type="SecureString"
+    )
+    settings = with_secrets(
+        Settings.from_env({"PROMPTCACHE_API_KEYS_SSM_PARAMETER": "/pc/t1/api-keys"})
+    )
     assert dict(settings.api_keys) == {"k1": "alpha", "k2": "beta"}
 
 
 @mock_aws
 def test_a_malformed_ssm_value_names_the_parameter() -> None:
-    boto3.client("ssm").put_parameter(Name="/pc/t2/api-keys", Value="no-tenant", Type="SecureString")
+    boto3.client("ssm").put_parameter(
+        Name="/pc/t2/api-keys", Value="no-tenant", Type="SecureString"
+    )
     with pytest.raises(ConfigError, match="/pc/t2/api-keys"):
         with_secrets(Settings.from_env({"PROMPTCACHE_API_KEYS_SSM_PARAMETER": "/pc/t2/api-keys"}))
 
@@ -42,4 +48,6 @@ def test_tokens_come_from_ssm_and_a_direct_value_wins() -> None:
     boto3.client("ssm").put_parameter(Name="/pc/t4/cf", Value="from-ssm", Type="SecureString")
     env = {"CLOUDFLARE_ACCOUNT_ID": "a", "CLOUDFLARE_API_TOKEN_SSM_PARAMETER": "/pc/t4/cf"}
     assert cloudflare_token(Settings.from_env(env)) == "from-ssm"
-    assert cloudflare_token(Settings.from_env({**env, "CLOUDFLARE_API_TOKEN": "direct"})) == "direct"
+    assert (
+        cloudflare_token(Settings.from_env({**env, "CLOUDFLARE_API_TOKEN": "direct"})) == "direct"
+    )

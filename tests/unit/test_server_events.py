@@ -7,7 +7,11 @@ from promptcache.server import from_result, to_event
 
 def test_to_event_is_an_http_api_v2_event() -> None:
     event = to_event(
-        "POST", "/chat?a=1&a=2&b=", {"Content-Type": "application/json", "X-Thing": "y"}, b'{"p":1}', "10.0.0.1"
+        "POST",
+        "/chat?a=1&a=2&b=",
+        {"Content-Type": "application/json", "X-Thing": "y"},
+        b'{"p":1}',
+        "10.0.0.1",
     )
     assert event["version"] == "2.0"
     assert event["rawPath"] == "/chat" and event["rawQueryString"] == "a=1&a=2&b="
@@ -26,6 +30,17 @@ def test_binary_bodies_travel_base64() -> None:
 
 def test_from_result() -> None:
     status, headers, body = from_result(
-        {"statusCode": 201, "headers": {"A": "1"}, "cookies": ["c=1"], "body": "aGk=", "isBase64Encoded": True}
+        {
+            "statusCode": 201,
+            "headers": {"A": "1"},
+            "cookies": ["c=1"],
+            "body": "aGk=",
+            "isBase64Encoded": True,
+        }
     )
-    assert status == 201 and ("A", "1") in headers and ("Set-Cookie", "c=1") in headers and body == b"hi"
+    assert (
+        status == 201
+        and ("A", "1") in headers
+        and ("Set-Cookie", "c=1") in headers
+        and body == b"hi"
+    )

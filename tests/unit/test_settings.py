@@ -21,7 +21,12 @@ def test_auto_selection_follows_credentials() -> None:
             "CLOUDFLARE_KV_NAMESPACE_ID": "ns",
         }
     )
-    assert (s.store, s.embedder, s.stats, s.llm) == ("upstash", "workers-ai", "cloudflare-kv", "workers-ai")
+    assert (s.store, s.embedder, s.stats, s.llm) == (
+        "upstash",
+        "workers-ai",
+        "cloudflare-kv",
+        "workers-ai",
+    )
     assert s.upstash_url == "https://x.upstash.io"
     assert s.model == "@cf/meta/llama-3.1-8b-instruct"
     assert Settings.from_env({"OPENAI_BASE_URL": "http://h/v1"}).llm == "openai"

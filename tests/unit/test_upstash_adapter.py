@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pytest
+
 from promptcache import ConfigError, Entry, LogRecord, Settings, StatsError, StoreError, Usage
 from promptcache.adapters.upstash import (
     UpstashStats,

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
 from promptcache import (
     LLM,
     ChatRequest,
@@ -43,8 +44,12 @@ def ok(result: Any) -> dict[str, Any]:
 
 
 def failed(code: int, message: str) -> dict[str, Any]:
-    return {"result": None, "success": False, "errors": [{"code": code, "message": message}],
-            "messages": []}
+    return {
+        "result": None,
+        "success": False,
+        "errors": [{"code": code, "message": message}],
+        "messages": [],
+    }
 
 
 class Recorder:
@@ -194,9 +199,7 @@ def test_embed_retries_a_503_then_succeeds() -> None:
 def test_embed_breaker_open_fails_fast_as_embedder_error() -> None:
     now = [0.0]
     cb = CircuitBreaker(failure_threshold=2, reset_timeout=30, clock=lambda: now[0])
-    emb, rec = embedder(
-        lambda r: httpx.Response(503), policy=RetryPolicy(attempts=1), breaker=cb
-    )
+    emb, rec = embedder(lambda r: httpx.Response(503), policy=RetryPolicy(attempts=1), breaker=cb)
     for _ in range(2):
         with pytest.raises(EmbedderError):
             emb.embed(["a"])
@@ -223,8 +226,12 @@ def test_embedder_configuration_errors() -> None:
 def llm_ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(
         200,
-        json=ok({"response": "KV is a key-value store.",
-                 "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}}),
+        json=ok(
+            {
+                "response": "KV is a key-value store.",
+                "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+            }
+        ),
     )
 
 
@@ -239,8 +246,10 @@ def test_llm_protocol_and_generate() -> None:
     assert sent.url.path == LLM_PATH
     assert sent.headers["authorization"] == f"Bearer {TOKEN}"
     assert rec.bodies[0] == {
-        "messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": "What is KV?"}],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is KV?"},
+        ],
         "max_tokens": 64,
         "temperature": 0.2,
     }
@@ -283,9 +292,7 @@ def test_llm_error_mapping(
     status: int, code: int | None, exc: type[UpstreamError], http: int, error_code: str
 ) -> None:
     body = failed(code, f"cloudflare says {code}") if code else None
-    response = (
-        httpx.Response(status, json=body) if body else httpx.Response(status, text="oops")
-    )
+    response = httpx.Response(status, json=body) if body else httpx.Response(status, text="oops")
     model, _ = llm(lambda r: response, policy=RetryPolicy(attempts=1))
     with pytest.raises(exc) as info:
         model.generate(request())
@@ -320,22 +327,27 @@ def test_a_model_name_that_cannot_exist_is_refused_without_a_call(name: str) -> 
 
 
 def test_quota_used_up_is_not_retried_but_capacity_is() -> None:
-    model, rec = llm(lambda r: httpx.Response(429, json=failed(3036, "daily limit")),
-                     policy=RetryPolicy(attempts=3))
+    model, rec = llm(
+        lambda r: httpx.Response(429, json=failed(3036, "daily limit")),
+        policy=RetryPolicy(attempts=3),
+    )
     with pytest.raises(UpstreamRateLimited):
         model.generate(request())
     assert len(rec.requests) == 1
 
-    model, rec = llm(lambda r: httpx.Response(429, json=failed(3040, "out of capacity")),
-                     policy=RetryPolicy(attempts=3))
+    model, rec = llm(
+        lambda r: httpx.Response(429, json=failed(3040, "out of capacity")),
+        policy=RetryPolicy(attempts=3),
+    )
     with pytest.raises(UpstreamRateLimited):
         model.generate(request())
     assert len(rec.requests) == 3
 
 
 def test_a_model_timeout_is_not_retried() -> None:
-    model, rec = llm(lambda r: httpx.Response(408, json=failed(3007, "timeout")),
-                     policy=RetryPolicy(attempts=3))
+    model, rec = llm(
+        lambda r: httpx.Response(408, json=failed(3007, "timeout")), policy=RetryPolicy(attempts=3)
+    )
     with pytest.raises(UpstreamTimeout):
         model.generate(request())
     assert len(rec.requests) == 1
@@ -343,8 +355,12 @@ def test_a_model_timeout_is_not_retried() -> None:
 
 @pytest.mark.parametrize(
     ("exc", "mapped"),
-    [(httpx.ReadTimeout, UpstreamTimeout), (httpx.ConnectTimeout, UpstreamTimeout),
-     (httpx.ConnectError, UpstreamError), (httpx.RemoteProtocolError, UpstreamError)],
+    [
+        (httpx.ReadTimeout, UpstreamTimeout),
+        (httpx.ConnectTimeout, UpstreamTimeout),
+        (httpx.ConnectError, UpstreamError),
+        (httpx.RemoteProtocolError, UpstreamError),
+    ],
 )
 def test_llm_transport_errors(exc: type[Exception], mapped: type[UpstreamError]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
@@ -453,8 +469,11 @@ def test_stream_read_timeout_midway_is_upstream_timeout() -> None:
             yield sse(json.dumps({"response": "partial"}))
             raise httpx.ReadTimeout("stalled")
 
-    model, _ = llm(lambda r: httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, stream=Breaks()))
+    model, _ = llm(
+        lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=Breaks()
+        )
+    )
     gen = model.stream(request())
     assert next(gen) == "partial"
     with pytest.raises(UpstreamTimeout):
@@ -471,8 +490,11 @@ def test_stream_closing_early_closes_the_response() -> None:
         def close(self) -> None:
             closed.append(True)
 
-    model, _ = llm(lambda r: httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, stream=Tracked()))
+    model, _ = llm(
+        lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=Tracked()
+        )
+    )
     gen = model.stream(request())
     assert next(gen) == "a"
     gen.close()

@@ -280,6 +280,7 @@ class ResilientHTTP:
 
     def _run(self, send: Callable[[], httpx.Response]) -> httpx.Response:
         past_deadline = _StopAtDeadline(self._clock, self.policy.deadline)
+
         def last_outcome(state: tenacity.RetryCallState) -> httpx.Response:
             assert state.outcome is not None
             response: httpx.Response = state.outcome.result()  # re-raises a final exception

@@ -298,8 +298,9 @@ class KVStats:
         self, method: str, url: str, headers: Mapping[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
         try:
-            return self._http.request(method, url, headers={**self._headers, **(headers or {})},
-                                      **kwargs)
+            return self._http.request(
+                method, url, headers={**self._headers, **(headers or {})}, **kwargs
+            )
         except CircuitOpenError as exc:
             raise StatsError(f"KV unavailable: {exc}") from exc
         except httpx.HTTPError as exc:

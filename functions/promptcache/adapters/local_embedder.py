@@ -37,7 +37,9 @@ def _package_file(package: str, relpath: str) -> Path:
     try:
         module = importlib.import_module(package)
     except ImportError as exc:
-        raise ConfigError(f"the local embedder needs the package {package!r}: {INSTALL_HINT}") from exc
+        raise ConfigError(
+            f"the local embedder needs the package {package!r}: {INSTALL_HINT}"
+        ) from exc
     return Path(module.__file__ or "").parent / relpath
 
 
@@ -69,7 +71,9 @@ class LocalEmbedder:
             import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise ConfigError(f"the local embedder needs onnxruntime and tokenizers: {INSTALL_HINT}") from exc
+            raise ConfigError(
+                f"the local embedder needs onnxruntime and tokenizers: {INSTALL_HINT}"
+            ) from exc
         model = _verified(_package_file(MODEL_PACKAGE, "model.onnx"), MODEL_SHA256, MODEL_PACKAGE)
         tok_path = _verified(
             _package_file(TOKENIZER_PACKAGE, TOKENIZER_RELPATH), TOKENIZER_SHA256, TOKENIZER_PACKAGE
@@ -110,4 +114,5 @@ class LocalEmbedder:
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        vectors: npt.NDArray[np.float32] = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return vectors

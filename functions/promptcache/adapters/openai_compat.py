@@ -98,7 +98,9 @@ class OpenAICompatibleLLM:
 
     def generate(self, request: ChatRequest) -> Completion:
         try:
-            response = self._client.post(self._url, json=self.payload(request), headers=self._headers)
+            response = self._client.post(
+                self._url, json=self.payload(request), headers=self._headers
+            )
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"the LLM upstream timed out: {exc}") from exc
         except httpx.HTTPError as exc:
@@ -114,7 +116,9 @@ class OpenAICompatibleLLM:
             return Completion(
                 text=text,
                 model=str(body.get("model") or request.model),
-                usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+                usage=Usage(
+                    int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+                ),
                 finish_reason=str(choice.get("finish_reason") or "stop"),
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:

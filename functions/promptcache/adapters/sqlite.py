@@ -77,7 +77,9 @@ class SQLiteStore:
         if conn is None:
             try:
                 conn = sqlite3.connect(
-                    str(self.path), timeout=self._timeout, isolation_level=None,
+                    str(self.path),
+                    timeout=self._timeout,
+                    isolation_level=None,
                     check_same_thread=False,
                 )
                 conn.execute("PRAGMA journal_mode=WAL")

@@ -73,8 +73,7 @@ def _model_path(model: str) -> str:
     """A model name as it goes into the URL path; anything that could escape it is refused."""
     if not _MODEL.match(model) or "/../" in f"{model}/" or "/./" in f"{model}/":
         raise UpstreamBadRequest(
-            f"Workers AI has no model {model!r}: model names look like "
-            f"'{DEFAULT_LLM_MODEL}'",
+            f"Workers AI has no model {model!r}: model names look like '{DEFAULT_LLM_MODEL}'",
             code="model_not_found",
         )
     return model

@@ -47,8 +47,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_THRESHOLD": (
         "",
-        "Cosine similarity at or above which a stored prompt answers (default: the embedder's "
-        "own calibrated threshold).",
+        "Cosine similarity at or above which a stored prompt answers. Default: the value "
+        "`promptcache calibrate` wrote for the active embedder in the data dir, else the "
+        "embedder's default (0.92 for the local MiniLM, calibrated; 0.90 for Workers AI bge-base, "
+        "not yet calibrated).",
     ),
     "PROMPTCACHE_VERIFIER": (
         "off",

@@ -1,0 +1,34 @@
+"""README and QUICKSTART stay true to the code: every setting, route and command is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from promptcache.api import ROUTES
+from promptcache.cli import build_parser
+from promptcache.settings import SETTINGS
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_in_the_readme_table_with_its_default() -> None:
+    for name, (default, _) in SETTINGS.items():
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"{name} is missing from README's settings table"
+        if default:
+            assert f"`{default}`" in row, f"{name}'s default is not {default} in README"
+
+
+def test_every_route_and_command_is_documented() -> None:
+    for method, path in ROUTES:
+        assert f"{method} {path}" in README or f"`{method} {path}`" in README, (method, path)
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for command in commands:
+        assert f"`promptcache {command}" in README, command
+
+
+def test_the_two_commands() -> None:
+    assert "make serve" in README and "make test" in README
+    quickstart = (REPO / "QUICKSTART.md").read_text(encoding="utf-8")
+    assert "make serve" in quickstart

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import PromptCacheError
+from ._jsonl import json_objects, require_text
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -21,24 +22,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _read_warm_file(path: Path, default_model: str) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise PromptCacheError(f"{path}:{lineno}: not valid JSON: {exc}") from None
-            if not isinstance(obj, dict):
-                raise PromptCacheError(f"{path}:{lineno}: each line must be a JSON object")
-            prompt, response = obj.get("prompt"), obj.get("response")
-            model = obj.get("model", default_model)
-            for name, value in (("prompt", prompt), ("response", response), ("model", model)):
-                if not isinstance(value, str) or not value.strip():
-                    raise PromptCacheError(f"{path}:{lineno}: '{name}' must be a non-empty string")
-            rows.append((str(prompt), str(response), str(model)))
-    return rows
+    return [
+        (
+            require_text(path, lineno, obj, "prompt"),
+            require_text(path, lineno, obj, "response"),
+            require_text(path, lineno, obj, "model", default_model),
+        )
+        for lineno, obj in json_objects(path)
+    ]
 
 
 def _cmd_warm(args: argparse.Namespace) -> int:

@@ -25,7 +25,6 @@ Parameters are chosen on ``fit`` and reported on both.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -42,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._errors import ConfigError, PromptCacheError
+from ._jsonl import json_objects, require_text
 from ._keys import normalize
 from ._types import ChatRequest, Completion, Message, Usage
 
@@ -73,37 +73,15 @@ class Pair:
     duplicate: bool
 
 
-def _open(path: Path) -> Any:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
 def read_pairs(path: Path) -> list[Pair]:
     """Every pair of a JSONL (or .jsonl.gz) file; a malformed line is an error naming it."""
     pairs: list[Pair] = []
-    try:
-        with _open(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    raise PromptCacheError(f"{path}:{lineno}: not valid JSON: {exc}") from None
-                if not isinstance(obj, dict):
-                    raise PromptCacheError(f"{path}:{lineno}: each line must be a JSON object")
-                a, b, dup = obj.get("a"), obj.get("b"), obj.get("duplicate")
-                for name, value in (("a", a), ("b", b)):
-                    if not isinstance(value, str) or not value.strip():
-                        raise PromptCacheError(
-                            f"{path}:{lineno}: '{name}' must be a non-empty string"
-                        )
-                if not isinstance(dup, bool):
-                    raise PromptCacheError(f"{path}:{lineno}: 'duplicate' must be true or false")
-                pairs.append(Pair(normalize(a), normalize(b), dup))  # type: ignore[arg-type]
-    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError) as exc:
-        raise PromptCacheError(f"{path}: cannot read: {exc}") from None
+    for lineno, obj in json_objects(path):
+        a = require_text(path, lineno, obj, "a")
+        b = require_text(path, lineno, obj, "b")
+        if not isinstance(obj.get("duplicate"), bool):
+            raise PromptCacheError(f"{path}:{lineno}: 'duplicate' must be true or false")
+        pairs.append(Pair(normalize(a), normalize(b), obj["duplicate"]))
     if not pairs:
         raise PromptCacheError(f"{path}: no pairs")
     return pairs

@@ -54,6 +54,14 @@ _EMBEDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("embe
 Guard = Callable[[str, str], "str | None"]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    hit: CacheHit | None = None
+    bypass: str | None = None  # why the cache is not used for this request
+    vector: Vector | None = None  # the query's embedding, if the lookup made one
+    old: Entry | None = None  # what a refresh replaces
+
+
 @dataclass
 class _Namespace:
     index: VectorIndex
@@ -118,31 +126,15 @@ class PromptCache:
         ns = namespace(request, self.embedder.id, self.embedder.dim)
         key = exact_key(ns, request.prompt)
 
-        if request.cache is CacheMode.SKIP:
+        plan = self._plan(request, ns, key)
+        if plan.bypass is not None:
             completion = self._generate(request)
-            return self._finish(request, started, completion, Tier.BYPASS, reason="cache=skip")
-
-        vector: Vector | None = None
-        old: Entry | None = None
-        if request.cache is CacheMode.USE:
-            try:
-                hit, vector = self.lookup(request, ns=ns, key=key)
-            except BackendError as exc:
-                log.warning("cache lookup failed, bypassing: %s", exc)
-                completion = self._generate(request)
-                return self._finish(
-                    request, started, completion, Tier.BYPASS, reason=f"{exc.code}: {exc.message}"
-                )
-            if hit is not None:
-                return self._hit(request, started, hit)
-        else:  # REFRESH: find what the exact key answers now, to replace it
-            try:
-                old = self._sync(ns, key).exact
-            except BackendError as exc:
-                log.warning("refresh lookup failed: %s", exc)
+            return self._finish(request, started, completion, Tier.BYPASS, reason=plan.bypass)
+        if plan.hit is not None:
+            return self._hit(request, started, plan.hit)
 
         def fill() -> tuple[Completion, Entry | None, str | None]:
-            return self._fill(request, ns, key, vector, old)
+            return self._fill(request, ns, key, plan.vector, plan.old)
 
         (completion, entry, reason), shared = self._flight.do(
             key, fill, reuse_recent=request.cache is CacheMode.USE
@@ -180,25 +172,12 @@ class PromptCache:
         ns = namespace(request, self.embedder.id, self.embedder.dim)
         key = exact_key(ns, request.prompt)
 
-        if request.cache is CacheMode.SKIP:
-            return self._relay(request, started, ns, key, counter, store=False, reason="cache=skip")
-
-        vector: Vector | None = None
-        old: Entry | None = None
-        if request.cache is CacheMode.USE:
-            try:
-                hit, vector = self.lookup(request, ns=ns, key=key)
-            except BackendError as exc:
-                log.warning("cache lookup failed, bypassing: %s", exc)
-                reason = f"{exc.code}: {exc.message}"
-                return self._relay(request, started, ns, key, counter, store=False, reason=reason)
-            if hit is not None:
-                return ChatStream.replay(self._hit(request, started, hit))
-        else:  # REFRESH
-            try:
-                old = self._sync(ns, key).exact
-            except BackendError as exc:
-                log.warning("refresh lookup failed: %s", exc)
+        plan = self._plan(request, ns, key)
+        if plan.bypass is not None:
+            return self._relay(request, started, ns, key, counter, store=False, reason=plan.bypass)
+        if plan.hit is not None:
+            return ChatStream.replay(self._hit(request, started, plan.hit))
+        vector, old = plan.vector, plan.old
 
         lease, shared = self._flight.lead(key, reuse_recent=request.cache is CacheMode.USE)
         if lease is None:  # an identical request was in flight: its answer, no model call
@@ -219,6 +198,24 @@ class PromptCache:
             log.warning("reading stats failed: %s", exc)
             return []
         return sorted({k[2:].rsplit("|", 1)[0] for k in counters if k.startswith("m|")})
+
+    def _plan(self, request: ChatRequest, ns: str, key: str) -> _Plan:
+        """What the cache can do for a request before any model call (shared by chat and
+        chat_stream): a hit, a bypass (cache=skip, or a failed lookup), or a miss to fill."""
+        if request.cache is CacheMode.SKIP:
+            return _Plan(bypass="cache=skip")
+        if request.cache is CacheMode.USE:
+            try:
+                hit, vector = self.lookup(request, ns=ns, key=key)
+            except BackendError as exc:
+                log.warning("cache lookup failed, bypassing: %s", exc)
+                return _Plan(bypass=f"{exc.code}: {exc.message}")
+            return _Plan(hit=hit, vector=vector)
+        try:  # REFRESH: find what the exact key answers now, to replace it
+            return _Plan(old=self._sync(ns, key).exact)
+        except BackendError as exc:
+            log.warning("refresh lookup failed: %s", exc)
+            return _Plan()
 
     def lookup(
         self, request: ChatRequest, *, ns: str | None = None, key: str | None = None

@@ -82,6 +82,8 @@ class PromptCache:
         threshold: float | None = None,
         ttl_seconds: float = 7 * 86400,
         guards: Sequence[Guard] = (),
+        verifier: Sequence[Guard] = (),
+        verifier_band: float = 0.04,
         price_per_1k_tokens: float = 0.002,
         candidates: int = 4,
         semantic_max_chars: int | None = None,
@@ -94,6 +96,10 @@ class PromptCache:
         self.threshold = embedder.default_threshold if threshold is None else threshold
         self.ttl_seconds = ttl_seconds
         self.guards = tuple(guards)
+        # The optional verifier looks only at borderline candidates: similarity below
+        # threshold + verifier_band. Clear matches above the band never pay for it.
+        self.verifier = tuple(verifier)
+        self.verifier_band = verifier_band
         self.price_per_1k_tokens = price_per_1k_tokens
         self.candidates = candidates
         # Longer prompts than the embedder reads whole would be compared on a truncated prefix
@@ -242,7 +248,9 @@ class PromptCache:
             if entry is None or entry.expired(now):
                 state.index.remove(entry_id)
                 continue
-            reason = self._guard(query, entry.prompt)
+            reason = self._guard(query, entry.prompt, self.guards)
+            if reason is None and self.verifier and similarity < threshold + self.verifier_band:
+                reason = self._guard(query, entry.prompt, self.verifier)  # borderline only
             if reason is not None:
                 log.info("candidate %s rejected by guard: %s", entry_id, reason)
                 continue
@@ -367,8 +375,9 @@ class PromptCache:
             raise EmbedderError(f"embedder failed: {exc}") from exc
         return np.asarray(vectors[0], dtype=np.float32)
 
-    def _guard(self, query: str, candidate: str) -> str | None:
-        for guard in self.guards:
+    @staticmethod
+    def _guard(query: str, candidate: str, guards: Sequence[Guard]) -> str | None:
+        for guard in guards:
             reason = guard(query, candidate)
             if reason is not None:
                 return reason

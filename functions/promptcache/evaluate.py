@@ -448,13 +448,22 @@ def judge(
 
 
 def decide(
-    work: Workload, cands: Candidates, threshold: float, guards: Iterable[str] = ()
+    work: Workload,
+    cands: Candidates,
+    threshold: float,
+    guards: Iterable[str] = (),
+    verifier: Iterable[str] = (),
+    band: float = 1.0,
 ) -> npt.NDArray[np.int64]:
     """The entry each query gets under a policy (-1 = miss): the exact tier first, then the first
-    candidate at or above the threshold that no chosen guard rejects (as ``PromptCache.lookup``)."""
+    candidate at or above the threshold that no chosen guard rejects, nor a verifier check when
+    its similarity is below threshold + band (as ``PromptCache.lookup``)."""
     ok = cands.sims >= np.float32(threshold)
     for name in guards:
         ok &= ~cands.rejects[name]
+    borderline = cands.sims < np.float32(threshold + band)
+    for name in verifier:
+        ok &= ~(cands.rejects[name] & borderline)
     first = np.argmax(ok, axis=1)
     chosen = np.where(ok.any(axis=1), cands.index[np.arange(len(ok)), first], -1)
     return np.where(work.exact >= 0, work.exact, chosen).astype(np.int64)
@@ -467,6 +476,8 @@ class Policy:
 
     threshold: float
     guards: tuple[str, ...]
+    verifier: tuple[str, ...] = ()
+    band: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -485,7 +496,9 @@ class Evaluation:
 
     def default(self, threshold: float | None = None) -> Metrics:
         t = self.policy.threshold if threshold is None else threshold
-        return self.metrics("promptcache (default)", t, self.policy.guards)
+        p = self.policy
+        chosen = decide(self.work, self.cands, t, p.guards, p.verifier, p.band)
+        return score("promptcache (default)", t, chosen, self.work)
 
     def peers(self) -> list[Metrics]:
         return [self.metrics(name, t) for name, t in PEERS]
@@ -509,6 +522,11 @@ class Evaluation:
         if more:
             rows.append(
                 self.metrics(f"policy + {', '.join(more)}", t, (*self.policy.guards, *more))
+            )
+            band = self.policy.band
+            banded = decide(self.work, self.cands, t, self.policy.guards, more, band)
+            rows.append(
+                score(f"policy + verifier {', '.join(more)} (band {band:g})", t, banded, self.work)
             )
         rows.append(self.metrics("all guards", t, all_guards))
         rows += [
@@ -582,13 +600,14 @@ def evaluate(
     seconds["search"] = time.perf_counter() - started
 
     own = {_guard_name(g): g for g in cache.guards}
-    judged = dict(own)
+    verifier = {_guard_name(g): g for g in cache.verifier}
+    judged = {**own, **verifier}
     for name, guard in (extra_guards or {}).items():
         judged.setdefault(name, guard)
     started = time.perf_counter()
     cands = judge(work, index, sims, judged, progress=progress)
     seconds["guards"] = time.perf_counter() - started
-    policy = Policy(float(cache.threshold), tuple(own))
+    policy = Policy(float(cache.threshold), tuple(own), tuple(verifier), float(cache.verifier_band))
 
     started = time.perf_counter()
     checked, agreed = _check_real_path(cache, work, cands, policy, check, seed, progress)
@@ -609,7 +628,8 @@ def _check_real_path(
     simulated decision (a near-tie at the threshold may differ in the last float bit)."""
     if n <= 0:
         return 0, 0
-    chosen = decide(work, cands, policy.threshold, policy.guards)
+    p = policy
+    chosen = decide(work, cands, p.threshold, p.guards, p.verifier, p.band)
     sample = range(len(work.queries))
     if n < len(work.queries):
         sample = sorted(random.Random(seed).sample(range(len(work.queries)), n))  # type: ignore[assignment]
@@ -873,7 +893,8 @@ def _describe(
         f"{path.name}: part {part}{sampled}: {n_pairs} pairs, {len(ev.work.entries)} stored, "
         f"{len(ev.work.queries)} queries ({int(ev.work.answerable.sum())} with their intent in the "
         f"cache); embedder {ev.embedder_id}; policy: threshold {ev.policy.threshold:.3f}, guards "
-        f"{', '.join(ev.policy.guards) or 'none'}\n"
+        f"{', '.join(ev.policy.guards) or 'none'}, verifier "
+        f"{', '.join(ev.policy.verifier) or 'off'} (band {ev.policy.band:g})\n"
         f"time: embed {t['embed']:.1f}s, store {t['store']:.1f}s, search {t['search']:.1f}s, "
         f"guards {t['guards']:.1f}s, real lookups {t['check']:.1f}s{agree}"
     )

@@ -179,7 +179,9 @@ def build(settings: Settings) -> PromptCache:
         llm=llm,
         threshold=_threshold(settings, embedder),
         ttl_seconds=settings.ttl_seconds,
-        guards=default_guards() + verifier_guards(settings.verifier),
+        guards=default_guards(),
+        verifier=verifier_guards(settings.verifier),
+        verifier_band=settings.verifier_band,
         price_per_1k_tokens=settings.price_per_1k_tokens,
     )
 

@@ -57,6 +57,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "`off` or `strict`: `strict` also rejects a candidate whose negation or target "
         '("into Spanish" vs "into German") differs; fewer false hits, fewer hits.',
     ),
+    "PROMPTCACHE_VERIFIER_BAND": (
+        "0.04",
+        "The verifier checks only candidates whose similarity is below threshold + this band "
+        "(borderline ones); 1 = every candidate.",
+    ),
     "PROMPTCACHE_TTL_SECONDS": ("604800", "Default lifetime of a stored answer (0 = forever)."),
     "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
     "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
@@ -182,6 +187,7 @@ class Settings:
     upstash_token_ssm_parameter: str
     upstash_chunk_bytes: int = 4 * 1024 * 1024
     verifier: str = "off"
+    verifier_band: float = 0.04
 
     @property
     def sqlite_path(self) -> Path:
@@ -261,4 +267,5 @@ class Settings:
             upstash_token_ssm_parameter=_str(env, "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"),
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
             verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
+            verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
         )

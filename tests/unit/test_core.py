@@ -316,3 +316,28 @@ def test_a_request_arriving_just_after_an_identical_miss_shares_its_answer(parts
     with pytest.raises(AssertionError, match="twice"):  # refresh never reuses either
         clock.now -= 1000
         cache._flight.do(key, must_not_run, reuse_recent=False)
+
+
+def test_the_verifier_checks_only_borderline_candidates() -> None:
+    base = unit("capital")
+    embedder = FakeEmbedder(
+        {
+            "stored question": base,
+            "clear match": blend(base, unit("a"), 0.99),
+            "borderline match": blend(base, unit("b"), 0.91),
+        }
+    )
+    seen: list[str] = []
+
+    def verifier(query: str, candidate: str) -> str:
+        seen.append(query)
+        return "verifier says no"
+
+    cache = PromptCache(
+        store=MemoryStore(), embedder=embedder, stats=MemoryStats(), llm=FakeLLM(),
+        threshold=0.9, verifier=[verifier], verifier_band=0.04,
+    )  # fmt: skip
+    cache.chat(req("stored question"))
+    assert cache.chat(req("clear match")).tier is Tier.SEMANTIC  # 0.99 >= 0.9 + 0.04: not checked
+    assert cache.chat(req("borderline match")).tier is Tier.MISS  # 0.91 < 0.94: checked, rejected
+    assert seen == ["borderline match"]

@@ -269,9 +269,10 @@ def test_the_strict_verifier_adds_its_checks() -> None:
             }
         )
     )
-    names = [g.__name__ for g in strict.guards]
-    assert names[: len(off.guards)] == [g.__name__ for g in off.guards]
-    assert {"negation_guard", "target_guard"} <= set(names) - {g.__name__ for g in off.guards}
+    assert [g.__name__ for g in strict.guards] == [g.__name__ for g in off.guards]
+    assert off.verifier == ()
+    assert {g.__name__ for g in strict.verifier} == {"negation_guard", "target_guard"}
+    assert strict.verifier_band == 0.04
     with pytest.raises(ConfigError, match="PROMPTCACHE_VERIFIER"):
         Settings.from_env({"PROMPTCACHE_VERIFIER": "maybe"})
 

@@ -226,8 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        # counted before the write: once the client has the answer, the counter already has it
         self.standin._sent(len(body))
+        self.wfile.write(body)
 
     def _authorized(self, query: dict[str, list[str]]) -> bool:
         header = self.headers.get("Authorization", "")

@@ -112,6 +112,8 @@ class PromptCache:
         self.clock = clock
         self._namespaces: dict[str, _Namespace] = {}
         self._ns_lock = threading.Lock()
+        self.probe_max_age = 30.0  # seconds a health probe of a paid dependency is reused
+        self._probes: dict[str, tuple[float, DependencyStatus]] = {}
         # Results linger briefly: a request whose lookup ran while an identical miss was being
         # answered, but which reaches the flight just after it ended, still shares its answer.
         self._flight: SingleFlight[tuple[Completion, Entry | None, str | None]] = SingleFlight(
@@ -303,8 +305,10 @@ class PromptCache:
         """Each dependency's status; ok when the cache can answer (the store is reachable)."""
         checks: list[DependencyStatus] = []
         checks.append(_probe("store", self.store.ping))
-        checks.append(_probe("embedder", lambda: self._embed("health check"), required=False))
-        checks.append(_probe("stats", self.stats.read, required=False))
+        # A deployed embedding or a KV listing costs money and rate limit: frequent health
+        # checks (load balancers, uptime monitors) reuse a recent result of those probes.
+        checks.append(self._recent_probe("embedder", lambda: self._embed("health check")))
+        checks.append(self._recent_probe("stats", self.stats.read))
         if self.llm is None:
             checks.append(
                 DependencyStatus(
@@ -315,6 +319,15 @@ class PromptCache:
             checks.append(DependencyStatus("llm", True, 0.0, f"configured: {self.llm.name}", False))
         ok = all(c.ok for c in checks if c.required)
         return ok, checks
+
+    def _recent_probe(self, name: str, fn: Callable[[], object]) -> DependencyStatus:
+        now = time.monotonic()
+        cached = self._probes.get(name)
+        if cached is not None and now - cached[0] < self.probe_max_age:
+            return cached[1]
+        status = _probe(name, fn, required=False)
+        self._probes[name] = (now, status)
+        return status
 
     def clear(self) -> int:
         removed = self.store.clear()

@@ -248,7 +248,11 @@ def test_health(parts) -> None:  # type: ignore[no-untyped-def]
     cache, embedder, *_ = parts
     ok, checks = cache.health()
     assert ok and {c.name for c in checks} == {"store", "embedder", "stats", "llm"}
+    calls = embedder.calls
+    cache.health()
+    assert embedder.calls == calls  # a recent embedder probe is reused: health costs no embedding
     embedder.fail = True
+    cache.probe_max_age = 0.0
     ok, checks = cache.health()
     assert ok  # the cache can still answer exact hits
     assert not next(c for c in checks if c.name == "embedder").ok

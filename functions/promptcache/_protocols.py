@@ -50,6 +50,15 @@ class Store(Protocol):
 
     def ping(self) -> None: ...
 
+    def try_lock(self, name: str, token: str, ttl: float) -> bool:
+        """Take the lock ``name`` for ``ttl`` seconds unless someone else holds it. Processes
+        sharing the store use it so that one of them asks the model for a prompt."""
+        ...
+
+    def unlock(self, name: str, token: str) -> None:
+        """Release ``name`` if ``token`` still holds it (an expired lock may be someone else's)."""
+        ...
+
 
 @runtime_checkable
 class LLM(Protocol):

@@ -46,6 +46,9 @@ _NO_LLM = (
     "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI"
 )
 
+#: The reason a leader returns when another process answered the same prompt meanwhile.
+_FROM_PEER = "answered by an identical request in another process"
+
 #: Embedding calls made while answering the current request (counted into the stats).
 _EMBEDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("embeds", default=None)
 
@@ -87,6 +90,8 @@ class PromptCache:
         price_per_1k_tokens: float = 0.002,
         candidates: int = 4,
         semantic_max_chars: int | None = None,
+        fill_lock_ttl: float = 65.0,
+        fill_wait: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -112,6 +117,10 @@ class PromptCache:
         self.clock = clock
         self._namespaces: dict[str, _Namespace] = {}
         self._ns_lock = threading.Lock()
+        # Cross-process single-flight: how long the fill lock lives (past the model's timeout)
+        # and how long another process's identical miss is waited for.
+        self.fill_lock_ttl = fill_lock_ttl
+        self.fill_wait = fill_lock_ttl if fill_wait is None else fill_wait
         self.probe_max_age = 30.0  # seconds a health probe of a paid dependency is reused
         self._probes: dict[str, tuple[float, DependencyStatus]] = {}
         # Results linger briefly: a request whose lookup ran while an identical miss was being
@@ -147,7 +156,7 @@ class PromptCache:
         (completion, entry, reason), shared = self._flight.do(
             key, fill, reuse_recent=request.cache is CacheMode.USE
         )
-        if shared and entry is not None:
+        if entry is not None and (shared or reason == _FROM_PEER):
             # Waited on an identical in-flight request: its answer is now the stored entry.
             hit = CacheHit(entry=entry, tier=Tier.EXACT, similarity=1.0)
             return self._hit(request, started, hit)
@@ -419,8 +428,49 @@ class PromptCache:
     def _fill(
         self, request: ChatRequest, ns: str, key: str, vector: Vector | None, old: Entry | None
     ) -> tuple[Completion, Entry | None, str | None]:
-        completion = self._generate(request)  # an upstream error propagates: nothing is stored
-        return self._store_completion(request, ns, key, vector, old, completion)
+        lock, token, locked = f"fill:{key}", uuid.uuid4().hex, False
+        if request.cache is CacheMode.USE:
+            peer, locked = self._lead_or_wait(ns, key, lock, token)
+            if peer is not None:
+                return Completion(peer.response, peer.model, Usage()), peer, _FROM_PEER
+        try:
+            completion = self._generate(request)  # an upstream error propagates: nothing stored
+            return self._store_completion(request, ns, key, vector, old, completion)
+        finally:
+            if locked:
+                try:
+                    self.store.unlock(lock, token)
+                except Exception as exc:  # it expires by itself
+                    log.warning("releasing the fill lock failed: %s", exc)
+
+    def _lead_or_wait(self, ns: str, key: str, lock: str, token: str) -> tuple[Entry | None, bool]:
+        """Across processes sharing the store (Lambda containers, several servers): the first to
+        take the prompt's lock asks the model; the others wait for its entry, bounded by
+        ``fill_wait``, then ask the model themselves. Store trouble never blocks an answer.
+        Returns (the entry another process stored, or None; whether this process holds the lock).
+        """
+        deadline = time.monotonic() + self.fill_wait
+        pause, waited = 0.02, False
+        while True:
+            try:
+                locked = self.store.try_lock(lock, token, self.fill_lock_ttl)
+                if locked and not waited:
+                    return None, True  # the usual miss: the lookup just found nothing
+                # waited, then got the lock: the holder may have stored the answer and left
+                exact = self._sync(ns, key).exact
+                if exact is not None and not exact.expired(self.clock()):
+                    if locked:
+                        self.store.unlock(lock, token)
+                    return exact, False
+                if locked:
+                    return None, True
+            except Exception as exc:
+                log.warning("fill lock unavailable, asking the model: %s", exc)
+                return None, False
+            if time.monotonic() >= deadline:
+                return None, False
+            time.sleep(pause)
+            pause, waited = min(pause * 2, 0.5), True
 
     def _store_completion(
         self,

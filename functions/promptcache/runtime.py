@@ -182,6 +182,7 @@ def build(settings: Settings) -> PromptCache:
         guards=default_guards(),
         verifier=verifier_guards(settings.verifier),
         verifier_band=settings.verifier_band,
+        fill_lock_ttl=settings.upstream_timeout + 5,
         price_per_1k_tokens=settings.price_per_1k_tokens,
     )
 

@@ -268,3 +268,30 @@ def test_a_failing_store_bypasses_the_cache(tmp_path: Any, upstream: OpenAIUpstr
         assert chat(server, prompt="Is the store up?").json()["tier"] == "exact"
     finally:
         server.stop()
+
+
+def test_two_servers_on_one_store_make_one_upstream_call(
+    tmp_path: Any, upstream: OpenAIUpstream
+) -> None:
+    """Two processes sharing a store (as Lambda containers share Upstash): identical concurrent
+    misses across both make one model call; the others wait for its entry."""
+    env = {"PROMPTCACHE_DATA_DIR": str(tmp_path / "data"), "OPENAI_BASE_URL": upstream.base_url}
+    servers = [ServerProcess(env, tmp_path / f"server{i}.log").start() for i in range(2)]
+    try:
+        upstream.delay = 1.0
+        barrier = threading.Barrier(10)
+
+        def one(i: int) -> dict[str, Any]:
+            barrier.wait()
+            response = chat(servers[i % 2], prompt="Explain cross-process single-flight")
+            assert response.status_code == 200
+            return response.json()
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(one, range(10)))
+        assert upstream.calls == 1
+        assert len({r["entry_id"] for r in results}) == 1
+        assert sorted(r["tier"] for r in results).count("miss") == 1
+    finally:
+        for server in servers:
+            server.stop()

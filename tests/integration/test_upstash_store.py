@@ -94,7 +94,8 @@ def test_each_operation_is_one_round_trip(
 
 def test_requests_through_the_core(upstash: UpstashStandIn, make_upstash_store: MakeStore) -> None:
     """Exact hit: 1 Redis round trip, no embedding. Semantic hit: 1 embedding, 2 round trips.
-    Miss: its sync, then entry + vector + exact key + TTL in one transaction."""
+    Miss: its sync, the fill lock (SET NX), entry + vector + exact key + TTL in one transaction,
+    and the lock's release (one EVAL)."""
     base = unit("reset password")
     embedder = FakeEmbedder(
         {
@@ -113,7 +114,11 @@ def test_requests_through_the_core(upstash: UpstashStandIn, make_upstash_store: 
         result = cache.chat(ChatRequest(messages=(Message("user", prompt),), model="m"))
         return result.tier, rt.take(), embedder.calls - calls
 
-    assert ask("How do I reset my password?") == (Tier.MISS, {"/pipeline": 1, "/multi-exec": 1}, 1)
+    assert ask("How do I reset my password?") == (
+        Tier.MISS,
+        {"/pipeline": 1, "/": 2, "/multi-exec": 1},
+        1,
+    )
     assert ask("How do I reset my password?") == (Tier.EXACT, {"/pipeline": 1}, 0)
     assert ask("How can I reset my password?") == (Tier.SEMANTIC, {"/pipeline": 1, "/": 1}, 1)
 
@@ -423,3 +428,38 @@ def test_runtime_builds_the_upstash_backend(upstash: UpstashStandIn) -> None:
         store._rest._client.close()  # the runtime's client lives as long as the process
     with pytest.raises(ConfigError, match="UPSTASH_REDIS_REST_TOKEN"):
         runtime.STORES["upstash"](Settings.from_env({"UPSTASH_REDIS_REST_URL": upstash.url}))
+
+
+def test_identical_misses_in_two_processes_make_one_model_call(
+    upstash: UpstashStandIn, make_upstash_store: MakeStore
+) -> None:
+    """Two caches on the same Upstash (two Lambda containers): the fill lock makes one of them
+    ask the model; the other waits for its entry and answers it as an exact hit."""
+    import threading
+
+    llm = FakeLLM(delay=0.5)
+    caches = [
+        PromptCache(
+            store=make_upstash_store(),
+            embedder=FakeEmbedder(),
+            stats=MemoryStats(),
+            llm=llm,
+            fill_lock_ttl=10,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    barrier = threading.Barrier(2)
+    tiers: list[Tier] = []
+
+    def ask(cache: PromptCache) -> None:
+        barrier.wait()
+        request = ChatRequest(messages=(Message("user", "what is a fill lock?"),), model="m")
+        tiers.append(cache.chat(request).tier)
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert llm.calls == 1
+    assert sorted(t.value for t in tiers) == ["exact", "miss"]

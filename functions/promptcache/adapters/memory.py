@@ -22,6 +22,7 @@ class MemoryStore:
         self._exact: dict[tuple[str, str], str] = {}
         self._logs: dict[str, list[LogRecord]] = defaultdict(list)
         self._generation = uuid.uuid4().hex
+        self._locks: dict[str, tuple[str, float]] = {}
 
     def sync(self, namespace: str, exact_key: str | None, cursor: Cursor | None) -> SyncResult:
         with self._lock:
@@ -78,6 +79,20 @@ class MemoryStore:
 
     def ping(self) -> None:
         return None
+
+    def try_lock(self, name: str, token: str, ttl: float) -> bool:
+        now = self._clock()
+        with self._lock:
+            held = self._locks.get(name)
+            if held is not None and held[1] > now and held[0] != token:
+                return False
+            self._locks[name] = (token, now + ttl)
+            return True
+
+    def unlock(self, name: str, token: str) -> None:
+        with self._lock:
+            if self._locks.get(name, ("", 0.0))[0] == token:
+                del self._locks[name]
 
 
 class MemoryStats:

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS vector_log (
 CREATE INDEX IF NOT EXISTS vector_log_ns ON vector_log (namespace, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL
+);
 """
 
 
@@ -201,6 +204,7 @@ class SQLiteStore:
             db.execute("DELETE FROM entries")
             db.execute("DELETE FROM exact_keys")
             db.execute("DELETE FROM vector_log")
+            db.execute("DELETE FROM locks")
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (uuid.uuid4().hex,))
         return int(n)
 
@@ -223,6 +227,23 @@ class SQLiteStore:
     def ping(self) -> None:
         with self._read() as db:
             db.execute("SELECT 1").fetchone()
+
+    def try_lock(self, name: str, token: str, ttl: float) -> bool:
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO locks (name, token, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET token = excluded.token, "
+                "expires_at = excluded.expires_at "
+                "WHERE locks.expires_at <= ? OR locks.token = excluded.token",
+                (name, token, now + ttl, now),
+            )
+            row = db.execute("SELECT token FROM locks WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0] == token)
+
+    def unlock(self, name: str, token: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

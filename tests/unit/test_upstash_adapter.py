@@ -14,6 +14,7 @@ import pytest
 
 from promptcache import ConfigError, Entry, LogRecord, Settings, StatsError, StoreError, Usage
 from promptcache.adapters.upstash import (
+    DEFAULT_SEGMENT_BYTES,
     UpstashStats,
     UpstashStore,
     decode_records,
@@ -107,15 +108,19 @@ def test_put_is_one_atomic_transaction_with_the_ttl() -> None:
     assert request.headers["upstash-encoding"] == "base64"
     commands = json.loads(request.content)
     nsid = UpstashStore.namespace_id("ns")
-    assert [c[:2] for c in commands] == [
+    assert [c[:2] for c in commands[:4] + commands[5:]] == [
         ["SET", f"pc:e:{e.id}"],
         ["SET", f"pc:x:{nsid}:key"],
         ["ZADD", "pc:ids"],
         ["SADD", "pc:nss"],
-        ["APPEND", f"pc:log:{nsid}:0.0"],
         ["GET", "pc:epoch"],
         ["GET", f"pc:gen:{nsid}"],
     ]
+    # the append: one script, given the segment counter, segment 0, the record, the largest
+    # segment (whole 104-character records) and the record size
+    evaluate, _, keys, counter, log, record, cap, size = commands[4]
+    assert (evaluate, keys, counter, log) == ("EVAL", 2, f"pc:seg:{nsid}:0.0", f"pc:log:{nsid}:0.0")
+    assert len(record) == size == 104 and cap == DEFAULT_SEGMENT_BYTES // 104 * 104
     assert commands[0][3:] == ["PX", 10500] and commands[1][3:] == ["PX", 10500]
     assert commands[2][2] == "1010.5"
     assert json.loads(commands[0][2])["entry"] == e.to_json()
@@ -185,6 +190,7 @@ def test_a_failed_command_in_a_pipeline_is_a_store_error() -> None:
             json=[
                 {"result": None},
                 {"error": "WRONGTYPE bad key"},
+                {"result": None},
                 {"result": ""},
             ],
         )
@@ -253,6 +259,9 @@ def test_configuration_errors() -> None:
         UpstashStats(client, "", "tok")
     with pytest.raises(ConfigError, match="chunk"):
         UpstashStore(client, URL, "tok", chunk_bytes=1000)
+    for bad in (0, -1, 2**40):
+        with pytest.raises(ConfigError, match="segment"):
+            UpstashStore(client, URL, "tok", segment_bytes=bad)
 
 
 def test_chunk_setting() -> None:

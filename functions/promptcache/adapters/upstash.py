@@ -9,14 +9,26 @@ SHA-256 of a namespace, so any namespace string makes a short, unambiguous key):
     p nss             SET of the namespace ids N                        compact()
     p epoch           random; changes on clear()                        } a namespace's generation
     p gen:N           random; changes when N's log is compacted         } is "EPOCH.GEN"
-    p log:N:GEN       the namespace's APPEND-only vector log            sync()
+    p log:N:GEN       segment 0 of the namespace's APPEND-only log      sync()
+    p log:N:GEN:S     segment S >= 1 of that log                        sync()
+    p seg:N:GEN       the log's last segment S (absent: 0)              sync()
     p stats           HASH of exact counters (HINCRBYFLOAT)             UpstashStats
 
 Round trips: ``sync`` is one /pipeline (GET of the exact key, which holds the entry itself, GET
-epoch, GET gen, GETRANGE of the log from the reader's offset) unless the reader's generation is
-stale or a backlog exceeds one chunk; ``get`` is one GET; ``put`` is one /multi-exec (both SETs
-with PX, ZADD, SADD, the log APPEND, and GETs of the generation to check the APPEND went to the
-current log).
+epoch, GET gen, GET of the last segment, GETRANGE of the log from the reader's offset) unless the
+reader's generation is stale or a backlog exceeds one chunk or segment; ``get`` is one GET;
+``put`` is one /multi-exec (both SETs with PX, ZADD, SADD, the log append, and GETs of the
+generation to check the append went to the current log).
+
+Segments: Upstash caps one value at 100 MB on its Free and Pay-as-you-go plans, so a log is split
+into segment keys of at most ``segment_bytes`` of base64 text each (rounded down to whole
+records; 32 MiB by default). A writer appends with one Lua script that appends to the last
+segment if the record fits, else to the next one and advances ``seg:N:GEN``, all atomically, so a
+segment is complete before the counter moves past it. A reader reads the counter before the log
+in the same pipeline: when a segment ends and the counter said a later one exists, it goes on
+there. A cursor's offset is ``segment * 2**40 + character offset`` in that segment. The scripts
+name segment keys they derive from the one passed in KEYS, so they rely on Upstash's default
+global script lock (no ``allow-key-locking`` flag).
 
 The vector log is a sequence of fixed-size records (one size per namespace, as the dimension is)::
 
@@ -35,7 +47,7 @@ offset a reader keeps is a record boundary.
 
 Generations: a writer appends to the log of the generation it last saw and reads the current
 generation in the same transaction; when they differ (a compaction or a clear happened in
-between) it appends the record again to the current log and deletes the stale key it recreated.
+between) it appends the record again to the current log and deletes the stale keys it recreated.
 Compaction writes the live records under a new generation, then switches with one Lua script
 that checks nobody else switched, copies the records appended meanwhile and deletes the old log;
 readers see the new generation in their next sync and reload (``SyncResult.reset``).
@@ -77,34 +89,98 @@ _MAX_REAPPENDS = 8
 _STAGING_TTL_MS = 3_600_000
 #: Largest APPEND a compaction sends in one request (Upstash refuses requests above 10 MB).
 _MAX_WRITE_CHARS = 4 * 1024 * 1024
+#: Default largest log segment, in stored (base64) characters: well under Upstash's 100 MB value
+#: cap on its Free and Pay-as-you-go plans.
+DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
+#: A cursor's offset is ``segment * SEGMENT_STRIDE + character offset in that segment``.
+SEGMENT_STRIDE = 2**40
 
-# KEYS: entry, exact, ids, log, epoch, gen.  ARGV: entry JSON, id, tombstone record, generation.
+# append(counter, base, text, cap, rec): appends whole records of `rec` characters from `text` to
+# the log whose segment 0 is `base`, never letting a segment pass `cap` characters (a multiple of
+# `rec`); a full segment moves the counter on. Returns the last segment written to.
+_APPEND_FUNCTION = """
+local function segment_key(base, s)
+  if s == 0 then return base end
+  return base .. ':' .. s
+end
+local function append(counter, base, text, cap, rec)
+  local s = tonumber(redis.call('GET', counter) or '0')
+  local pos = 1
+  while pos <= #text do
+    local key = segment_key(base, s)
+    local room = math.floor((cap - redis.call('STRLEN', key)) / rec) * rec
+    if room <= 0 then
+      s = s + 1
+      redis.call('SET', counter, s)
+    else
+      local piece = string.sub(text, pos, pos + room - 1)
+      redis.call('APPEND', key, piece)
+      pos = pos + #piece
+    end
+  end
+  return s
+end
+"""
+
+# KEYS: segment counter, log (segment 0).  ARGV: records, segment cap, record size (characters).
+_APPEND_LUA = (
+    _APPEND_FUNCTION
+    + "return append(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))\n"
+)
+
+# KEYS: entry, exact, ids, log, epoch, gen, segment counter.
+# ARGV: entry JSON, id, tombstone record, generation, segment cap, record size.
 # Deletes the entry, its exact key only while that still holds this entry (a newer answer for the
 # same prompt keeps its key), and appends the tombstone if `log` is the current generation's.
-_DELETE_LUA = """
+_DELETE_LUA = (
+    _APPEND_FUNCTION
+    + """
 local removed = redis.call('DEL', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[2])
 local current = (redis.call('GET', KEYS[5]) or '0') .. '.' .. (redis.call('GET', KEYS[6]) or '0')
-if ARGV[3] ~= '' and current == ARGV[4] then redis.call('APPEND', KEYS[4], ARGV[3]) end
+if ARGV[3] ~= '' and current == ARGV[4] then
+  append(KEYS[7], KEYS[4], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[6]))
+end
 return {removed, current}
 """
+)
 
-# KEYS: epoch, gen, old log, new log.  ARGV: expected epoch, expected gen, offset read, new gen.
-# The compaction switch: only if nobody switched since the compactor read the old log.
-_SWITCH_LUA = """
+# KEYS: epoch, gen, old log, new log, old segment counter, new segment counter.
+# ARGV: expected epoch, expected gen, segment and offset read up to, new gen, segment cap,
+# record size.  The compaction switch, only if nobody switched since the compactor read the old
+# log: carries over what was appended to the old log meanwhile, makes the new log permanent,
+# switches and deletes the old log.
+_SWITCH_LUA = (
+    _APPEND_FUNCTION
+    + """
+local function drop(base, counter)
+  for s = 0, tonumber(redis.call('GET', counter) or '0') do
+    redis.call('DEL', segment_key(base, s))
+  end
+  redis.call('DEL', counter)
+end
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] or (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2]
 then
-  redis.call('DEL', KEYS[4])
+  drop(KEYS[4], KEYS[6])
   return 0
 end
-local tail = redis.call('GETRANGE', KEYS[3], tonumber(ARGV[3]), -1)
-if #tail > 0 then redis.call('APPEND', KEYS[4], tail) end
-redis.call('PERSIST', KEYS[4])
-redis.call('SET', KEYS[2], ARGV[4])
-redis.call('DEL', KEYS[3])
+local first, cap, rec = tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7])
+for s = first, tonumber(redis.call('GET', KEYS[5]) or '0') do
+  local from = 0
+  if s == first then from = tonumber(ARGV[4]) end
+  local tail = redis.call('GETRANGE', segment_key(KEYS[3], s), from, -1)
+  if #tail > 0 then append(KEYS[6], KEYS[4], tail, cap, rec) end
+end
+for s = 0, tonumber(redis.call('GET', KEYS[6]) or '0') do
+  redis.call('PERSIST', segment_key(KEYS[4], s))
+end
+redis.call('PERSIST', KEYS[6])
+redis.call('SET', KEYS[2], ARGV[5])
+drop(KEYS[3], KEYS[5])
 return 1
 """
+)
 
 
 # ---------------------------------------------------------------------------- REST client
@@ -322,9 +398,13 @@ class UpstashStore:
         prefix: str = "pc:",
         base64_responses: bool = True,
         clock: Callable[[], float] = time.time,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if chunk_bytes < MIN_CHUNK_BYTES:
             raise ConfigError(f"the Upstash chunk size must be >= {MIN_CHUNK_BYTES} bytes")
+        if not 0 < segment_bytes < SEGMENT_STRIDE:
+            raise ConfigError(f"the Upstash log segment size must be 1-{SEGMENT_STRIDE - 1} bytes")
+        self._segment = segment_bytes
         self._rest = UpstashREST(client, url, token, base64_responses=base64_responses)
         self._chunk = chunk_bytes - chunk_bytes % 4  # whole base64 quanta
         self._prefix = prefix
@@ -348,8 +428,16 @@ class UpstashStore:
     def _gen_key(self, nsid: str) -> str:
         return f"{self._prefix}gen:{nsid}"
 
-    def _log_key(self, nsid: str, generation: str) -> str:
-        return f"{self._prefix}log:{nsid}:{generation}"
+    def _log_key(self, nsid: str, generation: str, segment: int = 0) -> str:
+        base = f"{self._prefix}log:{nsid}:{generation}"
+        return base if segment == 0 else f"{base}:{segment}"
+
+    def _segments_key(self, nsid: str, generation: str) -> str:
+        return f"{self._prefix}seg:{nsid}:{generation}"
+
+    def _segment_chars(self, record_chars: int) -> int:
+        """The most characters a segment holds: whole records, at least one."""
+        return max(1, self._segment // record_chars) * record_chars
 
     @property
     def _epoch_key(self) -> str:
@@ -371,24 +459,27 @@ class UpstashStore:
             if guess is None:
                 guess = f"{self._epoch or '0'}.0"
             length = self._read_length(nsid)
-        offset = cursor.offset if cursor is not None and cursor.generation == guess else 0
+        position = cursor.offset if cursor is not None and cursor.generation == guess else 0
+        segment, offset = divmod(position, SEGMENT_STRIDE)
         commands: list[list[str | int]] = []
         if exact_key is not None:
             commands.append(["GET", self._exact_key(nsid, exact_key)])
         commands += [
             ["GET", self._epoch_key],
             ["GET", self._gen_key(nsid)],
-            ["GETRANGE", self._log_key(nsid, guess), offset, offset + length - 1],
+            ["GET", self._segments_key(nsid, guess)],  # before the GETRANGE: see _read_log
+            ["GETRANGE", self._log_key(nsid, guess, segment), offset, offset + length - 1],
         ]
         results = self._rest.pipeline(commands)
         exact = self._live_entry(results[0]) if exact_key is not None else None
-        epoch, gen, data = results[-3:]
+        epoch, gen, last, data = results[-4:]
         generation = f"{_text(epoch)}.{_text(gen)}"
         self._remember(nsid, generation, _text(epoch))
         if generation != guess:  # compacted or cleared since: what was read is stale
             records, end = self._read_log(nsid, generation, 0, None)
             return SyncResult(exact, tuple(records), Cursor(generation, end), True)
-        records, end = self._read_log(nsid, generation, offset, (bytes(data or b""), length))
+        first = (bytes(data or b""), length, int(_text(last)))
+        records, end = self._read_log(nsid, generation, position, first)
         reset = cursor is None or cursor.generation != generation
         return SyncResult(exact, tuple(records), Cursor(generation, end), reset)
 
@@ -401,15 +492,16 @@ class UpstashStore:
         commands = self.put_commands(entry, vector, generation)
         results = self._rest.multi_exec(commands)
         if vector is not None:
-            record = str(commands[-3][2]).encode("ascii")
-            self._settle(nsid, generation, record, results[-2], results[-1])
+            record = str(commands[-3][5]).encode("ascii")
+            self._settle(nsid, generation, record, results[-3], results[-2], results[-1])
 
     def put_commands(
         self, entry: Entry, vector: npt.NDArray[np.float32] | None, generation: str
     ) -> list[list[str | int]]:
         """The one transaction that stores an entry: both SETs with their TTL, the count's ZADD,
-        the namespace's SADD and, with a vector, the APPEND to ``generation``'s log followed by
-        the GETs that tell whether ``generation`` is still the current one."""
+        the namespace's SADD and, with a vector, the append to ``generation``'s log (one EVAL
+        that picks the segment) followed by the GETs that tell whether ``generation`` is still
+        the current one."""
         nsid = self.namespace_id(entry.namespace)
         _id_bytes(entry.id)
         dim = 0 if vector is None else int(np.asarray(vector).size)
@@ -427,7 +519,7 @@ class UpstashStore:
         if vector is not None:
             record = encode_records([LogRecord(entry.id, vector, entry.expires_at)], dim)
             commands += [
-                ["APPEND", self._log_key(nsid, generation), record.decode("ascii")],
+                self._append_command(nsid, generation, record),
                 ["GET", self._epoch_key],
                 ["GET", self._gen_key(nsid)],
             ]
@@ -444,17 +536,20 @@ class UpstashStore:
         removed, current = self._rest.command(
             "EVAL",
             _DELETE_LUA,
-            6,
+            7,
             self._entry_key(entry_id),
             self._exact_key(nsid, entry.exact_key),
             self._ids_key,
             self._log_key(nsid, generation),
             self._epoch_key,
             self._gen_key(nsid),
+            self._segments_key(nsid, generation),
             bytes(raw).decode("utf-8"),
             entry_id,
             record.decode("ascii"),
             generation,
+            self._segment_chars(max(1, len(record))),
+            max(1, len(record)),
         )
         current = _text(current)
         self._remember(nsid, current, current.split(".", 1)[0])
@@ -496,18 +591,6 @@ class UpstashStore:
         if answer != b"PONG":
             raise StoreError(f"Upstash PING answered {answer!r}")
 
-    # ------------------------------------------------------------------ fill locks
-    def try_lock(self, name: str, token: str, ttl: float) -> bool:
-        """``SET NX PX``: one round trip; the lock expires by itself if its holder dies."""
-        answer = self._rest.command(
-            "SET", f"{self._prefix}lock:{name}", token, "NX", "PX", max(1, int(ttl * 1000))
-        )
-        return answer is not None
-
-    def unlock(self, name: str, token: str) -> None:
-        """Delete the lock only if ``token`` still holds it (one EVAL)."""
-        self._rest.command("EVAL", _UNLOCK_LUA, 1, f"{self._prefix}lock:{name}", token)
-
     # ------------------------------------------------------------------ compaction
     def compact(self) -> int:
         """Rewrite every namespace's log with only its live records (no tombstones, no expired
@@ -540,20 +623,25 @@ class UpstashStore:
                 return 0  # nothing to drop: no rewrite, readers keep their offsets
             dim = next((int(r.vector.size) for r in live if r.vector is not None), 0)
             new_gen = uuid.uuid4().hex
-            new_log = self._log_key(nsid, f"{epoch}.{new_gen}")
-            self._write_log(new_log, live, dim)
+            self._write_log(self._log_key(nsid, f"{epoch}.{new_gen}"), live, dim)
+            with self._lock:
+                record_chars = self._record_chars[nsid]
             switched = self._rest.command(
                 "EVAL",
                 _SWITCH_LUA,
-                4,
+                6,
                 self._epoch_key,
                 self._gen_key(nsid),
                 self._log_key(nsid, generation),
-                new_log,
+                self._log_key(nsid, f"{epoch}.{new_gen}"),
+                self._segments_key(nsid, generation),
+                self._segments_key(nsid, f"{epoch}.{new_gen}"),
                 epoch,
                 gen,
-                end,
+                *divmod(end, SEGMENT_STRIDE),
                 new_gen,
+                self._segment_chars(record_chars),
+                record_chars,
             )
             if switched == 1:
                 self._remember(nsid, f"{epoch}.{new_gen}", epoch)
@@ -579,13 +667,27 @@ class UpstashStore:
         return alive
 
     def _write_log(self, key: str, records: Sequence[LogRecord], dim: int) -> None:
+        """Write a new generation's log (``key``: its segment 0), segment by segment; every key
+        expires unless the compaction's switch makes it permanent."""
         if not records:
             return
-        chars = min(self._chunk, _MAX_WRITE_CHARS)
-        per_request = max(1, (chars * 3 // 4) // record_dtype(dim).itemsize)
-        for start in range(0, len(records), per_request):
-            text = encode_records(records[start : start + per_request], dim).decode("ascii")
-            self._rest.multi_exec([["APPEND", key, text], ["PEXPIRE", key, _STAGING_TTL_MS]])
+        size = record_dtype(dim).itemsize
+        per_segment = self._segment_chars(size * 4 // 3) // (size * 4 // 3)
+        per_request = max(1, (min(self._chunk, _MAX_WRITE_CHARS) * 3 // 4) // size)
+        counter = f"{self._prefix}seg:{key.removeprefix(self._prefix + 'log:')}"
+        for first in range(0, len(records), per_segment):
+            segment = first // per_segment
+            segment_key = key if segment == 0 else f"{key}:{segment}"
+            stop = min(first + per_segment, len(records))
+            for start in range(first, stop, per_request):
+                text = encode_records(records[start : min(start + per_request, stop)], dim)
+                commands: list[list[str | int]] = [
+                    ["APPEND", segment_key, text.decode("ascii")],
+                    ["PEXPIRE", segment_key, _STAGING_TTL_MS],
+                ]
+                if segment > 0:
+                    commands.append(["SET", counter, segment, "PX", _STAGING_TTL_MS])
+                self._rest.multi_exec(commands)
 
     # ------------------------------------------------------------------ internals
     def _read_length(self, nsid: str) -> int:
@@ -595,19 +697,34 @@ class UpstashStore:
         return self._chunk - self._chunk % chars
 
     def _read_log(
-        self, nsid: str, generation: str, offset: int, first: tuple[bytes, int] | None
+        self, nsid: str, generation: str, position: int, first: tuple[bytes, int, int] | None
     ) -> tuple[list[LogRecord], int]:
-        """Read records from ``offset`` to the end of the log, one chunk per round trip.
-        ``first``: a chunk already read at ``offset`` (and the length that was asked for)."""
-        key = self._log_key(nsid, generation)
+        """Read records from ``position`` (segment * SEGMENT_STRIDE + offset) to the end of the
+        log, one chunk per round trip. ``first``: a chunk already read at ``position``, the
+        length that was asked for and the last segment, as read before that chunk.
+
+        The last segment is read before any of the log: writers move it on only once a segment
+        is full, so every segment before it is complete and a reader that reaches its end can
+        go on to the next one without missing a record."""
+        segment, offset = divmod(position, SEGMENT_STRIDE)
+        last: int | None = None
         records: list[LogRecord] = []
         while True:
+            key = self._log_key(nsid, generation, segment)
             if first is None:
                 with self._lock:
                     length = self._read_length(nsid)
-                data = bytes(self._rest.command("GETRANGE", key, offset, offset + length - 1))
+                read: list[str | int] = ["GETRANGE", key, offset, offset + length - 1]
+                if last is None:
+                    counter, data = self._rest.pipeline(
+                        [["GET", self._segments_key(nsid, generation)], read]
+                    )
+                    last = int(_text(counter))
+                else:
+                    data = self._rest.command(*read)
+                data = bytes(data or b"")
             else:
-                data, length = first
+                data, length, last = first
                 first = None
             parsed, used, chars = decode_records(data)
             if chars is not None:
@@ -615,10 +732,12 @@ class UpstashStore:
                     self._record_chars[nsid] = chars
             records += parsed
             offset += used
-            if len(data) < length:  # reached the end of the log
+            if len(data) < length:  # reached the end of the segment
                 if used != len(data):
                     raise StoreError(f"corrupt vector log {key}: it ends inside a record")
-                return records, offset
+                if segment >= last:
+                    return records, segment * SEGMENT_STRIDE + offset
+                segment, offset = segment + 1, 0
 
     def _writer_generation(self, nsid: str) -> str:
         with self._lock:
@@ -630,31 +749,50 @@ class UpstashStore:
         self._remember(nsid, generation, _text(epoch))
         return generation
 
-    def _settle(self, nsid: str, appended_to: str, record: bytes, epoch: Any, gen: Any) -> None:
+    def _append_command(self, nsid: str, generation: str, record: bytes) -> list[str | int]:
+        """The EVAL that appends ``record`` to ``generation``'s log, in its last segment if it
+        fits, else in a new one; it answers the segment it wrote to."""
+        return [
+            "EVAL",
+            _APPEND_LUA,
+            2,
+            self._segments_key(nsid, generation),
+            self._log_key(nsid, generation),
+            record.decode("ascii"),
+            self._segment_chars(len(record)),
+            len(record),
+        ]
+
+    def _settle(
+        self, nsid: str, appended_to: str, record: bytes, segment: Any, epoch: Any, gen: Any
+    ) -> None:
         current = f"{_text(epoch)}.{_text(gen)}"
         self._remember(nsid, current, _text(epoch))
         if current != appended_to:
-            self._reappend(nsid, record, stale=appended_to)
+            self._reappend(nsid, record, stale=(appended_to, int(segment)))
 
-    def _reappend(self, nsid: str, record: bytes, stale: str | None = None) -> None:
+    def _reappend(self, nsid: str, record: bytes, stale: tuple[str, int] | None = None) -> None:
         """Append ``record`` to the current generation's log, checking it in the same
-        transaction; delete the stale key an APPEND may have recreated."""
+        transaction; delete the stale keys (segment, counter) an append may have recreated."""
         for _ in range(_MAX_REAPPENDS):
             with self._lock:
                 target = self._generations[nsid]
             commands: list[list[str | int]] = [
-                ["APPEND", self._log_key(nsid, target), record.decode("ascii")],
+                self._append_command(nsid, target, record),
                 ["GET", self._epoch_key],
                 ["GET", self._gen_key(nsid)],
             ]
             if stale is not None:
-                commands.append(["DEL", self._log_key(nsid, stale)])
+                commands += [
+                    ["DEL", self._log_key(nsid, stale[0], stale[1])],
+                    ["DEL", self._segments_key(nsid, stale[0])],
+                ]
             results = self._rest.multi_exec(commands)
             current = f"{_text(results[1])}.{_text(results[2])}"
             self._remember(nsid, current, _text(results[1]))
             if current == target:
                 return
-            stale = target
+            stale = (target, int(results[0]))
         raise StoreError(f"vector log of namespace {nsid}: the generation kept changing")
 
     def _remember(self, nsid: str, generation: str, epoch: str) -> None:
@@ -683,12 +821,6 @@ class UpstashStore:
             return None
         entry, _ = self._unwrap(raw)
         return None if entry.expired(self._clock()) else entry
-
-
-_UNLOCK_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _glob_escape(text: str) -> str:

@@ -591,6 +591,18 @@ class UpstashStore:
         if answer != b"PONG":
             raise StoreError(f"Upstash PING answered {answer!r}")
 
+    # ------------------------------------------------------------------ fill locks
+    def try_lock(self, name: str, token: str, ttl: float) -> bool:
+        """``SET NX PX``: one round trip; the lock expires by itself if its holder dies."""
+        answer = self._rest.command(
+            "SET", f"{self._prefix}lock:{name}", token, "NX", "PX", max(1, int(ttl * 1000))
+        )
+        return answer is not None
+
+    def unlock(self, name: str, token: str) -> None:
+        """Delete the lock only if ``token`` still holds it (one EVAL)."""
+        self._rest.command("EVAL", _UNLOCK_LUA, 1, f"{self._prefix}lock:{name}", token)
+
     # ------------------------------------------------------------------ compaction
     def compact(self) -> int:
         """Rewrite every namespace's log with only its live records (no tombstones, no expired
@@ -821,6 +833,12 @@ class UpstashStore:
             return None
         entry, _ = self._unwrap(raw)
         return None if entry.expired(self._clock()) else entry
+
+
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def _glob_escape(text: str) -> str:

@@ -6,6 +6,7 @@ Depends only on the protocols in ``_protocols``; never on a concrete backend.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -205,7 +206,25 @@ class PromptCache:
             return ChatStream.replay(
                 self._finish(request, started, completion, Tier.BYPASS, reason=why)
             )
-        return self._relay(request, started, ns, key, counter, vector=vector, old=old, lease=lease)
+        release: Callable[[], None] | None = None
+        if request.cache is CacheMode.USE:  # across processes, as _fill does
+            lock, token = f"fill:{key}", uuid.uuid4().hex
+            peer, locked = self._lead_or_wait(ns, key, lock, token)
+            if peer is not None:
+                lease.resolve((Completion(peer.response, peer.model, Usage()), peer, _FROM_PEER))
+                hit = CacheHit(entry=peer, tier=Tier.EXACT, similarity=1.0)
+                return ChatStream.replay(self._hit(request, started, hit))
+            if locked:
+                release = functools.partial(self._unlock, lock, token)
+        try:
+            return self._relay(
+                request, started, ns, key, counter,
+                vector=vector, old=old, lease=lease, release=release,
+            )  # fmt: skip
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     def models(self) -> list[str]:
         """The models this cache has answered for (from the counters); empty if stats fail."""
@@ -438,10 +457,13 @@ class PromptCache:
             return self._store_completion(request, ns, key, vector, old, completion)
         finally:
             if locked:
-                try:
-                    self.store.unlock(lock, token)
-                except Exception as exc:  # it expires by itself
-                    log.warning("releasing the fill lock failed: %s", exc)
+                self._unlock(lock, token)
+
+    def _unlock(self, lock: str, token: str) -> None:
+        try:
+            self.store.unlock(lock, token)
+        except Exception as exc:  # it expires by itself
+            log.warning("releasing the fill lock failed: %s", exc)
 
     def _lead_or_wait(self, ns: str, key: str, lock: str, token: str) -> tuple[Entry | None, bool]:
         """Across processes sharing the store (Lambda containers, several servers): the first to
@@ -510,11 +532,15 @@ class PromptCache:
         lease: Lease[tuple[Completion, Entry | None, str | None]] | None = None,
         store: bool = True,
         reason: str | None = None,
+        release: Callable[[], None] | None = None,
     ) -> ChatStream:
-        """A primed stream of the model's deltas (tier miss when it will be stored, else bypass)."""
+        """A primed stream of the model's deltas (tier miss when it will be stored, else bypass).
+        ``release`` runs once the stream has ended, however it ended."""
         deltas = self._relay_deltas(
             request, started, ns, key, counter, vector, old, lease, store, reason
         )
+        if release is not None:
+            deltas = _then(deltas, release)
         stream = ChatStream(
             tier=Tier.MISS if store else Tier.BYPASS,
             model=request.model,
@@ -679,6 +705,16 @@ def _apply(index: VectorIndex, records: Sequence[LogRecord]) -> None:
             np.stack([r.vector for r in live]),  # type: ignore[misc]
             [r.expires_at for r in live],
         )
+
+
+def _then(
+    deltas: Generator[str, None, ChatResult], after: Callable[[], None]
+) -> Generator[str, None, ChatResult]:
+    """``deltas``, then ``after()`` once they have ended: completed, broken or closed."""
+    try:
+        return (yield from deltas)
+    finally:
+        after()
 
 
 def _embeds() -> int:

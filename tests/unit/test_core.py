@@ -345,3 +345,34 @@ def test_the_verifier_checks_only_borderline_candidates() -> None:
     assert cache.chat(req("clear match")).tier is Tier.SEMANTIC  # 0.99 >= 0.9 + 0.04: not checked
     assert cache.chat(req("borderline match")).tier is Tier.MISS  # 0.91 < 0.94: checked, rejected
     assert seen == ["borderline match"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_identical_misses_in_two_caches_sharing_a_store_make_one_model_call(streamed: bool) -> None:
+    """Two processes (two PromptCache objects) on one store: the fill lock in the store."""
+    store, llm = MemoryStore(), FakeLLM(delay=0.3)
+    caches = [
+        PromptCache(store=store, embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm)
+        for _ in range(2)
+    ]
+    barrier = threading.Barrier(2)
+
+    def ask(cache: PromptCache) -> tuple[str, str]:
+        barrier.wait()
+        request = req("what is a fill lock?")
+        if not streamed:
+            result = cache.chat(request)
+            return result.tier.value, result.response
+        stream = cache.chat_stream(request)
+        return stream.tier.value, "".join(stream)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(ask, caches))
+    assert llm.calls == 1
+    assert sorted(tier for tier, _ in results) == ["exact", "miss"]
+    assert results[0][1] == results[1][1]
+    from promptcache._keys import exact_key, namespace
+
+    request = req("what is a fill lock?")
+    key = exact_key(namespace(request, "fake", 8), request.prompt)
+    assert store.try_lock(f"fill:{key}", "someone-else", 1)  # released: no stale lock left

@@ -435,7 +435,6 @@ def test_identical_misses_in_two_processes_make_one_model_call(
 ) -> None:
     """Two caches on the same Upstash (two Lambda containers): the fill lock makes one of them
     ask the model; the other waits for its entry and answers it as an exact hit."""
-    import threading
 
     llm = FakeLLM(delay=0.5)
     caches = [

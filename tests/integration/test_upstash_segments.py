@@ -18,7 +18,7 @@ import redis
 from promptcache import ChatRequest, Entry, Message, PromptCache, Tier, Usage
 from promptcache.adapters.memory import MemoryStats
 from promptcache.adapters.upstash import SEGMENT_STRIDE, UpstashStore, decode_records
-from tests.support.upstash_standin import UpstashStandIn
+from tests.support.upstash_standin import Requests, UpstashStandIn
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 pytestmark = pytest.mark.integration
@@ -58,18 +58,6 @@ def segments(r: redis.Redis, nsid: str, generation: str) -> list[bytes]:
 
 def ids(records: object) -> list[str]:
     return [r.entry_id for r in records]  # type: ignore[attr-defined]
-
-
-class Requests:
-    def __init__(self, upstash: UpstashStandIn) -> None:
-        self.upstash = upstash
-        self.seen: Counter[str] = Counter(upstash.requests)
-
-    def take(self) -> Counter[str]:
-        now = Counter(self.upstash.requests)
-        new = now - self.seen
-        self.seen = now
-        return new
 
 
 def test_records_fill_segments_and_read_back_once(

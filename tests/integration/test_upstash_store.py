@@ -29,7 +29,7 @@ from promptcache import (
 )
 from promptcache.adapters.memory import MemoryStats
 from promptcache.adapters.upstash import UpstashStats, UpstashStore, decode_records
-from tests.support.upstash_standin import UpstashStandIn
+from tests.support.upstash_standin import Requests, UpstashStandIn
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 pytestmark = pytest.mark.integration
@@ -53,20 +53,6 @@ def entry(
         created_at=now,
         expires_at=None if ttl is None else now + ttl,
     )
-
-
-class Requests:
-    """Round trips the stand-in served since the last ``take()``."""
-
-    def __init__(self, upstash: UpstashStandIn) -> None:
-        self.upstash = upstash
-        self.seen: Counter[str] = Counter(upstash.requests)
-
-    def take(self) -> Counter[str]:
-        now = Counter(self.upstash.requests)
-        new = now - self.seen
-        self.seen = now
-        return new
 
 
 # ------------------------------------------------------------------------------- round trips

@@ -309,3 +309,17 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class Requests:
+    """Round trips the stand-in served since the last ``take()``, by path."""
+
+    def __init__(self, upstash: UpstashStandIn) -> None:
+        self.upstash = upstash
+        self.seen: Counter[str] = Counter(upstash.requests)
+
+    def take(self) -> Counter[str]:
+        now = Counter(self.upstash.requests)
+        new = now - self.seen
+        self.seen = now
+        return new

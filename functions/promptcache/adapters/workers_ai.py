@@ -26,7 +26,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -89,27 +89,39 @@ def _default_breaker(name: str, clock: Callable[[], float]) -> CircuitBreaker:
 
 
 class _WorkersAI:
-    """What both Workers AI adapters share: URL, auth and the resilient client."""
+    """What both Workers AI adapters share: URL, auth, model check and the resilient client.
+
+    Each adapter states only its defaults (model, retry policy, breaker name).
+    """
+
+    DEFAULT_MODEL: ClassVar[str]
+    DEFAULT_POLICY: ClassVar[RetryPolicy]
+    KIND: ClassVar[str]
 
     def __init__(
         self,
         client: httpx.Client,
         account_id: str,
         token: str,
-        base_url: str,
+        base_url: str = cf.DEFAULT_BASE_URL,
+        model: str | None = None,
         *,
-        policy: RetryPolicy,
-        breaker: CircuitBreaker | None,
-        name: str,
-        sleep: Callable[[float], None],
-        clock: Callable[[], float],
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_url = cf.account_url(base_url, account_id) + "/ai/run/"
         self._headers = cf.auth_headers(token)
+        self.model = model or self.DEFAULT_MODEL
+        try:
+            self._url(self.model)
+        except UpstreamBadRequest as exc:
+            raise ConfigError(exc.message) from None
         self._http = ResilientHTTP(
             client,
-            policy=policy,
-            breaker=breaker or _default_breaker(name, clock),
+            policy=policy or self.DEFAULT_POLICY,
+            breaker=breaker or _default_breaker(f"workers-ai {self.KIND}", clock),
             retryable=_not_permanent,
             sleep=sleep,
             clock=clock,
@@ -132,13 +144,17 @@ class _WorkersAI:
 class WorkersAIEmbedder(_WorkersAI):
     """Embedder protocol over Workers AI (default bge-base-en-v1.5, 768-d)."""
 
+    DEFAULT_MODEL = DEFAULT_EMBEDDING_MODEL
+    DEFAULT_POLICY = RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.5)
+    KIND = "embeddings"
+
     def __init__(
         self,
         client: httpx.Client,
         account_id: str,
         token: str,
         base_url: str = cf.DEFAULT_BASE_URL,
-        model: str = DEFAULT_EMBEDDING_MODEL,
+        model: str | None = None,
         *,
         dim: int | None = None,
         threshold: float | None = None,
@@ -147,29 +163,25 @@ class WorkersAIEmbedder(_WorkersAI):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``dim`` and ``threshold`` are needed only for a model not in ``EMBEDDING_DIMS``."""
         super().__init__(
             client,
             account_id,
             token,
             base_url,
-            policy=policy or RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.5),
+            model,
+            policy=policy,
             breaker=breaker,
-            name="workers-ai embeddings",
             sleep=sleep,
             clock=clock,
         )
         if dim is None:
-            if model not in EMBEDDING_DIMS:
+            if self.model not in EMBEDDING_DIMS:
                 raise ConfigError(
-                    f"unknown Workers AI embedding model {model!r}: pass its dimension "
+                    f"unknown Workers AI embedding model {self.model!r}: pass its dimension "
                     f"(known: {sorted(EMBEDDING_DIMS)})"
                 )
-            dim = EMBEDDING_DIMS[model]
-        try:
-            self._url(model)
-        except UpstreamBadRequest as exc:
-            raise ConfigError(exc.message) from None
-        self.model = model
+            dim = EMBEDDING_DIMS[self.model]
         self._dim = dim
         self._threshold = DEFAULT_BGE_THRESHOLD if threshold is None else threshold
 
@@ -238,35 +250,9 @@ class WorkersAILLM(_WorkersAI):
     The model is the request's (``ChatRequest.model``), else the adapter's default.
     """
 
-    def __init__(
-        self,
-        client: httpx.Client,
-        account_id: str,
-        token: str,
-        base_url: str = cf.DEFAULT_BASE_URL,
-        model: str = DEFAULT_LLM_MODEL,
-        *,
-        policy: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            client,
-            account_id,
-            token,
-            base_url,
-            policy=policy or RetryPolicy(attempts=2, backoff=0.2, max_backoff=2.0),
-            breaker=breaker,
-            name="workers-ai generation",
-            sleep=sleep,
-            clock=clock,
-        )
-        try:
-            self._url(model)
-        except UpstreamBadRequest as exc:
-            raise ConfigError(exc.message) from None
-        self.model = model
+    DEFAULT_MODEL = DEFAULT_LLM_MODEL
+    DEFAULT_POLICY = RetryPolicy(attempts=2, backoff=0.2, max_backoff=2.0)
+    KIND = "generation"
 
     @property
     def name(self) -> str:

@@ -1,5 +1,5 @@
 """POST /chat and the OpenAI-compatible POST /v1/chat/completions, GET /v1/models: answer a prompt
-from the cache or the LLM."""
+from the cache or the LLM. DELETE /entries/{id}: remove a stored answer."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +41,12 @@ def chat_completions() -> Response[str]:
 @tracer.capture_method
 def models() -> Response[str]:
     return openai_api.models(app.current_event, runtime.service(), runtime.settings())
+
+
+@app.delete("/entries/<entry_id>")
+@tracer.capture_method
+def forget(entry_id: str) -> Response[str]:
+    return api.forget(app.current_event, entry_id, runtime.service(), runtime.settings(), limiter)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -42,5 +42,10 @@ def namespace(request: ChatRequest, embedder_id: str, dim: int) -> str:
     return f"{request.tenant}:{embedder_id}:{dim}:{digest}"
 
 
+def tenant_of(namespace_: str) -> str:
+    """The tenant a namespace belongs to (tenants may contain ':'; the other parts do not)."""
+    return namespace_.rsplit(":", 3)[0]
+
+
 def exact_key(namespace_: str, prompt: str) -> str:
     return _digest([namespace_, normalize(prompt)])

@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -44,7 +45,22 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
     ("GET", "/v1/models"): "chat",
+    ("DELETE", "/entries/{id}"): "chat",
 }
+
+
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
+
+
+_TEMPLATES = {path: _template(path) for _, path in ROUTES}
+_ENTRY_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def route_path(path: str) -> str | None:
+    """The ROUTES path (``/entries/{id}`` for ``/entries/ab12...``) a request path falls under."""
+    return next((route for route, pattern in _TEMPLATES.items() if pattern.match(path)), None)
+
 
 _ROLES = ("system", "user", "assistant")
 _CHAT_FIELDS = {
@@ -128,7 +144,7 @@ def make_app(settings: Settings) -> APIGatewayHttpResolver:
 
 def _no_route(event: APIGatewayProxyEventV2) -> Response[str]:
     path = event.raw_path
-    methods = sorted(m for (m, p) in ROUTES if p == path)
+    methods = sorted(m for (m, p) in ROUTES if p == route_path(path))
     if methods:
         err: PromptCacheError = MethodNotAllowed(
             f"{event.request_context.http.method} is not allowed on {path}; "
@@ -307,6 +323,27 @@ def chat(
     if result.entry_id:
         headers["X-Promptcache-Entry"] = result.entry_id
     return json_response(200, result.as_dict(), headers)
+
+
+def forget(
+    event: APIGatewayProxyEventV2,
+    entry_id: str,
+    cache: PromptCache,
+    settings: Settings,
+    limiter: RateLimiter,
+) -> Response[str]:
+    """DELETE /entries/{id}: remove a stored answer, e.g. one a client found wrong."""
+    tenant = authenticate(event, settings)
+    limiter.check(tenant)
+    if not _ENTRY_ID.match(entry_id):
+        raise BadRequest(
+            f"{entry_id!r} is not an entry id: ids are 32 hex characters, as sent in the "
+            "X-Promptcache-Entry header and the 'entry_id' field of an answer"
+        )
+    entry = cache.forget(tenant, entry_id)
+    if entry is None:
+        raise NotFound(f"no entry {entry_id} in this cache (removed, expired, or never stored)")
+    return json_response(200, {"deleted": entry_id, "prompt": entry.prompt, "model": entry.model})
 
 
 def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:

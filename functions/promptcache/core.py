@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import BackendError, EmbedderError, StatsError, StoreError, UpstreamNotConfigured
-from ._keys import exact_key, namespace, normalize
+from ._keys import exact_key, namespace, normalize, tenant_of
 from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
 from ._singleflight import Lease, SingleFlight
 from ._stream import ChatStream
@@ -356,6 +356,27 @@ class PromptCache:
         status = _probe(name, fn, required=False)
         self._probes[name] = (now, status)
         return status
+
+    def forget(self, tenant: str, entry_id: str) -> Entry | None:
+        """Remove one of ``tenant``'s stored answers (a wrong one, say): neither tier serves it
+        again, here or in any process sharing the store. Returns the removed entry, or None when
+        the tenant has no such entry. Raises StoreError."""
+        try:
+            entry = self.store.get(entry_id)
+            if entry is None or tenant_of(entry.namespace) != tenant:
+                return None
+            removed = self.store.delete(entry_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"store failed: {exc}") from exc
+        with self._ns_lock:
+            state = self._namespaces.get(entry.namespace)
+        if state is not None:
+            with state.lock:
+                state.index.remove(entry_id)
+        self._flight.forget()  # a lingering shared answer may be this entry's
+        return entry if removed else None
 
     def clear(self) -> int:
         removed = self.store.clear()

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .api import ROUTES
+from .api import ROUTES, route_path
 
 log = logging.getLogger("promptcache.server")
 
@@ -116,8 +116,9 @@ def from_result(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], byt
 
 
 def _module_for(path: str) -> str:
-    for (_, route_path), module in ROUTES.items():
-        if route_path == path:
+    route = route_path(path)
+    for (_, known), module in ROUTES.items():
+        if known == route:
             return module
     if path.startswith("/v1/"):
         return "chat"

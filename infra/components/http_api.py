@@ -110,9 +110,10 @@ class HttpApi(pulumi.ComponentResource):
                 opts=child,
             )
 
-        # route key -> (handler module, the execute-api ARN suffix that this route invokes with)
+        # route key -> (handler module, the execute-api ARN suffix that this route invokes with;
+        # the ARN holds the request's path, so a path parameter is a wildcard there)
         keys: dict[str, tuple[str, str]] = {
-            f"{method} {path}": (module, f"{method}{path}")
+            f"{method} {path}": (module, f"{method}{re.sub(r'{[^}/]+}', '*', path)}")
             for (method, path), module in args.routes.items()
         }
         keys["$default"] = (args.fallback, "$default")

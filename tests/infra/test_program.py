@@ -230,8 +230,13 @@ def test_routes_point_at_the_right_functions(dev: ProgramRun) -> None:
 def test_each_route_may_invoke_only_its_function(dev: ProgramRun) -> None:
     base = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id('promptcache-dev')}/*/"
     permissions = {p["sourceArn"]: p for p in dev.inputs(PERMISSION)}
-    expected = {base + f"{m}{p}": f"promptcache-dev-{module}" for (m, p), module in ROUTES.items()}
+    # The source ARN holds the request path: a path parameter ({id}) is a wildcard there.
+    expected = {
+        base + f"{m}{p.replace('{id}', '*')}": f"promptcache-dev-{module}"
+        for (m, p), module in ROUTES.items()
+    }
     expected[base + "$default"] = "promptcache-dev-health"
+    assert base + "DELETE/entries/*" in expected
     assert set(permissions) == set(expected)
     for arn, function in expected.items():
         assert permissions[arn]["function"] == function

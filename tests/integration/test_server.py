@@ -295,3 +295,29 @@ def test_two_servers_on_one_store_make_one_upstream_call(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_deleted_entry_is_gone_for_every_server_on_the_store(
+    tmp_path: Any, upstream: OpenAIUpstream
+) -> None:
+    """A client reports a wrong answer to one server; the other server, which already holds the
+    entry in its index, stops serving it too (it reads the store's tombstone)."""
+    env = {"PROMPTCACHE_DATA_DIR": str(tmp_path / "data"), "OPENAI_BASE_URL": upstream.base_url}
+    a, b = (ServerProcess(env, tmp_path / f"server{i}.log").start() for i in range(2))
+    try:
+        stored = chat(a, prompt="How do I reset my password?").json()
+        assert chat(b, prompt="What is the way to reset my password?").json()["tier"] == "semantic"
+
+        gone = httpx.delete(f"{a.url}/entries/{stored['entry_id']}", timeout=10)
+        assert gone.status_code == 200 and gone.json()["deleted"] == stored["entry_id"]
+        assert httpx.delete(f"{b.url}/entries/{stored['entry_id']}", timeout=10).status_code == 404
+
+        paraphrase = chat(b, prompt="What is the way to reset my password?").json()
+        assert paraphrase["tier"] == "miss" and upstream.calls == 2
+        assert (
+            chat(a, prompt="how do i reset my password?").json()["entry_id"] != stored["entry_id"]
+        )
+        assert stats(a)["entries"] == 1
+    finally:
+        a.stop()
+        b.stop()

@@ -105,6 +105,46 @@ def test_ttl_expiry(parts) -> None:  # type: ignore[no-untyped-def]
     assert llm.calls == 2
 
 
+def test_forget_removes_an_entry_from_both_tiers(parts) -> None:  # type: ignore[no-untyped-def]
+    cache, _, llm, store, _ = parts
+    first = cache.chat(req("How do I reset my password?"))
+    assert cache.chat(req("How can I reset my password?")).tier is Tier.SEMANTIC  # index loaded
+    removed = cache.forget("default", first.entry_id)
+    assert removed is not None and removed.id == first.entry_id
+    assert removed.prompt == "how do i reset my password?"
+    assert store.get(first.entry_id) is None
+    # the paraphrase no longer finds it (the in-process index dropped it), nor does the prompt
+    assert cache.chat(req("How can I reset my password?")).tier is Tier.MISS
+    again = cache.chat(req("How do I reset my password?"))  # matches the paraphrase's answer
+    assert again.tier is Tier.SEMANTIC and again.entry_id != first.entry_id
+    assert llm.calls == 2
+    assert cache.forget("default", first.entry_id) is None  # already gone
+
+
+def test_forget_only_within_the_tenant(parts) -> None:  # type: ignore[no-untyped-def]
+    cache, _, _, store, _ = parts
+    theirs = cache.chat(req("How do I reset my password?", tenant="acme:eu"))
+    assert cache.forget("acme", theirs.entry_id) is None  # a tenant that is a prefix of theirs
+    assert cache.forget("default", theirs.entry_id) is None
+    assert cache.forget("acme:eu", "0" * 32) is None
+    assert store.get(theirs.entry_id) is not None
+    assert cache.forget("acme:eu", theirs.entry_id) is not None
+
+
+def test_forget_surfaces_a_store_failure(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cache, _, _, store, _ = parts
+    entry_id = cache.chat(req("How do I reset my password?")).entry_id
+
+    def down(entry_id: str) -> None:
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(store, "get", down)
+    with pytest.raises(StoreError, match="connection reset"):
+        cache.forget("default", entry_id)
+    monkeypatch.undo()
+    assert store.get(entry_id) is not None  # nothing lost
+
+
 def test_namespaces_separate_models_params_and_context(parts) -> None:  # type: ignore[no-untyped-def]
     cache, _, llm, _, _ = parts
     cache.chat(req("How do I reset my password?"))

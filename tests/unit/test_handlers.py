@@ -136,3 +136,52 @@ def test_stats_and_health_shapes(handlers: dict[str, Any]) -> None:
     status, _, body = call(handlers, "health", "GET", "/health")
     assert status == 200 and body["status"] == "ok"
     assert set(body["dependencies"]) == {"store", "embedder", "stats", "llm"}
+
+
+def test_delete_entry(handlers: dict[str, Any]) -> None:
+    _, _, first = call(handlers, "chat", "POST", "/chat", {"prompt": "what is a monad?"})
+    entry = first["entry_id"]
+    status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
+    assert status == 200
+    assert body == {"deleted": entry, "prompt": "what is a monad?", "model": first["model"]}
+    status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
+    assert (
+        status == 404 and body["error"]["code"] == "not_found" and entry in body["error"]["message"]
+    )
+    _, _, again = call(handlers, "chat", "POST", "/chat", {"prompt": "what is a monad?"})
+    assert again["tier"] == "miss" and handlers["llm"].calls == 2
+
+
+def test_delete_entry_failures(handlers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, first = call(handlers, "chat", "POST", "/chat", {"prompt": "keep me"})
+    entry = first["entry_id"]
+    status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}", auth=None)
+    assert status == 401
+    status, _, body = call(handlers, "chat", "DELETE", "/entries/not-an-id")
+    assert status == 400 and "32 hex characters" in body["error"]["message"]
+    status, headers, body = call(handlers, "chat", "GET", f"/entries/{entry}")
+    assert status == 405 and headers["allow"] == "DELETE"
+    status, _, body = call(handlers, "chat", "DELETE", "/entries")
+    assert status == 404 and "DELETE /entries/{id}" in body["error"]["message"]
+
+    def down(entry_id: str) -> None:
+        raise OSError("store unreachable")
+
+    monkeypatch.setattr(handlers["cache"].store, "get", down)
+    status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
+    assert status == 503 and body["error"]["code"] == "store_error"
+    monkeypatch.undo()
+    assert handlers["cache"].store.get(entry) is not None  # every failure left it in place
+
+
+def test_delete_entry_of_another_tenant_is_not_found(
+    handlers: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTCACHE_API_KEYS", "k1:alpha,k2:beta")
+    runtime.settings.cache_clear()
+    importlib.reload(handlers["modules"]["chat"])
+    _, _, first = call(handlers, "chat", "POST", "/chat", {"prompt": "mine"}, auth="k1")
+    status, _, _ = call(handlers, "chat", "DELETE", f"/entries/{first['entry_id']}", auth="k2")
+    assert status == 404
+    _, _, again = call(handlers, "chat", "POST", "/chat", {"prompt": "mine"}, auth="k1")
+    assert again["tier"] == "exact"

@@ -228,6 +228,13 @@ def load_handlers() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{package}{name}") for name in names}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # http.server listens with a backlog of 5: a burst of clients beyond what the accept loop
+    # takes at once (concurrent misses on a busy machine) was refused or reset.
+    request_queue_size = 1024
+
+
 def make_server(host: str, port: int) -> ThreadingHTTPServer:
     import os
 
@@ -235,9 +242,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     handler = type("Handler", (_Handler,), {"modules": load_handlers()})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), handler)
 
 
 def serve(host: str, port: int) -> None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import base64
+import socket
 
-from promptcache.server import from_result, to_event
+import pytest
+
+from promptcache.server import from_result, make_server, to_event
 
 
 def test_to_event_is_an_http_api_v2_event() -> None:
@@ -44,3 +47,21 @@ def test_from_result() -> None:
         and ("Set-Cookie", "c=1") in headers
         and body == b"hi"
     )
+
+
+def test_a_burst_of_connections_waits_in_the_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients connecting faster than the server accepts (a burst, a busy machine) queue in the
+    listen backlog. With http.server's default of 5, the rest were dropped or reset."""
+    monkeypatch.setenv("PROMPTCACHE_STORE", "memory")
+    server = make_server("127.0.0.1", 0)  # listening, but accepting nothing yet
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            clients.append(client := socket.socket())
+            client.settimeout(2.0)
+            client.connect(server.server_address)
+        assert len(clients) == 64
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()

@@ -182,7 +182,11 @@ class Cold:
     index_bytes: int
 
 
-def cold_load(standin: StandIn, chunk: int, base64_responses: bool, n: int) -> Cold:
+def cold_load(
+    standin: StandIn, chunk: int, base64_responses: bool, n: int, one_stack: bool = False
+) -> Cold:
+    """Sync a namespace from nothing and build its index as the core does (``apply_log``), or,
+    with ``one_stack``, as it did before: every vector stacked into one array first."""
     client = Client.new()
     store = client.store(standin, chunk_bytes=chunk, base64_responses=base64_responses)
     gc.collect()
@@ -190,13 +194,17 @@ def cold_load(standin: StandIn, chunk: int, base64_responses: bool, n: int) -> C
     reset_peak_rss()
     started = time.perf_counter()
     result = store.sync(NS, "f" * 64, None)
-    live = [r for r in result.records if r.vector is not None]
-    index = VectorIndex(DIM, capacity=max(1024, len(live)))
-    index.add(
-        [r.entry_id for r in live],
-        np.stack([r.vector for r in live]),  # type: ignore[misc]
-        [r.expires_at for r in live],
-    )
+    index = VectorIndex(DIM, capacity=max(1024, len(result.records)))
+    if one_stack:
+        live = [r for r in result.records if r.vector is not None]
+        index.add(
+            [r.entry_id for r in live],
+            np.stack([r.vector for r in live]),  # type: ignore[misc]
+            [r.expires_at for r in live],
+        )
+        del live
+    else:
+        index.apply_log(result.records)
     seconds = time.perf_counter() - started
     _, peak = rss()
     assert len(index) == n, (len(index), n)
@@ -284,8 +292,18 @@ def run(sizes: list[int], seed_max: int, chunk: int, reps: int, rounds: int) -> 
                 t0 = time.perf_counter()
                 populate(r, helper, vectors, 0)
                 print(f"[{n:,}] populated in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-                for b64, label in ((True, "base64 answers"), (False, "plain JSON answers")):
-                    runs = [cold_load(standin, chunk, b64, n) for _ in range(reps if b64 else 1)]
+                variants = (
+                    (True, False, "base64 answers"),
+                    (True, True, "base64 answers, one np.stack of all vectors (before)"),
+                    (False, False, "plain JSON answers"),
+                )
+                reps_of = {v: reps if v[0] else 1 for v in variants}
+                cold: dict[tuple[bool, bool, str], list[Cold]] = {v: [] for v in variants}
+                for rep in range(reps):  # interleaved, so drift hits every variant alike
+                    for v in variants:
+                        if rep < reps_of[v]:
+                            cold[v].append(cold_load(standin, chunk, v[0], n, one_stack=v[1]))
+                for (_, _, label), runs in cold.items():
                     c = runs[0]
                     t = statistics.median(x.seconds for x in runs)
                     peak = statistics.median(x.peak_rss for x in runs)

@@ -31,7 +31,6 @@ from ._types import (
     Cursor,
     DependencyStatus,
     Entry,
-    LogRecord,
     SyncResult,
     Tier,
     Usage,
@@ -412,13 +411,13 @@ class PromptCache:
         fresh = None
         if result.reset:  # build the new index before taking the lock
             fresh = VectorIndex(self.embedder.dim, capacity=max(1024, len(result.records)))
-            _apply(fresh, result.records)
+            fresh.apply_log(result.records)
         with state.lock:
             if state.cursor == cursor:
                 if fresh is not None:
                     state.index = fresh
                 else:
-                    _apply(state.index, result.records)
+                    state.index.apply_log(result.records)
                 state.cursor = result.cursor
         return result
 
@@ -710,22 +709,6 @@ class PromptCache:
             log.warning(
                 "stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc)
             )
-
-
-def _apply(index: VectorIndex, records: Sequence[LogRecord]) -> None:
-    """Apply log records in order: vectors are added, tombstones remove (the last record of an
-    id decides)."""
-    last = {r.entry_id: r for r in records}
-    live = [r for r in last.values() if r.vector is not None]
-    for record in last.values():
-        if record.vector is None:
-            index.remove(record.entry_id)
-    if live:
-        index.add(
-            [r.entry_id for r in live],
-            np.stack([r.vector for r in live]),  # type: ignore[misc]
-            [r.expires_at for r in live],
-        )
 
 
 def _then(

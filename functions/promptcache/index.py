@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._errors import ConfigError
+from ._types import LogRecord
 
 _INF = np.float64(np.inf)
 
@@ -167,6 +168,23 @@ class VectorIndex:
             self._ids.extend(ids)
             self._size = end
             self._max_norm = max(self._max_norm, max_norm)
+
+    def apply_log(self, records: Sequence[LogRecord], chunk: int = 4096) -> None:
+        """Apply a store's log records in order: vectors are added, tombstones remove; the last
+        record of an id decides. Vectors are copied in ``chunk`` rows at a time, so loading a
+        whole log never holds a second full copy of them beside the records and the index."""
+        last = {r.entry_id: r for r in records}
+        live = [r for r in last.values() if r.vector is not None]
+        for record in last.values():
+            if record.vector is None:
+                self.remove(record.entry_id)
+        for start in range(0, len(live), chunk):
+            part = live[start : start + chunk]
+            self.add(
+                [r.entry_id for r in part],
+                np.stack([r.vector for r in part]),  # type: ignore[misc]
+                [r.expires_at for r in part],
+            )
 
     def remove(self, entry_id: str) -> bool:
         with self._lock:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from promptcache._errors import ConfigError
+from promptcache._types import LogRecord
 from promptcache.index import VectorIndex, _radius
 
 DIM = 384
@@ -258,3 +259,31 @@ def test_concurrent_adds_and_searches() -> None:
     assert len(index) == 8_000
     for i in (0, 1_999, 4_321, 7_999):
         assert as_rows(index.search(rows[i], min_score=0.99)) == [i]
+
+
+def test_apply_log_in_chunks_equals_one_add() -> None:
+    """A log applied a few rows at a time ends as if applied at once: the last record of an id
+    decides (re-added, tombstoned, tombstoned then re-added), across chunk boundaries."""
+    rng = np.random.default_rng(11)
+    rows = unit_rows(rng, 12)
+    records = [LogRecord(f"e{i}", rows[i], None) for i in range(10)]
+    records += [
+        LogRecord("e1", None),  # tombstone
+        LogRecord("e2", rows[10], 5.0),  # replaced, now expiring
+        LogRecord("e3", None),
+        LogRecord("e3", rows[11], None),  # tombstoned, then back
+    ]
+    chunked, whole = VectorIndex(DIM), VectorIndex(DIM)
+    chunked.apply_log(records, chunk=3)
+    whole.apply_log(records, chunk=len(records))
+    assert len(chunked) == len(whole) == 9
+    for q in (rows[0], rows[1], rows[10], rows[2], rows[11]):
+        assert chunked.search(q, k=3, min_score=0.5, now=1.0) == whole.search(
+            q, k=3, min_score=0.5, now=1.0
+        )
+    assert chunked.search(rows[1], k=1, min_score=0.99, now=1.0) == []
+    assert chunked.search(rows[10], k=1, min_score=0.99, now=1.0)[0][0] == "e2"
+    assert chunked.search(rows[10], k=1, min_score=0.99, now=6.0) == []  # expired
+    assert chunked.search(rows[11], k=1, min_score=0.99, now=1.0)[0][0] == "e3"
+    chunked.apply_log([LogRecord("e0", None)])
+    assert len(chunked) == 8

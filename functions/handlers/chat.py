@@ -1,5 +1,5 @@
 """POST /chat and the OpenAI-compatible POST /v1/chat/completions, GET /v1/models: answer a prompt
-from the cache or the LLM. DELETE /entries/{id}: remove a stored answer."""
+from the cache or the LLM. GET and DELETE /entries/{id}: read or remove a stored answer."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +41,12 @@ def chat_completions() -> Response[str]:
 @tracer.capture_method
 def models() -> Response[str]:
     return openai_api.models(app.current_event, runtime.service(), runtime.settings())
+
+
+@app.get("/entries/<entry_id>")
+@tracer.capture_method
+def entry(entry_id: str) -> Response[str]:
+    return api.entry(app.current_event, entry_id, runtime.service(), runtime.settings(), limiter)
 
 
 @app.delete("/entries/<entry_id>")

@@ -45,6 +45,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
     ("GET", "/v1/models"): "chat",
+    ("GET", "/entries/{id}"): "chat",
     ("DELETE", "/entries/{id}"): "chat",
 }
 
@@ -325,6 +326,47 @@ def chat(
     return json_response(200, result.as_dict(), headers)
 
 
+def _entry_id(value: str) -> str:
+    if not _ENTRY_ID.match(value):
+        raise BadRequest(
+            f"{value!r} is not an entry id: ids are 32 hex characters, as sent in the "
+            "X-Promptcache-Entry header and the 'entry_id' field of an answer"
+        )
+    return value
+
+
+def _no_entry(entry_id: str) -> NotFound:
+    return NotFound(f"no entry {entry_id} in this cache (removed, expired, or never stored)")
+
+
+def entry(
+    event: APIGatewayProxyEventV2,
+    entry_id: str,
+    cache: PromptCache,
+    settings: Settings,
+    limiter: RateLimiter,
+) -> Response[str]:
+    """GET /entries/{id}: a stored answer and the prompt it was stored for, e.g. to see what a
+    hit matched."""
+    tenant = authenticate(event, settings)
+    limiter.check(tenant)
+    found = cache.entry(tenant, _entry_id(entry_id))
+    if found is None:
+        raise _no_entry(entry_id)
+    return json_response(
+        200,
+        {
+            "id": found.id,
+            "prompt": found.prompt,
+            "response": found.response,
+            "model": found.model,
+            "created_at": found.created_at,
+            "expires_at": found.expires_at,
+            "usage": found.usage.as_dict(),
+        },
+    )
+
+
 def forget(
     event: APIGatewayProxyEventV2,
     entry_id: str,
@@ -335,15 +377,12 @@ def forget(
     """DELETE /entries/{id}: remove a stored answer, e.g. one a client found wrong."""
     tenant = authenticate(event, settings)
     limiter.check(tenant)
-    if not _ENTRY_ID.match(entry_id):
-        raise BadRequest(
-            f"{entry_id!r} is not an entry id: ids are 32 hex characters, as sent in the "
-            "X-Promptcache-Entry header and the 'entry_id' field of an answer"
-        )
-    entry = cache.forget(tenant, entry_id)
-    if entry is None:
-        raise NotFound(f"no entry {entry_id} in this cache (removed, expired, or never stored)")
-    return json_response(200, {"deleted": entry_id, "prompt": entry.prompt, "model": entry.model})
+    removed = cache.forget(tenant, _entry_id(entry_id))
+    if removed is None:
+        raise _no_entry(entry_id)
+    return json_response(
+        200, {"deleted": entry_id, "prompt": removed.prompt, "model": removed.model}
+    )
 
 
 def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:

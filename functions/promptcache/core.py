@@ -356,14 +356,27 @@ class PromptCache:
         self._probes[name] = (now, status)
         return status
 
+    def entry(self, tenant: str, entry_id: str) -> Entry | None:
+        """One of ``tenant``'s live stored answers, or None (another tenant's entries are
+        invisible). Raises StoreError."""
+        try:
+            entry = self.store.get(entry_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"store failed: {exc}") from exc
+        if entry is None or tenant_of(entry.namespace) != tenant or entry.expired(self.clock()):
+            return None
+        return entry
+
     def forget(self, tenant: str, entry_id: str) -> Entry | None:
         """Remove one of ``tenant``'s stored answers (a wrong one, say): neither tier serves it
         again, here or in any process sharing the store. Returns the removed entry, or None when
         the tenant has no such entry. Raises StoreError."""
+        entry = self.entry(tenant, entry_id)
+        if entry is None:
+            return None
         try:
-            entry = self.store.get(entry_id)
-            if entry is None or tenant_of(entry.namespace) != tenant:
-                return None
             removed = self.store.delete(entry_id)
         except StoreError:
             raise

@@ -236,7 +236,7 @@ def test_each_route_may_invoke_only_its_function(dev: ProgramRun) -> None:
         for (m, p), module in ROUTES.items()
     }
     expected[base + "$default"] = "promptcache-dev-health"
-    assert base + "DELETE/entries/*" in expected
+    assert base + "DELETE/entries/*" in expected and base + "GET/entries/*" in expected
     assert set(permissions) == set(expected)
     for arn, function in expected.items():
         assert permissions[arn]["function"] == function

@@ -297,7 +297,7 @@ def test_two_servers_on_one_store_make_one_upstream_call(
             server.stop()
 
 
-def test_a_deleted_entry_is_gone_for_every_server_on_the_store(
+def test_an_entry_read_then_deleted_is_gone_for_every_server_on_the_store(
     tmp_path: Any, upstream: OpenAIUpstream
 ) -> None:
     """A client reports a wrong answer to one server; the other server, which already holds the
@@ -306,11 +306,16 @@ def test_a_deleted_entry_is_gone_for_every_server_on_the_store(
     a, b = (ServerProcess(env, tmp_path / f"server{i}.log").start() for i in range(2))
     try:
         stored = chat(a, prompt="How do I reset my password?").json()
-        assert chat(b, prompt="What is the way to reset my password?").json()["tier"] == "semantic"
+        hit = chat(b, prompt="What is the way to reset my password?").json()
+        assert hit["tier"] == "semantic"
+        matched = httpx.get(f"{b.url}/entries/{hit['entry_id']}", timeout=10).json()
+        assert matched["prompt"] == "how do i reset my password?"
+        assert matched["response"] == stored["response"]
 
         gone = httpx.delete(f"{a.url}/entries/{stored['entry_id']}", timeout=10)
         assert gone.status_code == 200 and gone.json()["deleted"] == stored["entry_id"]
         assert httpx.delete(f"{b.url}/entries/{stored['entry_id']}", timeout=10).status_code == 404
+        assert httpx.get(f"{b.url}/entries/{stored['entry_id']}", timeout=10).status_code == 404
 
         paraphrase = chat(b, prompt="What is the way to reset my password?").json()
         assert paraphrase["tier"] == "miss" and upstream.calls == 2

@@ -109,10 +109,11 @@ def test_forget_removes_an_entry_from_both_tiers(parts) -> None:  # type: ignore
     cache, _, llm, store, _ = parts
     first = cache.chat(req("How do I reset my password?"))
     assert cache.chat(req("How can I reset my password?")).tier is Tier.SEMANTIC  # index loaded
+    assert cache.entry("default", first.entry_id) == store.get(first.entry_id)
     removed = cache.forget("default", first.entry_id)
     assert removed is not None and removed.id == first.entry_id
     assert removed.prompt == "how do i reset my password?"
-    assert store.get(first.entry_id) is None
+    assert store.get(first.entry_id) is None and cache.entry("default", first.entry_id) is None
     # the paraphrase no longer finds it (the in-process index dropped it), nor does the prompt
     assert cache.chat(req("How can I reset my password?")).tier is Tier.MISS
     again = cache.chat(req("How do I reset my password?"))  # matches the paraphrase's answer
@@ -128,7 +129,17 @@ def test_forget_only_within_the_tenant(parts) -> None:  # type: ignore[no-untype
     assert cache.forget("default", theirs.entry_id) is None
     assert cache.forget("acme:eu", "0" * 32) is None
     assert store.get(theirs.entry_id) is not None
+    assert cache.entry("acme", theirs.entry_id) is None
     assert cache.forget("acme:eu", theirs.entry_id) is not None
+
+
+def test_expired_entries_are_invisible(parts) -> None:  # type: ignore[no-untyped-def]
+    cache, _, _, _, clock = parts
+    entry_id = cache.chat(req("How do I reset my password?", ttl=10)).entry_id
+    assert cache.entry("default", entry_id) is not None
+    clock.now += 10
+    assert cache.entry("default", entry_id) is None
+    assert cache.forget("default", entry_id) is None
 
 
 def test_forget_surfaces_a_store_failure(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -139,8 +139,13 @@ def test_stats_and_health_shapes(handlers: dict[str, Any]) -> None:
 
 
 def test_delete_entry(handlers: dict[str, Any]) -> None:
-    _, _, first = call(handlers, "chat", "POST", "/chat", {"prompt": "what is a monad?"})
+    _, _, first = call(handlers, "chat", "POST", "/chat", {"prompt": "What is a  monad?"})
     entry = first["entry_id"]
+    status, _, body = call(handlers, "chat", "GET", f"/entries/{entry}")
+    assert status == 200
+    assert body["id"] == entry and body["prompt"] == "what is a monad?"
+    assert body["response"] == first["response"] and body["model"] == first["model"]
+    assert body["usage"] == first["usage"] and body["expires_at"] > body["created_at"]
     status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
     assert status == 200
     assert body == {"deleted": entry, "prompt": "what is a monad?", "model": first["model"]}
@@ -159,8 +164,10 @@ def test_delete_entry_failures(handlers: dict[str, Any], monkeypatch: pytest.Mon
     assert status == 401
     status, _, body = call(handlers, "chat", "DELETE", "/entries/not-an-id")
     assert status == 400 and "32 hex characters" in body["error"]["message"]
-    status, headers, body = call(handlers, "chat", "GET", f"/entries/{entry}")
-    assert status == 405 and headers["allow"] == "DELETE"
+    status, headers, body = call(handlers, "chat", "PUT", f"/entries/{entry}")
+    assert status == 405 and headers["allow"] == "DELETE, GET"
+    status, _, body = call(handlers, "chat", "GET", "/entries/not-an-id")
+    assert status == 400 and "32 hex characters" in body["error"]["message"]
     status, _, body = call(handlers, "chat", "DELETE", "/entries")
     assert status == 404 and "DELETE /entries/{id}" in body["error"]["message"]
 
@@ -168,8 +175,9 @@ def test_delete_entry_failures(handlers: dict[str, Any], monkeypatch: pytest.Mon
         raise OSError("store unreachable")
 
     monkeypatch.setattr(handlers["cache"].store, "get", down)
-    status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
-    assert status == 503 and body["error"]["code"] == "store_error"
+    for method in ("GET", "DELETE"):
+        status, _, body = call(handlers, "chat", method, f"/entries/{entry}")
+        assert status == 503 and body["error"]["code"] == "store_error"
     monkeypatch.undo()
     assert handlers["cache"].store.get(entry) is not None  # every failure left it in place
 
@@ -181,7 +189,8 @@ def test_delete_entry_of_another_tenant_is_not_found(
     runtime.settings.cache_clear()
     importlib.reload(handlers["modules"]["chat"])
     _, _, first = call(handlers, "chat", "POST", "/chat", {"prompt": "mine"}, auth="k1")
-    status, _, _ = call(handlers, "chat", "DELETE", f"/entries/{first['entry_id']}", auth="k2")
-    assert status == 404
+    for method in ("GET", "DELETE"):
+        status, _, _ = call(handlers, "chat", method, f"/entries/{first['entry_id']}", auth="k2")
+        assert status == 404
     _, _, again = call(handlers, "chat", "POST", "/chat", {"prompt": "mine"}, auth="k1")
     assert again["tier"] == "exact"

@@ -5,6 +5,7 @@ Depends only on the protocols in ``_protocols``; never on a concrete backend.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -303,12 +304,8 @@ class PromptCache:
         return entry
 
     def embed_many(self, texts: Sequence[str]) -> np.ndarray:
-        try:
+        with _failures_as(EmbedderError, "embedder"):
             return self.embedder.embed([normalize(t) for t in texts])
-        except EmbedderError:
-            raise
-        except Exception as exc:  # a backend bug must not escape as anything else
-            raise EmbedderError(f"embedder failed: {exc}") from exc
 
     def entry_namespace(self, request: ChatRequest) -> str:
         return namespace(request, self.embedder.id, self.embedder.dim)
@@ -359,12 +356,8 @@ class PromptCache:
     def entry(self, tenant: str, entry_id: str) -> Entry | None:
         """One of ``tenant``'s live stored answers, or None (another tenant's entries are
         invisible). Raises StoreError."""
-        try:
+        with _failures_as(StoreError, "store"):
             entry = self.store.get(entry_id)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"store failed: {exc}") from exc
         if entry is None or tenant_of(entry.namespace) != tenant or entry.expired(self.clock()):
             return None
         return entry
@@ -376,12 +369,8 @@ class PromptCache:
         entry = self.entry(tenant, entry_id)
         if entry is None:
             return None
-        try:
+        with _failures_as(StoreError, "store"):
             removed = self.store.delete(entry_id)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"store failed: {exc}") from exc
         with self._ns_lock:
             state = self._namespaces.get(entry.namespace)
         if state is not None:
@@ -415,12 +404,8 @@ class PromptCache:
         """
         state = self._namespace(ns)
         cursor = state.cursor
-        try:
+        with _failures_as(StoreError, "store"):
             result = self.store.sync(ns, key, cursor)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"store failed: {exc}") from exc
         fresh = None
         if result.reset:  # build the new index before taking the lock
             fresh = VectorIndex(self.embedder.dim, capacity=max(1024, len(result.records)))
@@ -441,12 +426,8 @@ class PromptCache:
         counter = _EMBEDS.get()
         if counter is not None:
             counter[0] += 1
-        try:
+        with _failures_as(EmbedderError, "embedder"):
             vectors = self.embedder.embed([text])
-        except EmbedderError:
-            raise
-        except Exception as exc:
-            raise EmbedderError(f"embedder failed: {exc}") from exc
         return np.asarray(vectors[0], dtype=np.float32)
 
     @staticmethod
@@ -722,6 +703,18 @@ class PromptCache:
             log.warning(
                 "stats update failed: %s", exc if isinstance(exc, StatsError) else repr(exc)
             )
+
+
+@contextlib.contextmanager
+def _failures_as(error: type[BackendError], what: str) -> Iterator[None]:
+    """A backend's failure surfaces as its BackendError: a backend bug, or an exception the
+    adapter did not wrap, must not escape as anything else."""
+    try:
+        yield
+    except error:
+        raise
+    except Exception as exc:
+        raise error(f"{what} failed: {exc}") from exc
 
 
 def _then(

@@ -59,6 +59,12 @@ class Store(Protocol):
         """Release ``name`` if ``token`` still holds it (an expired lock may be someone else's)."""
         ...
 
+    def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
+        """Add one to the counter ``current`` (created at 0, gone ``ttl`` seconds after its first
+        hit) and return its new value with the value of ``previous`` (0 when absent). Processes
+        sharing the store count rate-limit windows with it."""
+        ...
+
 
 @runtime_checkable
 class LLM(Protocol):

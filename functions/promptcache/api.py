@@ -9,9 +9,7 @@ import json
 import logging
 import math
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +29,7 @@ from ._errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from ._protocols import Store
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
 from .settings import Settings
@@ -161,25 +160,35 @@ def _no_route(event: APIGatewayProxyEventV2) -> Response[str]:
 
 # ---------------------------------------------------------------- auth and limits
 class RateLimiter:
-    """Sliding one-minute window per tenant, per process (the deployed stage also throttles)."""
+    """At most ``per_minute`` requests per tenant, counted in the store: every process sharing it
+    (Lambda containers, local servers) draws on one budget.
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    A sliding one-minute window, estimated from two fixed ones (this minute's count plus the
+    previous minute's, weighted by how much of it still lies within the last 60 s): one store round
+    trip, no burst of twice the limit at a minute's turn. Fails open: a store that cannot count
+    lets the request through (the cache itself may still answer it)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.time) -> None:
         self.per_minute = per_minute
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._hits: dict[str, deque[float]] = {}
+        self._clock = clock  # wall clock: shared by every process counting in the store
 
-    def check(self, tenant: str) -> None:
+    def check(self, tenant: str, store: Store) -> None:
         if self.per_minute <= 0:
             return
         now = self._clock()
-        with self._lock:
-            window = self._hits.setdefault(tenant, deque())
-            while window and window[0] <= now - 60:
-                window.popleft()
-            if len(window) >= self.per_minute:
-                raise RateLimited(f"more than {self.per_minute} requests per minute; slow down")
-            window.append(now)
+        minute, into = divmod(now, 60.0)
+        try:
+            current, previous = store.count_window(
+                f"rate:{tenant}:{int(minute)}", f"rate:{tenant}:{int(minute) - 1}", ttl=120.0
+            )
+        except Exception as exc:
+            log.warning("rate limit not counted (the request goes through): %s", exc)
+            return
+        if current + previous * (1.0 - into / 60.0) > self.per_minute:
+            raise RateLimited(
+                f"more than {self.per_minute} requests per minute for this API key "
+                "(PROMPTCACHE_RATE_LIMIT_PER_MINUTE); slow down"
+            )
 
 
 def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
@@ -315,7 +324,7 @@ def chat(
     event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
 ) -> Response[str]:
     tenant = authenticate(event, settings)
-    limiter.check(tenant)
+    limiter.check(tenant, cache.store)
     request = parse_chat(json_body(event, settings), settings, tenant)
     result = cache.chat(request)
     headers = {"X-Promptcache-Tier": result.tier.value}
@@ -349,7 +358,7 @@ def entry(
     """GET /entries/{id}: a stored answer and the prompt it was stored for, e.g. to see what a
     hit matched."""
     tenant = authenticate(event, settings)
-    limiter.check(tenant)
+    limiter.check(tenant, cache.store)
     found = cache.entry(tenant, _entry_id(entry_id))
     if found is None:
         raise _no_entry(entry_id)
@@ -376,7 +385,7 @@ def forget(
 ) -> Response[str]:
     """DELETE /entries/{id}: remove a stored answer, e.g. one a client found wrong."""
     tenant = authenticate(event, settings)
-    limiter.check(tenant)
+    limiter.check(tenant, cache.store)
     removed = cache.forget(tenant, _entry_id(entry_id))
     if removed is None:
         raise _no_entry(entry_id)

@@ -392,7 +392,7 @@ def chat_completions(
     event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
 ) -> Response[str]:
     tenant = authenticate(event, settings)
-    limiter.check(tenant)
+    limiter.check(tenant, cache.store)
     request = parse_request(json_body(event, settings), settings, tenant)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 

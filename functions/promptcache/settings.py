@@ -77,7 +77,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_RATE_LIMIT_PER_MINUTE": (
         "0",
-        "Requests per minute per tenant in one process (0 = no limit; 429 above).",
+        "Requests per minute per tenant (0 = no limit; 429 above), counted in the store: "
+        "every process and Lambda container sharing it shares the budget.",
     ),
     "PROMPTCACHE_CORS_ORIGINS": ("*", "Allowed CORS origin."),
     "PROMPTCACHE_UPSTREAM_TIMEOUT": ("60", "Seconds to wait for the LLM."),

@@ -4,6 +4,7 @@ REST stand-in in front of a real redis-server)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -309,3 +310,33 @@ def test_concurrent_writers_lose_nothing(backend: Backend) -> None:
     assert len(ids) == len(expected) == writers * per_writer  # every entry exactly once
     assert set(ids) == expected
     assert backend.open().count() == writers * per_writer
+
+
+def test_count_window_counts_across_handles_and_expires(backend: Backend) -> None:
+    """Rate-limit windows: every handle (process) adds to one counter, which starts at 1, reads
+    its predecessor, and is gone once its ttl has passed (real time for Redis, the clock for the
+    others: both advance here)."""
+    a, b = backend.open(), backend.open()
+    assert a.count_window("rate:t:101", "rate:t:100", ttl=0.3) == (1, 0)
+    assert b.count_window("rate:t:101", "rate:t:100", ttl=0.3) == (2, 0)
+    assert a.count_window("rate:t:102", "rate:t:101", ttl=0.3) == (1, 2)
+    assert b.count_window("rate:u:101", "rate:u:100", ttl=0.3) == (1, 0)  # another tenant
+    backend.clock.advance(0.35)
+    time.sleep(0.35)
+    assert a.count_window("rate:t:101", "rate:t:100", ttl=0.3) == (1, 0)  # expired: anew
+    assert b.count_window("rate:t:103", "rate:t:102", ttl=0.3) == (1, 0)
+
+
+def test_count_window_loses_no_count_under_concurrency(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(4)]
+
+    def hammer(store: Store) -> None:
+        for _ in range(25):
+            store.count_window("rate:t:7", "rate:t:6", ttl=60.0)
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in stores for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stores[0].count_window("rate:t:7", "rate:t:6", ttl=60.0) == (201, 0)

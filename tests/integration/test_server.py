@@ -326,3 +326,25 @@ def test_an_entry_read_then_deleted_is_gone_for_every_server_on_the_store(
     finally:
         a.stop()
         b.stop()
+
+
+def test_two_servers_on_one_store_share_the_rate_limit(
+    tmp_path: Any, upstream: OpenAIUpstream
+) -> None:
+    """The per-tenant budget is counted in the store, not per process."""
+    env = {
+        "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
+        "OPENAI_BASE_URL": upstream.base_url,
+        "PROMPTCACHE_RATE_LIMIT_PER_MINUTE": "4",
+    }
+    a, b = (ServerProcess(env, tmp_path / f"server{i}.log").start() for i in range(2))
+    try:
+        statuses = [chat(s, prompt=f"question {i}").status_code for i, s in enumerate([a, b] * 3)]
+        assert statuses == [200] * 4 + [429, 429]
+        limited = chat(a, prompt="one more").json()
+        assert limited["error"]["code"] == "rate_limited"
+        assert "PROMPTCACHE_RATE_LIMIT_PER_MINUTE" in limited["error"]["message"]
+        assert upstream.calls == 4
+    finally:
+        a.stop()
+        b.stop()

@@ -23,6 +23,7 @@ class MemoryStore:
         self._logs: dict[str, list[LogRecord]] = defaultdict(list)
         self._generation = uuid.uuid4().hex
         self._locks: dict[str, tuple[str, float]] = {}
+        self._windows: dict[str, tuple[int, float]] = {}  # rate-limit counters: count, until
 
     def sync(self, namespace: str, exact_key: str | None, cursor: Cursor | None) -> SyncResult:
         with self._lock:
@@ -93,6 +94,15 @@ class MemoryStore:
         with self._lock:
             if self._locks.get(name, ("", 0.0))[0] == token:
                 del self._locks[name]
+
+    def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
+        now = self._clock()
+        with self._lock:
+            for name in [n for n, (_, until) in self._windows.items() if until <= now]:
+                del self._windows[name]
+            count, until = self._windows.get(current, (0, now + ttl))
+            self._windows[current] = (count + 1, until)
+            return count + 1, self._windows.get(previous, (0, 0.0))[0]
 
 
 class MemoryStats:

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value REAL NOT NULL)
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS windows (
+    name TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL
+);
 """
 
 
@@ -244,6 +247,22 @@ class SQLiteStore:
     def unlock(self, name: str, token: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM locks WHERE name = ? AND token = ?", (name, token))
+
+    def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
+        now = self._clock()
+        with self._tx() as db:
+            db.execute("DELETE FROM windows WHERE expires_at <= ?", (now,))
+            db.execute(
+                "INSERT INTO windows (name, count, expires_at) VALUES (?, 1, ?) "
+                "ON CONFLICT(name) DO UPDATE SET count = count + 1",
+                (current, now + ttl),
+            )
+            rows = dict(
+                db.execute(
+                    "SELECT name, count FROM windows WHERE name IN (?, ?)", (current, previous)
+                ).fetchall()
+            )
+        return int(rows[current]), int(rows.get(previous, 0))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

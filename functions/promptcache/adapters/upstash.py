@@ -603,6 +603,20 @@ class UpstashStore:
         """Delete the lock only if ``token`` still holds it (one EVAL)."""
         self._rest.command("EVAL", _UNLOCK_LUA, 1, f"{self._prefix}lock:{name}", token)
 
+    def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
+        """``INCR`` (expiring after ``ttl`` from the first hit) and ``GET``: one atomic EVAL."""
+        answer = self._rest.command(
+            "EVAL",
+            _COUNT_WINDOW_LUA,
+            2,
+            f"{self._prefix}window:{current}",
+            f"{self._prefix}window:{previous}",
+            max(1, int(ttl * 1000)),
+        )
+        if not isinstance(answer, list) or len(answer) != 2:
+            raise StoreError(f"Upstash answered a window count with {answer!r}")
+        return int(answer[0]), int(answer[1])
+
     # ------------------------------------------------------------------ compaction
     def compact(self) -> int:
         """Rewrite every namespace's log with only its live records (no tombstones, no expired
@@ -834,6 +848,12 @@ class UpstashStore:
         entry, _ = self._unwrap(raw)
         return None if entry.expired(self._clock()) else entry
 
+
+_COUNT_WINDOW_LUA = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
 
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

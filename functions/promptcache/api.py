@@ -186,7 +186,7 @@ class RateLimiter:
             return
         if current + previous * (1.0 - into / 60.0) > self.per_minute:
             raise RateLimited(
-                f"more than {self.per_minute} requests per minute for this API key "
+                f"more than {self.per_minute} requests per minute for tenant {tenant!r} "
                 "(PROMPTCACHE_RATE_LIMIT_PER_MINUTE); slow down"
             )
 

@@ -44,6 +44,16 @@ def test_sliding_minute_across_window_turns() -> None:
     assert admitted(limiter, store, "acme", 5) == [True] * 5
 
 
+def test_the_429_names_the_tenant_and_the_setting() -> None:
+    clock = Clock(60 * 300)
+    store = MemoryStore(clock=clock)
+    limiter = RateLimiter(1, clock=clock)
+    limiter.check("acme", store)
+    with pytest.raises(RateLimited, match="1 requests per minute for tenant 'acme'") as caught:
+        limiter.check("acme", store)
+    assert "PROMPTCACHE_RATE_LIMIT_PER_MINUTE" in caught.value.message
+
+
 def test_processes_sharing_a_store_share_the_budget() -> None:
     clock = Clock(60 * 200 + 10)
     store = MemoryStore(clock=clock)

@@ -5,9 +5,8 @@ round trips of the core's paths."""
 
 from __future__ import annotations
 
+import functools
 import threading
-import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -15,9 +14,10 @@ import numpy as np
 import pytest
 import redis
 
-from promptcache import ChatRequest, Entry, Message, PromptCache, Tier, Usage
+from promptcache import ChatRequest, Message, PromptCache, Tier
 from promptcache.adapters.memory import MemoryStats
 from promptcache.adapters.upstash import SEGMENT_STRIDE, UpstashStore, decode_records
+from tests.support.entries import make_entry
 from tests.support.upstash_standin import Requests, UpstashStandIn
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
@@ -31,18 +31,7 @@ PER_SEGMENT = 9
 RECORD_CHARS = 104
 
 
-def entry(prompt: str, *, ns: str = NS) -> Entry:
-    return Entry(
-        id=uuid.uuid4().hex,
-        namespace=ns,
-        exact_key=f"key-{prompt}",
-        prompt=prompt,
-        response=f"answer: {prompt}",
-        model="m",
-        usage=Usage(1, 2),
-        created_at=time.time(),
-        expires_at=None,
-    )
+entry = functools.partial(make_entry, ns=NS)
 
 
 def segments(r: redis.Redis, nsid: str, generation: str) -> list[bytes]:

@@ -4,9 +4,9 @@ loads, generations under concurrent writers and compaction, real TTLs, errors, s
 from __future__ import annotations
 
 import base64
+import functools
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -18,17 +18,16 @@ import redis
 from promptcache import (
     ChatRequest,
     ConfigError,
-    Entry,
     Message,
     PromptCache,
     Settings,
     StatsError,
     StoreError,
     Tier,
-    Usage,
 )
 from promptcache.adapters.memory import MemoryStats
 from promptcache.adapters.upstash import UpstashStats, UpstashStore, decode_records
+from tests.support.entries import make_entry
 from tests.support.upstash_standin import Requests, UpstashStandIn
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
@@ -38,21 +37,7 @@ NS = "default:fake:8:upstash"
 MakeStore = Callable[..., UpstashStore]
 
 
-def entry(
-    prompt: str, *, ns: str = NS, ttl: float | None = None, now: float | None = None
-) -> Entry:
-    now = time.time() if now is None else now
-    return Entry(
-        id=uuid.uuid4().hex,
-        namespace=ns,
-        exact_key=f"key-{prompt}",
-        prompt=prompt,
-        response=f"answer: {prompt}",
-        model="m",
-        usage=Usage(1, 2),
-        created_at=now,
-        expires_at=None if ttl is None else now + ttl,
-    )
+entry = functools.partial(make_entry, ns=NS)
 
 
 # ------------------------------------------------------------------------------- round trips

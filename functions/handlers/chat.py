@@ -6,11 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from promptcache import api, openai_api, runtime
-from promptcache.observability import logger, metrics, tracer
+from promptcache.observability import count, invocation, tracer
 
 app = api.make_app(runtime.settings())
 limiter = api.RateLimiter(runtime.settings().rate_limit_per_minute)
@@ -19,22 +18,15 @@ limiter = api.RateLimiter(runtime.settings().rate_limit_per_minute)
 @app.post("/chat")
 @tracer.capture_method
 def chat() -> Response[str]:
-    response = api.chat(app.current_event, runtime.service(), runtime.settings(), limiter)
-    metrics.add_metric(
-        name=f"tier_{response.headers['X-Promptcache-Tier']}", unit=MetricUnit.Count, value=1
-    )
-    return response
+    return api.chat(app.current_event, runtime.service(), runtime.settings(), limiter)
 
 
 @app.post("/v1/chat/completions")
 @tracer.capture_method
 def chat_completions() -> Response[str]:
-    response = openai_api.chat_completions(
+    return openai_api.chat_completions(
         app.current_event, runtime.service(), runtime.settings(), limiter
     )
-    tier = response.headers["X-Promptcache-Tier"]
-    metrics.add_metric(name=f"tier_{tier}", unit=MetricUnit.Count, value=1)
-    return response
 
 
 @app.get("/v1/models")
@@ -55,11 +47,10 @@ def forget(entry_id: str) -> Response[str]:
     return api.forget(app.current_event, entry_id, runtime.service(), runtime.settings(), limiter)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
-@metrics.log_metrics(raise_on_empty_metrics=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_metric(name="requests", unit=MetricUnit.Count, value=1)
+    count("requests")
     return app.resolve(event, context)
 
 

@@ -7,7 +7,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from promptcache import api, runtime
-from promptcache.observability import logger, tracer
+from promptcache.observability import invocation, tracer
 
 app = api.make_app(runtime.settings())
 
@@ -18,7 +18,7 @@ def health() -> Response[str]:
     return api.health(runtime.service())
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -48,6 +48,7 @@ from .api import (
     parse_messages,
 )
 from .core import PromptCache
+from .observability import count
 from .settings import Settings
 
 log = logging.getLogger("promptcache")
@@ -398,6 +399,7 @@ def chat_completions(
 
     if request.n > 1:
         results = _samples(cache, request)
+        count(f"tier_{Tier.BYPASS.value}")
         headers = _headers(Tier.BYPASS, None, None)
         if not request.stream:
             body = completion_object(results, completion_id=completion_id, created=created)
@@ -405,10 +407,12 @@ def chat_completions(
         streams = [ChatStream.replay(r) for r in results]
     elif request.stream:
         stream = cache.chat_stream(request.chat)  # primed: an early upstream failure raises here
+        count(f"tier_{stream.tier.value}")
         headers = _headers(stream.tier, stream.similarity, stream.entry_id)
         streams = [stream]
     else:
         result = cache.chat(request.chat)
+        count(f"tier_{result.tier.value}")
         body = completion_object([result], completion_id=completion_id, created=created)
         return json_response(200, body, _headers(result.tier, result.similarity, result.entry_id))
 

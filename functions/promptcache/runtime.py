@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -199,13 +200,38 @@ def with_secrets(parsed: Settings) -> Settings:
     return dataclasses.replace(parsed, api_keys=keys)
 
 
-@functools.cache
+_T = TypeVar("_T")
+
+
+class _Once(Generic[_T]):
+    """``make()`` called once per process, however many threads ask at the same time (a
+    ``functools.cache`` lets concurrent first requests each build a cache of their own)."""
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._made: list[_T] = []
+        functools.update_wrapper(self, make)
+
+    def __call__(self) -> _T:
+        if not self._made:
+            with self._lock:
+                if not self._made:
+                    self._made.append(self._make())
+        return self._made[0]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._made.clear()
+
+
+@_Once
 def settings() -> Settings:
     """Parsed once per process."""
     return with_secrets(Settings.from_env())
 
 
-@functools.cache
+@_Once
 def service() -> PromptCache:
     """Built once per warm container."""
     return build(settings())

@@ -1,0 +1,73 @@
+"""Concurrent clients of `promptcache serve` each get their own answer: distinct prompts, two
+tenants asking the same texts, every route, every answer checked against its own request.
+
+Size: ``TEST_LOAD_REQUESTS`` (default 3,000, what CI runs) requests from ``TEST_LOAD_CLIENTS``
+(default 32) concurrent keep-alive clients.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.load import Tenant, Workload
+from tests.support.openai_upstream import OpenAIUpstream
+from tests.support.serve import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = int(os.environ.get("TEST_LOAD_REQUESTS", "3000"))
+CLIENTS = int(os.environ.get("TEST_LOAD_CLIENTS", "32"))
+
+
+def echoes(prompt: str, text: str) -> bool:
+    """The test upstream answers ``[test upstream answer #n] <the question>``."""
+    return re.fullmatch(r"\[test upstream answer #\d+\] " + re.escape(prompt), text) is not None
+
+
+@pytest.fixture
+def tenants_server(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        {
+            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_BASE_URL": upstream.base_url,
+            "PROMPTCACHE_MODEL": "test-model",
+            "PROMPTCACHE_API_KEYS": "key-alpha:alpha,key-beta:beta",
+        },
+        tmp_path / "server.log",
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_concurrent_mixed_requests_of_two_tenants_each_get_their_own_answer(
+    tenants_server: ServerProcess, upstream: OpenAIUpstream
+) -> None:
+    tenants = [Tenant("alpha", "key-alpha"), Tenant("beta", "key-beta")]
+    load = Workload(tenants_server.url, tenants, echoes)
+    load.prepare(per_tenant=48, paraphrases=16)
+    semantic = sum(
+        k.entry_id == e.entry_id
+        for t in tenants
+        for k, e in zip(t.semantic, t.exact[: len(t.semantic)], strict=True)
+    )
+    assert semantic >= 8, f"only {semantic} paraphrases are semantic hits"
+
+    outcome = load.run(clients=CLIENTS, requests=REQUESTS)
+
+    assert outcome.requests == REQUESTS
+    assert outcome.problems == [], (
+        f"{len(outcome.problems)} of {REQUESTS} requests went wrong:\n"
+        + "\n".join(outcome.problems[:40])
+    )
+    # Every kind of request was exercised.
+    assert all(outcome.by_kind.get(name, 0) > 0 for name in Workload.OPERATIONS), outcome.by_kind
+    # The server is still whole afterwards.
+    assert httpx.get(tenants_server.url + "/health", timeout=10).status_code == 200

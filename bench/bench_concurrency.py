@@ -1,7 +1,10 @@
 """Exact hits through `promptcache serve` under concurrent clients: throughput, p50 and p99.
 
 Run: ``.venv/bin/python -m bench.bench_concurrency`` (about a minute). ``--clients`` (16),
-``--seconds`` per round (10), ``--rounds`` (3), ``--prompts`` (64).
+``--seconds`` per round (10), ``--rounds`` (3), ``--prompts`` (64). ``--baseline DIR`` also
+serves the same prompts from the code in DIR (a directory holding ``promptcache`` and
+``promptcache_handlers``, e.g. symlinks into another checkout's ``functions/``), rounds of the two
+servers alternating, and reports both with their ratio.
 
 A loopback load generator in a second process would be fairer to the server than threads in
 this one, but keeps the number honest only if the machine has cores to spare; here client and
@@ -83,63 +86,98 @@ def round_of(url: str, prompts: dict[str, str], clients: int, seconds: float) ->
     }
 
 
+def serve(tmp: Path, name: str, upstream: OpenAIUpstream, pythonpath: str | None) -> ServerProcess:
+    env = {
+        "PROMPTCACHE_DATA_DIR": str(tmp / name),
+        "OPENAI_BASE_URL": upstream.base_url,
+        "PROMPTCACHE_MODEL": "bench-model",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+    }
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return ServerProcess(env, tmp / f"{name}.log").start()
+
+
+def fill(url: str, count: int) -> dict[str, str]:
+    prompts: dict[str, str] = {}
+    with httpx.Client(timeout=30) as c:
+        for i in range(count):
+            prompt = f"Question {i}: what is the tracking code of parcel {i * 7919}?"
+            prompts[prompt] = c.post(url + "/chat", json={"prompt": prompt}).json()["response"]
+    return prompts
+
+
+def row(label: str, rounds: list[dict[str, float]]) -> str:
+    def med(name: str) -> float:
+        return statistics.median(r[name] for r in rounds)
+
+    return (
+        f"| {label} | {med('rps'):.0f} | {med('p50'):.2f} | {med('p99'):.2f} | "
+        f"{sum(int(r['wrong']) for r in rounds)} of {sum(int(r['requests']) for r in rounds)} | "
+        f"{sum(int(r['failed']) for r in rounds)} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--baseline", help="PYTHONPATH of the code to compare with")
     args = parser.parse_args()
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    variants = {"this checkout": None}
+    if args.baseline:
+        variants["baseline"] = args.baseline
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp, OpenAIUpstream() as upstream:
-        server = ServerProcess(
-            {
-                "PROMPTCACHE_DATA_DIR": str(Path(tmp) / "data"),
-                "OPENAI_BASE_URL": upstream.base_url,
-                "PROMPTCACHE_MODEL": "bench-model",
-                "POWERTOOLS_LOG_LEVEL": "ERROR",
-            },
-            Path(tmp) / "server.log",
-        ).start()
+        servers = {
+            name: serve(Path(tmp), f"s{i}", upstream, path)
+            for i, (name, path) in enumerate(variants.items())
+        }
         try:
-            prompts: dict[str, str] = {}
-            with httpx.Client(timeout=30) as c:
-                for i in range(args.prompts):
-                    prompt = f"Question {i}: what is the tracking code of parcel {i * 7919}?"
-                    prompts[prompt] = c.post(server.url + "/chat", json={"prompt": prompt}).json()[
-                        "response"
-                    ]
-            rounds = [
-                round_of(server.url, prompts, args.clients, args.seconds)
-                for _ in range(args.rounds)
-            ]
+            prompts = {name: fill(server.url, args.prompts) for name, server in servers.items()}
+            for _ in range(args.rounds):
+                for name, server in servers.items():
+                    results[name].append(
+                        round_of(server.url, prompts[name], args.clients, args.seconds)
+                    )
         finally:
-            server.stop()
-
-    def med(name: str) -> float:
-        return statistics.median(r[name] for r in rounds)
+            for server in servers.values():
+                server.stop()
 
     load = os.getloadavg()[0]
     lines = [
         f"Exact hits through `promptcache serve`, {args.clients} concurrent keep-alive clients "
         f"(threads of one process on the same machine), {args.rounds} rounds of "
-        f"{args.seconds:g} s, medians over rounds.",
+        f"{args.seconds:g} s per server, rounds alternating, medians over rounds.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, load average {load:.1f} at the end; commit {commit}.",
+        f"{platform.python_version()}, load average {load:.1f} at the end; commit {commit}"
+        + (f", baseline {args.baseline}" if args.baseline else "")
+        + ".",
         "",
-        "| requests/s | p50 ms | p99 ms | answers of another request | failed |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {med('rps'):.0f} | {med('p50'):.2f} | {med('p99'):.2f} | "
-        f"{sum(r['wrong'] for r in rounds)} of {sum(r['requests'] for r in rounds)} | "
-        f"{sum(r['failed'] for r in rounds)} |",
-        "",
-        "Rounds: "
-        + "; ".join(f"{r['rps']:.0f}/s p50 {r['p50']:.2f} p99 {r['p99']:.2f}" for r in rounds),
+        "| server | requests/s | p50 ms | p99 ms | answers of another request | failed |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    lines += [row(name, rounds) for name, rounds in results.items()]
+    if args.baseline:
+        mine, base = results["this checkout"], results["baseline"]
+        ratio = statistics.median(r["rps"] for r in mine) / statistics.median(
+            r["rps"] for r in base
+        )
+        p50 = statistics.median(r["p50"] for r in mine) / statistics.median(r["p50"] for r in base)
+        lines += ["", f"Ratio this checkout / baseline: throughput {ratio:.2f}x, p50 {p50:.2f}x."]
+    lines += [""]
+    for name, rounds in results.items():
+        lines.append(
+            f"Rounds, {name}: "
+            + "; ".join(f"{r['rps']:.0f}/s p50 {r['p50']:.2f} p99 {r['p99']:.2f}" for r in rounds)
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ loopback stand-ins while the model is still writing it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -52,6 +53,7 @@ from tests.infra.conftest import (
     run_program,
 )
 from tests.infra.test_artifact_smoke import host_build, ssm  # noqa: F401  (fixtures)
+from tests.support.load import Tenant, Workload
 
 pytestmark = pytest.mark.infra
 
@@ -575,3 +577,24 @@ def test_run_sh_serves_a_stream_from_the_artifacts_as_it_is_generated(
     # The deployed environment's metrics go to stdout (the function's log) as embedded metrics.
     output = log.read_text()
     assert '"_aws"' in output and "promptcache-stream-smoke" in output, output[-3000:]
+
+
+@pytest.mark.integration
+def test_run_sh_answers_concurrent_mixed_requests_each_with_its_own_answer(
+    started: tuple[str, Path],
+) -> None:
+    """What the Lambda Web Adapter runs, under the concurrency it allows (it forwards many
+    requests at once): every answer belongs to its own request (tests/support/load.py)."""
+    base, log = started
+
+    def echoes(prompt: str, text: str) -> bool:
+        return re.fullmatch(r"\[Workers AI stand-in, [^\]]+\] You asked: " + re.escape(prompt),
+                            text) is not None  # fmt: skip
+
+    load = Workload(base, [Tenant("default", None)], echoes)
+    load.prepare(per_tenant=24, paraphrases=8)
+    requests = max(200, int(os.environ.get("TEST_LOAD_REQUESTS", "3000")) // 3)
+    outcome = load.run(clients=32, requests=requests)
+    assert outcome.problems == [], "\n".join(outcome.problems[:40])
+    assert outcome.requests == requests
+    assert "Traceback" not in log.read_text()

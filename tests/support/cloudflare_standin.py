@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
+from tests.support.http_server import LoopbackServer
+
 API_ROOT = "/client/v4"
 
 
@@ -131,8 +133,7 @@ class CloudflareStandIn:
             self._failures.clear()
 
     def __enter__(self) -> CloudflareStandIn:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), self._handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -15,8 +15,10 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.http_server import LoopbackServer
 
 
 class OpenAIUpstream:
@@ -154,8 +156,7 @@ class OpenAIUpstream:
                         upstream.streams_aborted += 1
                     upstream.stream_aborted.set()
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def _record(self, body: dict[str, Any]) -> int:

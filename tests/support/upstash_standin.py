@@ -32,6 +32,8 @@ import redis
 from redis._parsers import _RESP2Parser
 from redis.exceptions import ResponseError
 
+from tests.support.http_server import LoopbackServer
+
 
 class _VerbatimErrors(_RESP2Parser):
     """redis-py strips and reclassifies error prefixes ("ERR ", "EXECABORT "...); Upstash
@@ -114,8 +116,7 @@ class UpstashStandIn:
             pass
 
         Handler.standin = standin
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

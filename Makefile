@@ -36,7 +36,7 @@ test: setup-dev
 check: setup-dev
 	$(VENV)/bin/ruff check functions tests bench infra
 	$(VENV)/bin/ruff format --check functions tests bench infra
-	$(VENV)/bin/mypy functions/promptcache functions/handlers infra
+	$(VENV)/bin/mypy functions/promptcache functions/handlers functions/tools infra
 
 clean:
 	rm -rf $(VENV) build dist

@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CORE_DIR = REPO / "functions" / "promptcache"
 HANDLERS_DIR = REPO / "functions" / "handlers"
+TOOLS_DIR = REPO / "functions" / "tools"
 PYPROJECT = REPO / "pyproject.toml"
 DEFAULT_OUT = REPO / "build"
 
@@ -67,6 +68,11 @@ LAYER_EXTRA_DEPENDENCIES = ("boto3",)
 FUNCTIONS_ZIP = "promptcache-functions.zip"
 #: The streaming function's handler: a script in functions/handlers, zipped with mode 0755.
 STARTUP_SCRIPT = "run.sh"
+#: What ``run.sh`` runs (``python -m promptcache_tools.cli serve``): the tool modules the function
+#: code carries, as the package ``promptcache_tools``. The other tools (eval, calibrate) are never
+#: deployed, and the layer holds no tool at all.
+TOOLS_PACKAGE = "promptcache_tools"
+SERVE_MODULES = ("__init__.py", "cli.py", "server.py")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same inputs, same bytes, no redeploy
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
@@ -214,22 +220,32 @@ def handler_files(handlers_dir: Path = HANDLERS_DIR) -> list[Path]:
     return sorted(p for p in handlers_dir.glob("*.py") if p.name != "__init__.py")
 
 
+def serve_files(tools_dir: Path = TOOLS_DIR) -> list[Path]:
+    """The tool modules the streaming function runs (``SERVE_MODULES`` of functions/tools)."""
+    return [tools_dir / name for name in SERVE_MODULES if (tools_dir / name).is_file()]
+
+
 def source_digest(
     target: Target,
     deps: Sequence[str],
     core_dir: Path = CORE_DIR,
     handlers_dir: Path = HANDLERS_DIR,
+    tools_dir: Path = TOOLS_DIR,
 ) -> str:
-    """What the artifacts are built from: target, dependency specifiers, core and handlers
-    (with the startup script)."""
+    """What the artifacts are built from: target, dependency specifiers, core, handlers (with the
+    startup script) and the tool modules the startup script runs."""
     h = hashlib.sha256()
     h.update(json.dumps([asdict(target), sorted(deps)]).encode())
     script = handlers_dir / STARTUP_SCRIPT
-    for label, files in (
-        ("core", list(_source_files(core_dir))),
-        ("handlers", [*handler_files(handlers_dir), *([script] if script.is_file() else [])]),
+    for label, files, base in (
+        ("core", list(_source_files(core_dir)), core_dir),
+        (
+            "handlers",
+            [*handler_files(handlers_dir), *([script] if script.is_file() else [])],
+            handlers_dir,
+        ),
+        ("tools", serve_files(tools_dir), tools_dir),
     ):
-        base = core_dir if label == "core" else handlers_dir
         for path in files:
             h.update(f"\0{label}/{path.relative_to(base).as_posix()}\0".encode())
             h.update(path.read_bytes())
@@ -318,6 +334,7 @@ def build(
     pyproject: Path = PYPROJECT,
     core_dir: Path = CORE_DIR,
     handlers_dir: Path = HANDLERS_DIR,
+    tools_dir: Path = TOOLS_DIR,
     unzipped_limit: int = UNZIPPED_LIMIT_BYTES,
     upload_limit: int = DIRECT_UPLOAD_LIMIT_BYTES,
 ) -> BuildResult:
@@ -328,6 +345,12 @@ def build(
     if not (handlers_dir / STARTUP_SCRIPT).is_file():
         raise BuildError(
             f"no {STARTUP_SCRIPT} in {handlers_dir} (the streaming function's entry point)"
+        )
+    tools = serve_files(tools_dir)
+    if len(tools) != len(SERVE_MODULES):
+        raise BuildError(
+            f"{tools_dir} lacks {sorted(set(SERVE_MODULES) - {p.name for p in tools})}: "
+            f"{STARTUP_SCRIPT} runs them"
         )
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="promptcache-build-") as tmpdir:
@@ -352,6 +375,9 @@ def build(
             shutil.copy2(path, code / path.name)
         shutil.copyfile(handlers_dir / STARTUP_SCRIPT, code / STARTUP_SCRIPT)
         (code / STARTUP_SCRIPT).chmod(0o755)  # whatever the checkout kept: Lambda execs it
+        (code / TOOLS_PACKAGE).mkdir()
+        for path in tools:
+            shutil.copy2(path, code / TOOLS_PACKAGE / path.name)
         functions = write_zip(code, out / FUNCTIONS_ZIP)
 
     total = layer.unzipped_bytes + functions.unzipped_bytes
@@ -372,7 +398,7 @@ def build(
         functions=functions,
         handlers=tuple(p.stem for p in handlers),
         distributions=distributions,
-        source_digest=source_digest(target, deps, core_dir, handlers_dir),
+        source_digest=source_digest(target, deps, core_dir, handlers_dir, tools_dir),
         manifest=out / target.manifest,
     )
     write_manifest(result)

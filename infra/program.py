@@ -27,7 +27,7 @@ from infra.components.streaming import (
 )
 from infra.components.upstash import CacheDatabase, CacheDatabaseArgs
 from infra.config import StackConfig
-from promptcache.api import ROUTES
+from promptcache.routes import ROUTES
 
 #: The handler that answers requests no route matches (its resolver returns the JSON 404/405).
 FALLBACK_HANDLER = "health"

@@ -8,4 +8,4 @@ export PYTHONPATH="${LAMBDA_TASK_ROOT:?}:/opt/python${PYTHONPATH:+:$PYTHONPATH}"
 # stdout is the function's log (with the embedded metrics): write each line as it comes.
 export PYTHONUNBUFFERED=1
 cd "$LAMBDA_TASK_ROOT"
-exec python -m promptcache.cli serve --host 127.0.0.1 --port "${AWS_LWA_PORT:-8080}"
+exec python -m promptcache_tools.cli serve --host 127.0.0.1 --port "${AWS_LWA_PORT:-8080}"

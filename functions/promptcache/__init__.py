@@ -1,43 +1,91 @@
 """promptcache: a semantic cache for LLM APIs.
 
-The public API is listed in ``__all__``; every other module is an implementation detail.
+The public API is listed in ``__all__``; every other module is an implementation detail. Names are
+imported on first use (PEP 562), so that importing one light module of the package (``routes``,
+``settings``, ``calibration``) does not load numpy, httpx or Powertools: the infrastructure
+program reads ``promptcache.routes`` without the runtime's dependencies.
 """
 
-from ._errors import (
-    BackendError,
-    BadRequest,
-    ConfigError,
-    EmbedderError,
-    PromptCacheError,
-    RequestError,
-    StatsError,
-    StoreError,
-    UpstreamBadRequest,
-    UpstreamError,
-    UpstreamNotConfigured,
-    UpstreamPayloadTooLarge,
-    UpstreamRateLimited,
-    UpstreamTimeout,
-)
-from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
-from ._stream import ChatStream
-from ._types import (
-    CacheHit,
-    CacheMode,
-    ChatRequest,
-    ChatResult,
-    Completion,
-    Cursor,
-    Entry,
-    LogRecord,
-    Message,
-    SyncResult,
-    Tier,
-    Usage,
-)
-from .core import PromptCache
-from .index import VectorIndex
-from .settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._errors import (
+        BackendError,
+        BadRequest,
+        ConfigError,
+        EmbedderError,
+        PromptCacheError,
+        RequestError,
+        StatsError,
+        StoreError,
+        UpstreamBadRequest,
+        UpstreamError,
+        UpstreamNotConfigured,
+        UpstreamPayloadTooLarge,
+        UpstreamRateLimited,
+        UpstreamTimeout,
+    )
+    from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
+    from ._stream import ChatStream
+    from ._types import (
+        CacheHit,
+        CacheMode,
+        ChatRequest,
+        ChatResult,
+        Completion,
+        Cursor,
+        Entry,
+        LogRecord,
+        Message,
+        SyncResult,
+        Tier,
+        Usage,
+    )
+    from .core import PromptCache
+    from .index import VectorIndex
+    from .settings import Settings
+
+#: Public name -> the module defining it.
+_EXPORTS = {
+    "BackendError": "._errors",
+    "BadRequest": "._errors",
+    "CacheHit": "._types",
+    "CacheMode": "._types",
+    "ChatRequest": "._types",
+    "ChatResult": "._types",
+    "ChatStream": "._stream",
+    "Completion": "._types",
+    "ConfigError": "._errors",
+    "Cursor": "._types",
+    "Embedder": "._protocols",
+    "EmbedderError": "._errors",
+    "Entry": "._types",
+    "LLM": "._protocols",
+    "LogRecord": "._types",
+    "Message": "._types",
+    "PromptCache": ".core",
+    "PromptCacheError": "._errors",
+    "RequestError": "._errors",
+    "Settings": ".settings",
+    "Stats": "._protocols",
+    "StatsError": "._errors",
+    "Store": "._protocols",
+    "StoreError": "._errors",
+    "StreamingLLM": "._protocols",
+    "SyncResult": "._types",
+    "Tier": "._types",
+    "UpstreamBadRequest": "._errors",
+    "UpstreamError": "._errors",
+    "UpstreamNotConfigured": "._errors",
+    "UpstreamPayloadTooLarge": "._errors",
+    "UpstreamRateLimited": "._errors",
+    "UpstreamTimeout": "._errors",
+    "Usage": "._types",
+    "VectorIndex": ".index",
+}
 
 __all__ = [
     "BackendError",
@@ -77,3 +125,16 @@ __all__ = [
     "VectorIndex",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'promptcache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

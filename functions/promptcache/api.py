@@ -36,34 +36,12 @@ from ._protocols import Store
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
 from .observability import count
+from .routes import ROUTES, route_path
 from .settings import Settings
 
 log = logging.getLogger("promptcache")
 
-#: Every route of the product: (method, path) -> the handler module serving it. The local server
-#: and the infrastructure both read this table.
-ROUTES: dict[tuple[str, str], str] = {
-    ("POST", "/chat"): "chat",
-    ("GET", "/stats"): "stats",
-    ("GET", "/health"): "health",
-    ("POST", "/v1/chat/completions"): "chat",
-    ("GET", "/v1/models"): "chat",
-    ("GET", "/entries/{id}"): "chat",
-    ("DELETE", "/entries/{id}"): "chat",
-}
-
-
-def _template(path: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
-
-
-_TEMPLATES = {path: _template(path) for _, path in ROUTES}
 _ENTRY_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def route_path(path: str) -> str | None:
-    """The ROUTES path (``/entries/{id}`` for ``/entries/ab12...``) a request path falls under."""
-    return next((route for route, pattern in _TEMPLATES.items() if pattern.match(path)), None)
 
 
 _ROLES = ("system", "user", "assistant")

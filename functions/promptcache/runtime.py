@@ -15,6 +15,7 @@ import httpx
 
 from ._errors import ConfigError
 from ._protocols import LLM, Embedder, Stats, Store
+from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, verifier_guards
 from .settings import Settings, parse_api_keys
@@ -163,8 +164,6 @@ def _threshold(settings: Settings, embedder: Embedder) -> float | None:
     embedder's own default. Deployed, the threshold comes from PROMPTCACHE_THRESHOLD."""
     if settings.threshold is not None:
         return settings.threshold
-    from .evaluate import read_calibration
-
     return read_calibration(settings.data_dir, embedder.id)
 
 

@@ -16,7 +16,7 @@ import sys
 code_dir, layer_dir, requests_path, results_path = sys.argv[1:5]
 sys.path[:0] = [code_dir, layer_dir]
 
-from promptcache.server import LocalContext, to_event  # noqa: E402
+from promptcache_tools.server import LocalContext, to_event  # noqa: E402
 
 modules = {}
 results = []

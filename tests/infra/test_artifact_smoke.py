@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 from infra import build
 from infra.config import StackConfig
 from infra.program import CLOUDFLARE_TOKEN_PARAMETER, UPSTASH_TOKEN_PARAMETER, function_environment
-from promptcache.api import ROUTES
+from promptcache.routes import ROUTES
 
 pytestmark = [pytest.mark.infra, pytest.mark.integration]
 

@@ -14,7 +14,7 @@ import pytest
 from infra.artifacts import ArtifactError
 from infra.components.http_api import ACCESS_LOG_FORMAT
 from infra.config import ConfigError
-from promptcache.api import ROUTES
+from promptcache.routes import ROUTES
 from promptcache.settings import SETTINGS, Settings
 from tests.infra.conftest import (
     ACCOUNT,

@@ -40,7 +40,7 @@ from infra.program import (
     function_environment,
     streaming_environment,
 )
-from promptcache.api import ROUTES
+from promptcache.routes import ROUTES
 from promptcache.settings import SETTINGS, Settings
 from tests.infra.conftest import (
     ACCOUNT,
@@ -350,7 +350,7 @@ def test_the_function_zip_holds_an_executable_run_sh(tmp_path: Path) -> None:
     mode = info.external_attr >> 16
     assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o755
     assert script.startswith(b"#!/bin/sh\n") and b"\r" not in script
-    assert b"exec python -m promptcache.cli serve --host 127.0.0.1" in script
+    assert b"exec python -m promptcache_tools.cli serve --host 127.0.0.1" in script
     assert b"AWS_LWA_PORT" in script
 
 

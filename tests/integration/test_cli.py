@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def run(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(data)}
     return subprocess.run(
-        [sys.executable, "-m", "promptcache.cli", *args],
+        [sys.executable, "-m", "promptcache_tools.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -125,7 +125,10 @@ def test_missing_file_and_bad_setting_are_clear_errors(tmp_path: Path) -> None:
     assert result.returncode == 2 and "absent.jsonl" in result.stderr
     env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(tmp_path), "PROMPTCACHE_THRESHOLD": "2"}
     bad = subprocess.run(
-        [sys.executable, "-m", "promptcache.cli", "stats"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "promptcache_tools.cli", "stats"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "PROMPTCACHE_THRESHOLD" in bad.stderr
 
@@ -135,7 +138,7 @@ def test_compact_drops_expired_entries(tmp_path: Path) -> None:
     warm = tmp_path / "warm.jsonl"
     warm.write_text('{"prompt": "short-lived", "response": "gone soon"}\n')
     env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(data), "PROMPTCACHE_TTL_SECONDS": "1"}
-    cmd = [sys.executable, "-m", "promptcache.cli"]
+    cmd = [sys.executable, "-m", "promptcache_tools.cli"]
     assert (
         subprocess.run([*cmd, "warm", "--quiet", str(warm)], env=env, timeout=120).returncode == 0
     )

@@ -18,7 +18,7 @@ import pytest
 from promptcache import PromptCache, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.adapters.openai_compat import OpenAICompatibleLLM
-from promptcache.server import LocalContext, from_result, to_event
+from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.support.openai_upstream import OpenAIUpstream
 
 pytestmark = pytest.mark.integration

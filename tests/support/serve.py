@@ -33,7 +33,7 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "promptcache.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "promptcache_tools.cli", "serve", "--port", str(self.port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptcache.api import ROUTES
-from promptcache.cli import build_parser
+from promptcache.routes import ROUTES
 from promptcache.settings import SETTINGS
+from promptcache_tools.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")

@@ -13,9 +13,11 @@ import pytest
 
 from promptcache import ConfigError, PromptCache, PromptCacheError, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
-from promptcache.cli import main
-from promptcache.evaluate import (
-    CALIBRATION_FILE,
+from promptcache.calibration import CALIBRATION_FILE, read_calibration
+from promptcache.guards import numbers_guard
+from promptcache.settings import Settings
+from promptcache_tools.cli import main
+from promptcache_tools.evaluate import (
     Candidates,
     MemoEmbedder,
     Metrics,
@@ -27,14 +29,11 @@ from promptcache.evaluate import (
     folds,
     intents,
     pick_threshold,
-    read_calibration,
     read_pairs,
     score,
     select,
     write_calibration,
 )
-from promptcache.guards import numbers_guard
-from promptcache.settings import Settings
 from tests.unit.fakes import FakeEmbedder
 
 

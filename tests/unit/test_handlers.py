@@ -11,7 +11,7 @@ import pytest
 
 from promptcache import PromptCache, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
-from promptcache.server import LocalContext, from_result, to_event
+from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
 
 

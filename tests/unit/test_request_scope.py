@@ -20,8 +20,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
 from promptcache import api, observability
-from promptcache.server import LocalContext, from_result, to_event
 from promptcache.settings import Settings
+from promptcache_tools.server import LocalContext, from_result, to_event
 
 
 @pytest.fixture

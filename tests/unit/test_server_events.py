@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from promptcache.server import from_result, make_server, to_event
+from promptcache_tools.server import from_result, make_server, to_event
 
 
 def test_to_event_is_an_http_api_v2_event() -> None:

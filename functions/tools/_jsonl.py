@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import PromptCacheError
+from promptcache._errors import PromptCacheError
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import ConfigError, PromptCacheError
+from promptcache._errors import ConfigError, PromptCacheError
+from promptcache._keys import normalize
+from promptcache._types import ChatRequest, Completion, Message, Usage
+from promptcache.calibration import calibration_path
+
 from ._jsonl import json_objects, require_text
-from ._keys import normalize
-from ._types import ChatRequest, Completion, Message, Usage
 
 log = logging.getLogger("promptcache")
 
@@ -57,7 +59,6 @@ PEERS: tuple[tuple[str, float], ...] = (
 )
 PARTS = ("all", "fit", "holdout")
 EVAL_MODEL = "eval"
-CALIBRATION_FILE = "calibration.json"
 _GRID = np.round(np.arange(0.50, 0.995, 0.005), 3)
 
 Progress = Callable[..., Any]
@@ -664,30 +665,6 @@ def pick_threshold(curve: Sequence[Metrics], target_precision: float) -> Metrics
     return best
 
 
-def calibration_path(data_dir: Path) -> Path:
-    return Path(data_dir) / CALIBRATION_FILE
-
-
-def read_calibration(data_dir: Path, embedder_id: str) -> float | None:
-    """The calibrated threshold of this embedder, or None when there is none.
-
-    A file that cannot be read or holds a bad value is a ConfigError naming it."""
-    path = calibration_path(data_dir)
-    if not path.exists():
-        return None
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read the calibration file: {exc}") from None
-    item = body.get(embedder_id) if isinstance(body, dict) else None
-    if item is None:
-        return None
-    value = item.get("threshold") if isinstance(item, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{path}: threshold of {embedder_id!r} must be a number in [0, 1]")
-    return float(value)
-
-
 def write_calibration(data_dir: Path, embedder_id: str, record: dict[str, Any]) -> Path:
     """Merge this embedder's record into the calibration file (atomically)."""
     path = calibration_path(data_dir)
@@ -830,8 +807,8 @@ def build_cache(threshold: float | None = None, env: dict[str, str] | None = Non
     guards and threshold resolution), on an isolated in-memory store, with no LLM."""
     import os
 
-    from . import runtime
-    from .settings import Settings
+    from promptcache import runtime
+    from promptcache.settings import Settings
 
     overrides = {
         "PROMPTCACHE_STORE": "memory",
@@ -864,7 +841,7 @@ def _run(
     vector_cache: Path | None,
     quiet: bool,
 ) -> Evaluation:
-    from . import guards as guard_module
+    from promptcache import guards as guard_module
 
     cache = build_cache(threshold)
     return evaluate(
@@ -901,7 +878,7 @@ def _describe(
 
 
 def _strict() -> list[str]:
-    from .guards import verifier_guards
+    from promptcache.guards import verifier_guards
 
     return [g.__name__ for g in verifier_guards("strict")]
 
@@ -939,7 +916,7 @@ def run_eval(
         quiet=quiet,
     )
     rows = list(iter_rows(ev))
-    from . import guards as guard_module
+    from promptcache import guards as guard_module
 
     print(_describe(ev, path, part, limit, seed, len(chosen)), file=out)
     print("\n" + table(rows), file=out)
@@ -990,7 +967,7 @@ def run_calibrate(
     import sys
     from datetime import UTC, datetime
 
-    from . import runtime
+    from promptcache import runtime
 
     out = out or sys.stdout
     if not 0.0 < target_precision <= 1.0:

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .api import ROUTES, route_path
+from promptcache.routes import ROUTES, route_path
 
 log = logging.getLogger("promptcache.server")
 
@@ -246,7 +246,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
 
 
 def serve(host: str, port: int) -> None:
-    from . import runtime
+    from promptcache import runtime
 
     server = make_server(host, port)
     cache = runtime.service()  # cold start now, not on the first request

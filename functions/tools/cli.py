@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import PromptCacheError
-from ._jsonl import json_objects, require_text
+from promptcache._errors import PromptCacheError
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -22,6 +21,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _read_warm_file(path: Path, default_model: str) -> list[tuple[str, str, str]]:
+    from ._jsonl import json_objects, require_text  # not shipped with the streaming function
+
     return [
         (
             require_text(path, lineno, obj, "prompt"),
@@ -35,8 +36,8 @@ def _read_warm_file(path: Path, default_model: str) -> list[tuple[str, str, str]
 def _cmd_warm(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import runtime
-    from ._types import ChatRequest, Completion, Message, Usage
+    from promptcache import runtime
+    from promptcache._types import ChatRequest, Completion, Message, Usage
 
     settings = runtime.settings()
     rows = _read_warm_file(Path(args.file), settings.model)  # all validated before any write
@@ -55,14 +56,14 @@ def _cmd_warm(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from . import runtime
+    from promptcache import runtime
 
     print(json.dumps(runtime.service().report(), indent=2))
     return 0
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
-    from . import runtime
+    from promptcache import runtime
 
     removed = runtime.service().clear()
     print(f"removed {removed} entries and reset the stats", file=sys.stderr)
@@ -70,7 +71,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
-    from . import runtime
+    from promptcache import runtime
 
     store = runtime.service().store
     compact = getattr(store, "compact", None)
@@ -82,7 +83,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
-    from .settings import SETTINGS
+    from promptcache.settings import SETTINGS
 
     print("| setting | default | meaning |\n|---|---|---|")
     for name, (default, meaning) in SETTINGS.items():

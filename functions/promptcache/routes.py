@@ -1,0 +1,33 @@
+"""Every route of the product, and the route a request path falls under.
+
+Pure standard library: the infrastructure (API Gateway routes), the local server (which handler
+module serves a path) and the handlers all read this table; importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Every route of the product: (method, path) -> the handler module serving it. The local server
+#: and the infrastructure both read this table.
+ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/chat"): "chat",
+    ("GET", "/stats"): "stats",
+    ("GET", "/health"): "health",
+    ("POST", "/v1/chat/completions"): "chat",
+    ("GET", "/v1/models"): "chat",
+    ("GET", "/entries/{id}"): "chat",
+    ("DELETE", "/entries/{id}"): "chat",
+}
+
+
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "$")
+
+
+_TEMPLATES = {path: _template(path) for _, path in ROUTES}
+
+
+def route_path(path: str) -> str | None:
+    """The ROUTES path (``/entries/{id}`` for ``/entries/ab12...``) a request path falls under."""
+    return next((route for route, pattern in _TEMPLATES.items() if pattern.match(path)), None)

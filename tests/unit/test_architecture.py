@@ -1,0 +1,147 @@
+"""The house, read from the source: the layer package holds what Lambda runs and reaches neither up
+into the handlers nor out into the tools; no import circle; rooms of a livable size; the public
+API is the one listed here."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import promptcache
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {
+    "promptcache": ROOT / "functions" / "promptcache",
+    "promptcache_handlers": ROOT / "functions" / "handlers",
+    "promptcache_tools": ROOT / "functions" / "tools",
+}
+LAYER_MAX_LINES = 500
+
+
+def _module_name(package: str, path: Path) -> str:
+    rel = path.relative_to(PACKAGES[package]).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join([package, *parts])
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, root in PACKAGES.items():
+        for path in sorted(root.rglob("*.py")):
+            found[_module_name(package, path)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every project module ``name`` imports, at the top or inside a function, plus modules named
+    to ``importlib.import_module`` as string literals."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{a.name}" for a in node.names]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            targets = [node.args[0].value]
+        for target in targets:
+            if target in MODULES and target != name:
+                out.add(target)
+    return out
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def test_the_layer_imports_neither_the_tools_nor_the_handlers() -> None:
+    bad = {
+        name: sorted(t for t in targets if not t.startswith("promptcache."))
+        for name, targets in GRAPH.items()
+        if name == "promptcache" or name.startswith("promptcache.")
+    }
+    assert {k: v for k, v in bad.items() if v} == {}
+    for path in PACKAGES["promptcache"].rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "promptcache_handlers" not in text and "promptcache_tools" not in text, path
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    circles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(GRAPH[node]):
+            if nxt.startswith(node + "."):
+                continue  # a package's face handing on its own modules' names
+            if state.get(nxt) == 1:
+                circles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [name])
+    assert circles == []
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGES["promptcache"].rglob("*.py")), ids=lambda p: p.name
+)
+def test_no_room_of_the_layer_is_over_500_lines(path: Path) -> None:
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= LAYER_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
+def test_routes_import_without_the_runtime_dependencies() -> None:
+    """The infrastructure program reads ROUTES; it needs no numpy, httpx or Powertools."""
+    code = (
+        "import sys\n"
+        "for m in ('numpy', 'httpx', 'aws_lambda_powertools'): sys.modules[m] = None\n"
+        "from promptcache.routes import ROUTES\n"
+        "print(len(ROUTES))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(__import__("promptcache.routes").routes.ROUTES)
+
+
+PUBLIC = [
+    "BackendError", "BadRequest", "CacheHit", "CacheMode", "ChatRequest", "ChatResult",
+    "ChatStream", "Completion", "ConfigError", "Cursor", "Embedder", "EmbedderError", "Entry",
+    "LLM", "LogRecord", "Message", "PromptCache", "PromptCacheError", "RequestError", "Settings",
+    "Stats", "StatsError", "Store", "StoreError", "StreamingLLM", "SyncResult", "Tier",
+    "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured", "UpstreamPayloadTooLarge",
+    "UpstreamRateLimited", "UpstreamTimeout", "Usage", "VectorIndex",
+]  # fmt: skip
+
+
+def test_the_public_api_is_pinned_and_every_name_resolves() -> None:
+    assert sorted(promptcache.__all__) == sorted(PUBLIC)
+    for name in promptcache.__all__:
+        assert getattr(promptcache, name).__name__ == name
+    with pytest.raises(AttributeError):
+        promptcache.NoSuchName  # noqa: B018

@@ -1,5 +1,6 @@
-"""UpstashStore without a network: the record format, and the REST protocol at the transport
-(httpx.MockTransport): headers, bodies, and every failure mapped to StoreError / StatsError."""
+"""UpstashStore without a network: the REST protocol at the transport (httpx.MockTransport):
+headers, bodies, and every failure mapped to StoreError / StatsError. The record format:
+test_upstash_codec.py."""
 
 from __future__ import annotations
 
@@ -12,14 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from promptcache import ConfigError, Entry, LogRecord, Settings, StatsError, StoreError, Usage
+from promptcache import ConfigError, Entry, Settings, StatsError, StoreError, Usage
 from promptcache.adapters.upstash import (
     DEFAULT_SEGMENT_BYTES,
     UpstashStats,
     UpstashStore,
-    decode_records,
-    encode_records,
-    record_dtype,
 )
 
 URL = "https://example-12345.upstash.io"
@@ -38,49 +36,6 @@ def transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Clien
 
 def b64(value: bytes | str) -> str:
     return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
-
-
-# ------------------------------------------------------------------------------- log records
-@pytest.mark.parametrize("dim", [1, 2, 3, 8, 384, 768, 1024])
-def test_records_round_trip_and_concatenate(dim: int) -> None:
-    assert record_dtype(dim).itemsize % 3 == 0
-    rng = np.random.default_rng(dim)
-    records = [
-        LogRecord("a" * 32, rng.standard_normal(dim).astype(np.float32), 1.5e9),
-        LogRecord("b", None, None),
-        LogRecord("\u00e9t\u00e9", rng.standard_normal(dim).astype(np.float32), None),
-    ]
-    text = b"".join(encode_records([r], dim) for r in records)  # appended one by one
-    assert b"=" not in text
-    assert text == encode_records(records, dim)
-    parsed, used, chars = decode_records(text)
-    assert used == len(text) and chars == len(text) // 3
-    for got, want in zip(parsed, records, strict=True):
-        assert (got.entry_id, got.expires_at) == (want.entry_id, want.expires_at)
-        if want.vector is None:
-            assert got.vector is None
-        else:
-            np.testing.assert_array_equal(got.vector, want.vector)
-
-
-def test_a_partial_record_is_left_for_the_next_read() -> None:
-    text = encode_records([LogRecord("a", np.ones(8, np.float32))] * 3, 8)
-    parsed, used, chars = decode_records(text[:-10])
-    assert len(parsed) == 2 and used == 2 * chars
-    assert decode_records(text[:20]) == ([], 0, None)
-
-
-def test_bad_records_are_refused() -> None:
-    with pytest.raises(StoreError, match="1-32 UTF-8 bytes"):
-        encode_records([LogRecord("x" * 33, np.ones(4, np.float32))], 4)
-    with pytest.raises(StoreError, match="dimensions"):
-        encode_records([LogRecord("x", np.ones(5, np.float32))], 4)
-    with pytest.raises(StoreError, match="corrupt vector log"):
-        decode_records(b"Z" * 200)
-    good = encode_records([LogRecord("a", np.ones(4, np.float32))] * 2, 4)
-    other_dim = encode_records([LogRecord("b", np.ones(5, np.float32))], 5)
-    with pytest.raises(StoreError, match="does not match"):
-        decode_records(good[: len(good) // 2] + other_dim[: len(good) // 2])
 
 
 # ------------------------------------------------------------------------------- protocol

@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 
 import httpx
 import numpy as np
 import pytest
 
-from promptcache import ConfigError, Entry, Settings, StatsError, StoreError, Usage
-from promptcache.adapters.upstash import (
-    DEFAULT_SEGMENT_BYTES,
-    UpstashStats,
-    UpstashStore,
-)
+from promptcache import ConfigError, Settings, StatsError, StoreError
+from promptcache.adapters.upstash import DEFAULT_SEGMENT_BYTES, UpstashStats, UpstashStore
+from tests.support.entries import make_entry
 
 URL = "https://example-12345.upstash.io"
-
-
-def entry(ttl: float | None = 60.0) -> Entry:
-    now = time.time()
-    return Entry(
-        "e" * 32, "ns", "key", "p", "r", "m", Usage(1, 1), now, None if ttl is None else now + ttl
-    )
 
 
 def transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
@@ -55,7 +44,7 @@ def test_put_is_one_atomic_transaction_with_the_ttl() -> None:
         )
 
     store = UpstashStore(transport(handler), URL + "/", "tok", clock=lambda: 1000.0)
-    e = Entry("e" * 32, "ns", "key", "p", "r", "m", Usage(1, 1), 1000.0, 1010.5)
+    e = make_entry("p", ns="ns", key="key", now=1000.0, ttl=10.5)
     store.put(e, np.ones(8, np.float32) / np.sqrt(8))
     assert [r.url.path for r in seen] == ["/pipeline", "/multi-exec"]
     request = seen[-1]
@@ -82,7 +71,7 @@ def test_put_is_one_atomic_transaction_with_the_ttl() -> None:
 
 
 def test_results_are_decoded_from_base64_except_ok() -> None:
-    stored = entry(None)
+    stored = make_entry("p", ns="ns")
     value = json.dumps({"v": 1, "dim": 0, "entry": stored.to_json()})
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -93,7 +82,7 @@ def test_results_are_decoded_from_base64_except_ok() -> None:
 
     store = UpstashStore(transport(handler), URL, "tok")
     store.ping()
-    assert store.get("e" * 32) == stored
+    assert store.get(stored.id) == stored
 
 
 @pytest.mark.parametrize(
@@ -173,7 +162,7 @@ def test_unencodable_text_is_a_store_error() -> None:
     store = UpstashStore(
         transport(lambda r: httpx.Response(200, json={"result": "OK"})), URL, "tok"
     )
-    bad = Entry("e" * 32, "ns", "key", "p", "lone \ud800 surrogate", "m", Usage(), 0.0, None)
+    bad = make_entry("p", ns="ns", response="lone \ud800 surrogate")
     with pytest.raises(StoreError, match="cannot encode"):
         store.put(bad, None)
 

@@ -218,3 +218,17 @@ def test_chunk_setting() -> None:
     for bad in ("100", "lots", str(2**30)):
         with pytest.raises(ConfigError, match="PROMPTCACHE_UPSTASH_CHUNK_BYTES"):
             Settings.from_env({**base, "PROMPTCACHE_UPSTASH_CHUNK_BYTES": bad})
+
+
+def test_the_package_exports_the_names_of_the_former_module() -> None:
+    import promptcache.adapters.upstash as upstash
+
+    former = {
+        "DEFAULT_CHUNK_BYTES", "MIN_CHUNK_BYTES", "DEFAULT_SEGMENT_BYTES", "SEGMENT_STRIDE",
+        "UpstashREST", "UpstashStore", "UpstashStats",
+        "record_dtype", "encode_records", "decode_records",
+    }  # fmt: skip
+    assert set(upstash.__all__) == former | {"DEFAULT_PREFIX", "KeyLayout"}
+    assert all(getattr(upstash, name) is not None for name in upstash.__all__)
+    assert (upstash.DEFAULT_CHUNK_BYTES, upstash.DEFAULT_SEGMENT_BYTES) == (4 * 2**20, 32 * 2**20)
+    assert (upstash.MIN_CHUNK_BYTES, upstash.SEGMENT_STRIDE) == (4096, 2**40)

@@ -231,6 +231,7 @@ class UpstashStore(Compaction):
             raise StoreError(f"Upstash answered a window count with {answer!r}")
         return int(answer[0]), int(answer[1])
 
+    # ------------------------------------------------------------------ entries as stored
     @staticmethod
     def _wrap(entry: Entry, dim: int) -> str:
         return json.dumps(

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptcache import Entry, LogRecord, Store, Usage
+from promptcache import Entry, LogRecord, Store
 from promptcache.adapters.memory import MemoryStore
 from promptcache.adapters.sqlite import SQLiteStore
+from tests.support import entries
 
 DIM = 8
 NS = "tenant:fake:8:contract"
@@ -74,17 +75,10 @@ def vec(seed: str) -> np.ndarray:
 def make_entry(
     clock: Clock, prompt: str, *, ns: str = NS, ttl: float | None = None, key: str | None = None
 ) -> Entry:
-    now = clock()
-    return Entry(
-        id=uuid.uuid4().hex,
-        namespace=ns,
-        exact_key=key or f"key-{prompt}",
-        prompt=prompt,
-        response=f"answer to {prompt} \u2713",
-        model="m",
-        usage=Usage(3, 4),
-        created_at=now,
-        expires_at=None if ttl is None else now + ttl,
+    """The tests' one factory (tests/support/entries.py) at the contract's clock, with an answer
+    that is not ASCII: every store keeps UTF-8 as it is."""
+    return entries.make_entry(
+        prompt, ns=ns, ttl=ttl, now=clock(), key=key, response=f"answer to {prompt} \u2713"
     )
 
 

@@ -321,6 +321,36 @@ def test_clear_keeps_the_stats(make_upstash_store: MakeStore, upstash: UpstashSt
         assert stats.read() == {"requests": 2.0}
 
 
+def keys(redis_client: redis.Redis, prefix: str) -> set[str]:
+    return {k.decode() for k in redis_client.keys("*") if k.decode().startswith(prefix)}
+
+
+def test_clear_keeps_the_stats_under_another_prefix(
+    make_upstash_store: MakeStore, upstash: UpstashStandIn, redis_client: redis.Redis
+) -> None:
+    """The stats hash is a key of the store's layout: with any prefix, clear() removes entries,
+    logs, locks and windows but keeps it; a store under another prefix is left alone."""
+    prefix = "tenant*[7]:"  # glob characters too: clear() matches this prefix only
+    with httpx.Client() as client:
+        stats = UpstashStats(client, upstash.url, upstash.token, prefix=prefix)
+        stats.add({"requests": 3})
+        store = make_upstash_store(prefix=prefix)
+        neighbour = make_upstash_store(prefix="tenant7:")
+        a, b = entry("a"), entry("b")
+        store.put(a, unit("a"))
+        store.try_lock("fill:a", "token", 60)
+        store.count_window("rate:t:1", "rate:t:0", 60)
+        neighbour.put(b, unit("b"))
+        before = keys(redis_client, prefix)
+        assert {f"{prefix}e:{a.id}", f"{prefix}lock:fill:a", f"{prefix}window:rate:t:1"} <= before
+        assert store.clear() == 1
+        assert stats.read() == {"requests": 3.0}
+        assert keys(redis_client, prefix) == {f"{prefix}epoch", f"{prefix}stats"}
+        assert store.get(a.id) is None and store.count() == 0
+        assert neighbour.get(b.id) == b and neighbour.count() == 1
+        assert UpstashStats(client, upstash.url, upstash.token).read() == {}  # not in pc:stats
+
+
 def test_plain_json_responses_work_too(make_upstash_store: MakeStore) -> None:
     store = make_upstash_store(base64_responses=False)
     e = entry("caf\u00e9 \u2615")

@@ -1,35 +1,22 @@
-"""UpstashStore without a network: the record format, and the REST protocol at the transport
-(httpx.MockTransport): headers, bodies, and every failure mapped to StoreError / StatsError."""
+"""UpstashStore without a network: the REST protocol at the transport (httpx.MockTransport):
+headers, bodies, and every failure mapped to StoreError / StatsError. The record format:
+test_upstash_codec.py."""
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 
 import httpx
 import numpy as np
 import pytest
 
-from promptcache import ConfigError, Entry, LogRecord, Settings, StatsError, StoreError, Usage
-from promptcache.adapters.upstash import (
-    DEFAULT_SEGMENT_BYTES,
-    UpstashStats,
-    UpstashStore,
-    decode_records,
-    encode_records,
-    record_dtype,
-)
+from promptcache import ConfigError, Settings, StatsError, StoreError
+from promptcache.adapters.upstash import DEFAULT_SEGMENT_BYTES, UpstashStats, UpstashStore
+from tests.support.entries import make_entry
 
 URL = "https://example-12345.upstash.io"
-
-
-def entry(ttl: float | None = 60.0) -> Entry:
-    now = time.time()
-    return Entry(
-        "e" * 32, "ns", "key", "p", "r", "m", Usage(1, 1), now, None if ttl is None else now + ttl
-    )
 
 
 def transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
@@ -38,49 +25,6 @@ def transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Clien
 
 def b64(value: bytes | str) -> str:
     return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
-
-
-# ------------------------------------------------------------------------------- log records
-@pytest.mark.parametrize("dim", [1, 2, 3, 8, 384, 768, 1024])
-def test_records_round_trip_and_concatenate(dim: int) -> None:
-    assert record_dtype(dim).itemsize % 3 == 0
-    rng = np.random.default_rng(dim)
-    records = [
-        LogRecord("a" * 32, rng.standard_normal(dim).astype(np.float32), 1.5e9),
-        LogRecord("b", None, None),
-        LogRecord("\u00e9t\u00e9", rng.standard_normal(dim).astype(np.float32), None),
-    ]
-    text = b"".join(encode_records([r], dim) for r in records)  # appended one by one
-    assert b"=" not in text
-    assert text == encode_records(records, dim)
-    parsed, used, chars = decode_records(text)
-    assert used == len(text) and chars == len(text) // 3
-    for got, want in zip(parsed, records, strict=True):
-        assert (got.entry_id, got.expires_at) == (want.entry_id, want.expires_at)
-        if want.vector is None:
-            assert got.vector is None
-        else:
-            np.testing.assert_array_equal(got.vector, want.vector)
-
-
-def test_a_partial_record_is_left_for_the_next_read() -> None:
-    text = encode_records([LogRecord("a", np.ones(8, np.float32))] * 3, 8)
-    parsed, used, chars = decode_records(text[:-10])
-    assert len(parsed) == 2 and used == 2 * chars
-    assert decode_records(text[:20]) == ([], 0, None)
-
-
-def test_bad_records_are_refused() -> None:
-    with pytest.raises(StoreError, match="1-32 UTF-8 bytes"):
-        encode_records([LogRecord("x" * 33, np.ones(4, np.float32))], 4)
-    with pytest.raises(StoreError, match="dimensions"):
-        encode_records([LogRecord("x", np.ones(5, np.float32))], 4)
-    with pytest.raises(StoreError, match="corrupt vector log"):
-        decode_records(b"Z" * 200)
-    good = encode_records([LogRecord("a", np.ones(4, np.float32))] * 2, 4)
-    other_dim = encode_records([LogRecord("b", np.ones(5, np.float32))], 5)
-    with pytest.raises(StoreError, match="does not match"):
-        decode_records(good[: len(good) // 2] + other_dim[: len(good) // 2])
 
 
 # ------------------------------------------------------------------------------- protocol
@@ -100,7 +44,7 @@ def test_put_is_one_atomic_transaction_with_the_ttl() -> None:
         )
 
     store = UpstashStore(transport(handler), URL + "/", "tok", clock=lambda: 1000.0)
-    e = Entry("e" * 32, "ns", "key", "p", "r", "m", Usage(1, 1), 1000.0, 1010.5)
+    e = make_entry("p", ns="ns", key="key", now=1000.0, ttl=10.5)
     store.put(e, np.ones(8, np.float32) / np.sqrt(8))
     assert [r.url.path for r in seen] == ["/pipeline", "/multi-exec"]
     request = seen[-1]
@@ -127,7 +71,7 @@ def test_put_is_one_atomic_transaction_with_the_ttl() -> None:
 
 
 def test_results_are_decoded_from_base64_except_ok() -> None:
-    stored = entry(None)
+    stored = make_entry("p", ns="ns")
     value = json.dumps({"v": 1, "dim": 0, "entry": stored.to_json()})
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -138,7 +82,7 @@ def test_results_are_decoded_from_base64_except_ok() -> None:
 
     store = UpstashStore(transport(handler), URL, "tok")
     store.ping()
-    assert store.get("e" * 32) == stored
+    assert store.get(stored.id) == stored
 
 
 @pytest.mark.parametrize(
@@ -218,7 +162,7 @@ def test_unencodable_text_is_a_store_error() -> None:
     store = UpstashStore(
         transport(lambda r: httpx.Response(200, json={"result": "OK"})), URL, "tok"
     )
-    bad = Entry("e" * 32, "ns", "key", "p", "lone \ud800 surrogate", "m", Usage(), 0.0, None)
+    bad = make_entry("p", ns="ns", response="lone \ud800 surrogate")
     with pytest.raises(StoreError, match="cannot encode"):
         store.put(bad, None)
 
@@ -274,3 +218,17 @@ def test_chunk_setting() -> None:
     for bad in ("100", "lots", str(2**30)):
         with pytest.raises(ConfigError, match="PROMPTCACHE_UPSTASH_CHUNK_BYTES"):
             Settings.from_env({**base, "PROMPTCACHE_UPSTASH_CHUNK_BYTES": bad})
+
+
+def test_the_package_exports_the_names_of_the_former_module() -> None:
+    import promptcache.adapters.upstash as upstash
+
+    former = {
+        "DEFAULT_CHUNK_BYTES", "MIN_CHUNK_BYTES", "DEFAULT_SEGMENT_BYTES", "SEGMENT_STRIDE",
+        "UpstashREST", "UpstashStore", "UpstashStats",
+        "record_dtype", "encode_records", "decode_records",
+    }  # fmt: skip
+    assert set(upstash.__all__) == former | {"DEFAULT_PREFIX", "KeyLayout"}
+    assert all(getattr(upstash, name) is not None for name in upstash.__all__)
+    assert (upstash.DEFAULT_CHUNK_BYTES, upstash.DEFAULT_SEGMENT_BYTES) == (4 * 2**20, 32 * 2**20)
+    assert (upstash.MIN_CHUNK_BYTES, upstash.SEGMENT_STRIDE) == (4096, 2**40)

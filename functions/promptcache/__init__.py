@@ -19,7 +19,7 @@ from ._errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
+from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
 from ._stream import ChatStream
 from ._types import (
     CacheHit,
@@ -54,10 +54,12 @@ __all__ = [
     "EmbedderError",
     "Entry",
     "LLM",
+    "Locks",
     "LogRecord",
     "Message",
     "PromptCache",
     "PromptCacheError",
+    "RateWindows",
     "RequestError",
     "Settings",
     "Stats",

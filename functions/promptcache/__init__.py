@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         UpstreamRateLimited,
         UpstreamTimeout,
     )
-    from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
+    from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
     from ._stream import ChatStream
     from ._types import (
         CacheHit,
@@ -64,10 +64,12 @@ _EXPORTS = {
     "EmbedderError": "._errors",
     "Entry": "._types",
     "LLM": "._protocols",
+    "Locks": "._protocols",
     "LogRecord": "._types",
     "Message": "._types",
     "PromptCache": ".core",
     "PromptCacheError": "._errors",
+    "RateWindows": "._protocols",
     "RequestError": "._errors",
     "Settings": ".settings",
     "Stats": "._protocols",
@@ -102,10 +104,12 @@ __all__ = [
     "EmbedderError",
     "Entry",
     "LLM",
+    "Locks",
     "LogRecord",
     "Message",
     "PromptCache",
     "PromptCacheError",
+    "RateWindows",
     "RequestError",
     "Settings",
     "Stats",

@@ -50,19 +50,32 @@ class Store(Protocol):
 
     def ping(self) -> None: ...
 
+
+@runtime_checkable
+class Locks(Protocol):
+    """Named locks that expire by themselves, shared by every process using the same backend.
+
+    The cache takes one per prompt being answered, so that one process asks the model (the
+    cross-process half of single-flight). The stores implement it too, next to their entries.
+    """
+
     def try_lock(self, name: str, token: str, ttl: float) -> bool:
-        """Take the lock ``name`` for ``ttl`` seconds unless someone else holds it. Processes
-        sharing the store use it so that one of them asks the model for a prompt."""
+        """Take the lock ``name`` for ``ttl`` seconds unless someone else holds it."""
         ...
 
     def unlock(self, name: str, token: str) -> None:
         """Release ``name`` if ``token`` still holds it (an expired lock may be someone else's)."""
         ...
 
+
+@runtime_checkable
+class RateWindows(Protocol):
+    """Counters of fixed time windows, shared by every process using the same backend (the rate
+    limit's). The stores implement it too, next to their entries."""
+
     def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
         """Add one to the counter ``current`` (created at 0, gone ``ttl`` seconds after its first
-        hit) and return its new value with the value of ``previous`` (0 when absent). Processes
-        sharing the store count rate-limit windows with it."""
+        hit) and return its new value with the value of ``previous`` (0 when absent)."""
         ...
 
 

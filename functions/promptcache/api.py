@@ -32,7 +32,7 @@ from ._errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from ._protocols import Store
+from ._protocols import RateWindows, Store
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
 from .observability import count
@@ -236,7 +236,7 @@ class RateLimiter:
         self._clock = clock  # wall clock: shared by every process counting in the store
 
     def check(self, tenant: str, store: Store) -> None:
-        if self.per_minute <= 0:
+        if self.per_minute <= 0 or not isinstance(store, RateWindows):
             return
         now = self._clock()
         minute, into = divmod(now, 60.0)

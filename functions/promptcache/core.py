@@ -20,7 +20,7 @@ import numpy as np
 
 from ._errors import BackendError, EmbedderError, StatsError, StoreError, UpstreamNotConfigured
 from ._keys import exact_key, namespace, normalize, tenant_of
-from ._protocols import LLM, Embedder, Stats, Store, StreamingLLM
+from ._protocols import LLM, Embedder, Locks, Stats, Store, StreamingLLM
 from ._singleflight import Lease, SingleFlight
 from ._stream import ChatStream
 from ._types import (
@@ -83,6 +83,7 @@ class PromptCache:
         embedder: Embedder,
         stats: Stats,
         llm: LLM | None = None,
+        locks: Locks | None = None,
         threshold: float | None = None,
         ttl_seconds: float = 7 * 86400,
         guards: Sequence[Guard] = (),
@@ -99,6 +100,7 @@ class PromptCache:
         self.embedder = embedder
         self.stats = stats
         self.llm = llm
+        self.locks = locks if locks is not None or not isinstance(store, Locks) else store
         self.threshold = embedder.default_threshold if threshold is None else threshold
         self.ttl_seconds = ttl_seconds
         self.guards = tuple(guards)
@@ -475,7 +477,8 @@ class PromptCache:
 
     def _unlock(self, lock: str, token: str) -> None:
         try:
-            self.store.unlock(lock, token)
+            if self.locks is not None:
+                self.locks.unlock(lock, token)
         except Exception as exc:  # it expires by itself
             log.warning("releasing the fill lock failed: %s", exc)
 
@@ -485,18 +488,20 @@ class PromptCache:
         ``fill_wait``, then ask the model themselves. Store trouble never blocks an answer.
         Returns (the entry another process stored, or None; whether this process holds the lock).
         """
+        if self.locks is None:
+            return None, False
         deadline = time.monotonic() + self.fill_wait
         pause, waited = 0.02, False
         while True:
             try:
-                locked = self.store.try_lock(lock, token, self.fill_lock_ttl)
+                locked = self.locks.try_lock(lock, token, self.fill_lock_ttl)
                 if locked and not waited:
                     return None, True  # the usual miss: the lookup just found nothing
                 # waited, then got the lock: the holder may have stored the answer and left
                 exact = self._sync(ns, key).exact
                 if exact is not None and not exact.expired(self.clock()):
                     if locked:
-                        self.store.unlock(lock, token)
+                        self.locks.unlock(lock, token)
                     return exact, False
                 if locked:
                     return None, True

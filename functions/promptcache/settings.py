@@ -13,6 +13,14 @@ from pathlib import Path
 
 from ._errors import ConfigError
 
+# Defaults stated once: the SETTINGS table (and so README and the parsers) and PromptCache's
+# constructor (for a cache built without settings, as the tests do) both read these.
+TTL_SECONDS = 7 * 86400
+VERIFIER_BAND = 0.04
+UPSTREAM_TIMEOUT = 60.0
+PRICE_PER_1K_TOKENS = 0.002
+UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
+
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_DATA_DIR": (
@@ -58,11 +66,14 @@ SETTINGS: dict[str, tuple[str, str]] = {
         '("into Spanish" vs "into German") differs; fewer false hits, fewer hits.',
     ),
     "PROMPTCACHE_VERIFIER_BAND": (
-        "0.04",
+        f"{VERIFIER_BAND:g}",
         "The verifier checks only candidates whose similarity is below threshold + this band "
         "(borderline ones); 1 = every candidate.",
     ),
-    "PROMPTCACHE_TTL_SECONDS": ("604800", "Default lifetime of a stored answer (0 = forever)."),
+    "PROMPTCACHE_TTL_SECONDS": (
+        str(TTL_SECONDS),
+        "Default lifetime of a stored answer (0 = forever).",
+    ),
     "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
     "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
     "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages accepted in one request."),
@@ -81,10 +92,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "every process and Lambda container sharing it shares the budget.",
     ),
     "PROMPTCACHE_CORS_ORIGINS": ("*", "Allowed CORS origin."),
-    "PROMPTCACHE_UPSTREAM_TIMEOUT": ("60", "Seconds to wait for the LLM."),
+    "PROMPTCACHE_UPSTREAM_TIMEOUT": (f"{UPSTREAM_TIMEOUT:g}", "Seconds to wait for the LLM."),
     "PROMPTCACHE_BACKEND_TIMEOUT": ("5", "Seconds to wait for the store, embedder and stats."),
     "PROMPTCACHE_PRICE_PER_1K_TOKENS": (
-        "0.002",
+        f"{PRICE_PER_1K_TOKENS:g}",
         "USD per 1,000 tokens used to estimate the money saved by hits.",
     ),
     "OPENAI_BASE_URL": ("", "OpenAI-compatible upstream (Ollama, vLLM, llama.cpp, OpenAI)."),
@@ -107,7 +118,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "SSM SecureString holding the Upstash token (deployed: read once per cold start).",
     ),
     "PROMPTCACHE_UPSTASH_CHUNK_BYTES": (
-        "4194304",
+        str(UPSTASH_CHUNK_BYTES),
         "Bytes of a namespace's vector log read per Upstash request when loading it (>= 4096).",
     ),
 }
@@ -186,9 +197,9 @@ class Settings:
     upstash_url: str
     upstash_token: str
     upstash_token_ssm_parameter: str
-    upstash_chunk_bytes: int = 4 * 1024 * 1024
+    upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
     verifier: str = "off"
-    verifier_band: float = 0.04
+    verifier_band: float = VERIFIER_BAND
 
     @property
     def sqlite_path(self) -> Path:

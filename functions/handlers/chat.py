@@ -8,24 +8,23 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from promptcache import api, openai_api, runtime
+from promptcache import api, openai_api, resolver, runtime
 from promptcache.observability import count, invocation, tracer
 
-app = api.make_app(runtime.settings())
-limiter = api.RateLimiter(runtime.settings().rate_limit_per_minute)
+app = resolver.make_app(runtime.settings())
 
 
 @app.post("/chat")
 @tracer.capture_method
 def chat() -> Response[str]:
-    return api.chat(app.current_event, runtime.service(), runtime.settings(), limiter)
+    return api.chat(app.current_event, runtime.service(), runtime.settings(), runtime.limiter())
 
 
 @app.post("/v1/chat/completions")
 @tracer.capture_method
 def chat_completions() -> Response[str]:
     return openai_api.chat_completions(
-        app.current_event, runtime.service(), runtime.settings(), limiter
+        app.current_event, runtime.service(), runtime.settings(), runtime.limiter()
     )
 
 
@@ -38,13 +37,17 @@ def models() -> Response[str]:
 @app.get("/entries/<entry_id>")
 @tracer.capture_method
 def entry(entry_id: str) -> Response[str]:
-    return api.entry(app.current_event, entry_id, runtime.service(), runtime.settings(), limiter)
+    return api.entry(
+        app.current_event, entry_id, runtime.service(), runtime.settings(), runtime.limiter()
+    )
 
 
 @app.delete("/entries/<entry_id>")
 @tracer.capture_method
 def forget(entry_id: str) -> Response[str]:
-    return api.forget(app.current_event, entry_id, runtime.service(), runtime.settings(), limiter)
+    return api.forget(
+        app.current_event, entry_id, runtime.service(), runtime.settings(), runtime.limiter()
+    )
 
 
 @invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

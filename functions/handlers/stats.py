@@ -6,10 +6,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from promptcache import api, runtime
+from promptcache import api, resolver, runtime
 from promptcache.observability import invocation, tracer
 
-app = api.make_app(runtime.settings())
+app = resolver.make_app(runtime.settings())
 
 
 @app.get("/stats")

@@ -38,18 +38,20 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from ._errors import PromptCacheError, Unprocessable
 from ._stream import ChatStream
 from ._types import CacheMode, ChatRequest, ChatResult, Tier, Usage
-from .api import (
-    RateLimiter,
-    _number,
-    authenticate,
-    json_body,
-    json_response,
-    openai_error_type,
-    parse_messages,
-)
 from .core import PromptCache
 from .observability import count
 from .settings import Settings
+from .wire import (
+    RateLimiter,
+    admit,
+    authenticate,
+    json_body,
+    json_response,
+    number,
+    openai_error_type,
+    parse_messages,
+    result_headers,
+)
 
 log = logging.getLogger("promptcache")
 
@@ -215,15 +217,15 @@ def parse_request(body: dict[str, Any], settings: Settings, tenant: str) -> Comp
         mode = CacheMode(extra.get("cache", "use"))
     except ValueError:
         raise Unprocessable("'promptcache.cache' must be one of use, skip, refresh") from None
-    ttl = _number(extra, "ttl", 0, 10 * 365 * 86400)
+    ttl = number(extra, "ttl", 0, 10 * 365 * 86400)
     chat = ChatRequest(
         messages=messages,
         model=model.strip(),
         tenant=tenant,
-        threshold=_number(extra, "threshold", 0.0, 1.0),
+        threshold=number(extra, "threshold", 0.0, 1.0),
         ttl=None if ttl is None else int(ttl),
         max_tokens=max_completion_tokens if max_tokens is None else max_tokens,
-        temperature=_number(body, "temperature", 0.0, 2.0),
+        temperature=number(body, "temperature", 0.0, 2.0),
         cache=mode,
     )
     return CompletionRequest(chat=chat, n=n, stream=stream, include_usage=include_usage)
@@ -373,15 +375,6 @@ def live_body() -> Iterator[LiveBody]:
 
 
 # ---------------------------------------------------------------- the two endpoints
-def _headers(tier: Tier, similarity: float | None, entry_id: str | None) -> dict[str, str]:
-    headers = {"X-Promptcache-Tier": tier.value}
-    if similarity is not None:
-        headers["X-Promptcache-Similarity"] = f"{similarity:.6f}"
-    if entry_id:
-        headers["X-Promptcache-Entry"] = entry_id
-    return headers
-
-
 def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]:
     """n > 1: n independent model answers, the cache neither read nor written."""
     fresh = replace(request.chat, cache=CacheMode.SKIP)
@@ -392,15 +385,14 @@ def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]
 def chat_completions(
     event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
 ) -> Response[str]:
-    tenant = authenticate(event, settings)
-    limiter.check(tenant, cache.store)
+    tenant = admit(event, settings, limiter)
     request = parse_request(json_body(event, settings), settings, tenant)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     if request.n > 1:
         results = _samples(cache, request)
         count(f"tier_{Tier.BYPASS.value}")
-        headers = _headers(Tier.BYPASS, None, None)
+        headers = result_headers(Tier.BYPASS, None, None)
         if not request.stream:
             body = completion_object(results, completion_id=completion_id, created=created)
             return json_response(200, body, headers)
@@ -408,13 +400,15 @@ def chat_completions(
     elif request.stream:
         stream = cache.chat_stream(request.chat)  # primed: an early upstream failure raises here
         count(f"tier_{stream.tier.value}")
-        headers = _headers(stream.tier, stream.similarity, stream.entry_id)
+        headers = result_headers(stream.tier, stream.similarity, stream.entry_id)
         streams = [stream]
     else:
         result = cache.chat(request.chat)
         count(f"tier_{result.tier.value}")
         body = completion_object([result], completion_id=completion_id, created=created)
-        return json_response(200, body, _headers(result.tier, result.similarity, result.entry_id))
+        return json_response(
+            200, body, result_headers(result.tier, result.similarity, result.entry_id)
+        )
 
     headers["Cache-Control"] = "no-cache"
     slot = _LIVE.get()

@@ -14,10 +14,11 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from ._errors import ConfigError
-from ._protocols import LLM, Embedder, Stats, Store
+from ._protocols import LLM, Embedder, RateWindows, Stats, Store
 from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, verifier_guards
+from .ratelimit import RateLimiter
 from .settings import Settings, parse_api_keys
 
 
@@ -236,7 +237,16 @@ def service() -> PromptCache:
     return build(settings())
 
 
+@_Once
+def limiter() -> RateLimiter:
+    """The per-tenant rate limit, counted in the store when it keeps rate windows."""
+    store = service().store
+    windows = store if isinstance(store, RateWindows) else None
+    return RateLimiter(settings().rate_limit_per_minute, windows)
+
+
 def reset() -> None:
     """Forget the cached settings and service (tests, `promptcache clear`)."""
     settings.cache_clear()
     service.cache_clear()
+    limiter.cache_clear()

@@ -1,5 +1,5 @@
 """Concurrent resolves of one resolver see their own request: event, path arguments, context,
-log keys and metrics (``api.RequestScopedResolver``, ``observability.invocation``).
+log keys and metrics (``resolver.RequestScopedResolver``, ``observability.invocation``).
 
 Powertools promises none of this (one event per process at a time is Lambda's model); these tests
 pin what promptcache relies on, so that a Powertools upgrade that moves request state elsewhere
@@ -19,39 +19,39 @@ import pytest
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from promptcache import api, observability
+from promptcache import observability, resolver, wire
 from promptcache.settings import Settings
 from promptcache_tools.server import LocalContext, from_result, to_event
 
 
 @pytest.fixture
-def app() -> api.RequestScopedResolver:
-    resolver = api.make_app(Settings.from_env({}))
-    assert isinstance(resolver, api.RequestScopedResolver)
+def app() -> resolver.RequestScopedResolver:
+    app = resolver.make_app(Settings.from_env({}))
+    assert isinstance(app, resolver.RequestScopedResolver)
 
-    @resolver.post("/echo/<name>")
+    @app.post("/echo/<name>")
     def echo(name: str) -> Response[str]:
-        body = resolver.current_event.json_body
+        body = app.current_event.json_body
         time.sleep(0.002)  # let other threads resolve meanwhile
         observability.count(f"echo_{body['n'] % 3}")
         observability.logger.info("echo")
-        return api.json_response(
+        return wire.json_response(
             200,
             {
                 "name": name,
                 "n": body["n"],
-                "again": resolver.current_event.json_body["n"],
-                "path": resolver.current_event.raw_path,
-                "route_args": resolver.context.get("_route_args"),
-                "request_id": resolver.lambda_context.aws_request_id,
+                "again": app.current_event.json_body["n"],
+                "path": app.current_event.raw_path,
+                "route_args": app.context.get("_route_args"),
+                "request_id": app.lambda_context.aws_request_id,
             },
         )
 
-    return resolver
+    return app
 
 
 def test_concurrent_resolves_each_see_their_own_event_and_path_arguments(
-    app: api.RequestScopedResolver,
+    app: resolver.RequestScopedResolver,
 ) -> None:
     @observability.invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def test_concurrent_resolves_each_see_their_own_event_and_path_arguments(
 
 
 def test_each_invocation_logs_its_own_request_id_and_flushes_its_own_metrics(
-    app: api.RequestScopedResolver,
+    app: resolver.RequestScopedResolver,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

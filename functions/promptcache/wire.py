@@ -1,0 +1,193 @@
+"""What both HTTP faces (``api`` for ``/chat`` and the entries, ``openai_api`` for ``/v1``) stand
+on: the response headers, JSON bodies and the error bodies, authentication and the rate limit
+(``admit``, every route's preamble), and the validators of request fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from ._errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    PromptCacheError,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from ._types import Message, Tier
+from .ratelimit import RateLimiter
+from .settings import Settings
+
+__all__ = [
+    "ENTRY_HEADER",
+    "RESULT_HEADERS",
+    "SIMILARITY_HEADER",
+    "TIER_HEADER",
+    "RateLimiter",
+    "admit",
+    "authenticate",
+    "content",
+    "error_response",
+    "json_body",
+    "json_response",
+    "number",
+    "openai_error_type",
+    "parse_messages",
+    "result_headers",
+]
+
+log = logging.getLogger("promptcache")
+
+#: The cache's decision, on every chat answer of both faces (and exposed to browsers by CORS).
+TIER_HEADER = "X-Promptcache-Tier"
+SIMILARITY_HEADER = "X-Promptcache-Similarity"
+ENTRY_HEADER = "X-Promptcache-Entry"
+RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER)
+
+_ROLES = ("system", "user", "assistant")
+
+
+def result_headers(tier: Tier, similarity: float | None, entry_id: str | None) -> dict[str, str]:
+    """The headers naming what the cache did: the tier, a hit's similarity, the stored entry."""
+    headers = {TIER_HEADER: tier.value}
+    if similarity is not None:
+        headers[SIMILARITY_HEADER] = f"{similarity:.6f}"
+    if entry_id:
+        headers[ENTRY_HEADER] = entry_id
+    return headers
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps(body, ensure_ascii=False, allow_nan=False),
+        headers=headers,
+    )
+
+
+#: OpenAI's error ``type`` by status, added to error bodies on the /v1 routes (OpenAI clients read
+#: ``error.message`` and ``error.type``; the body is otherwise the project's own).
+_OPENAI_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_type(status: int) -> str:
+    default = "invalid_request_error" if status < 500 else "server_error"
+    return _OPENAI_ERROR_TYPES.get(status, default)
+
+
+def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response[str]:
+    error = {"code": exc.code, "message": exc.message}
+    if openai:
+        error["type"] = openai_error_type(exc.status)
+    return json_response(exc.status, {"error": error})
+
+
+# ---------------------------------------------------------------- auth and limits
+def admit(event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimiter) -> str:
+    """Every route's preamble: the request's tenant (401/403 without a valid key), counted
+    against its rate limit (429)."""
+    tenant = authenticate(event, settings)
+    limiter.check(tenant)
+    return tenant
+
+
+def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
+    """The tenant of the request's API key (``default`` when no keys are configured)."""
+    if not settings.api_keys:
+        return "default"
+    header = event.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    tenant = settings.api_keys.get(token.strip())
+    if tenant is None:
+        raise Forbidden("unknown API key")
+    return tenant
+
+
+# ---------------------------------------------------------------- body parsing
+def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, Any]:
+    """The request's JSON object, after content-type and size checks."""
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {content_type or 'nothing'!r}"
+        )
+    raw = event.body or ""
+    data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
+    if len(data) > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"body is {len(data)} bytes; the limit is {settings.max_body_bytes} "
+            "(PROMPTCACHE_MAX_BODY_BYTES)"
+        )
+    if not data.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Unprocessable("the body must be a JSON object")
+    return body
+
+
+def number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Unprocessable(f"'{name}' must be a number")
+    if not lo <= value <= hi:
+        raise Unprocessable(f"'{name}' must be between {lo} and {hi}, got {value}")
+    return float(value)
+
+
+def content(value: Any, where: str, settings: Settings) -> str:
+    if not isinstance(value, str):
+        raise Unprocessable(f"{where} must be a string")
+    if not value.strip():
+        raise Unprocessable(f"{where} must not be empty")
+    if len(value) > settings.max_prompt_chars:
+        raise PayloadTooLarge(
+            f"{where} has {len(value)} characters; the limit is {settings.max_prompt_chars} "
+            "(PROMPTCACHE_MAX_PROMPT_CHARS)"
+        )
+    return value
+
+
+def parse_messages(value: Any, settings: Settings) -> tuple[Message, ...]:
+    if not isinstance(value, list) or not value:
+        raise Unprocessable("'messages' must be a non-empty list of {role, content} objects")
+    if len(value) > settings.max_messages:
+        raise PayloadTooLarge(
+            f"{len(value)} messages; the limit is {settings.max_messages} "
+            "(PROMPTCACHE_MAX_MESSAGES)"
+        )
+    messages = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise Unprocessable(f"messages[{i}] must be an object with 'role' and 'content'")
+        role = item.get("role")
+        if role not in _ROLES:
+            raise Unprocessable(f"messages[{i}].role must be one of {', '.join(_ROLES)}")
+        messages.append(
+            Message(role, content(item.get("content"), f"messages[{i}].content", settings))
+        )
+    if messages[-1].role != "user":
+        raise Unprocessable("the last message must have role 'user'")
+    return tuple(messages)

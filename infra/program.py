@@ -27,12 +27,12 @@ from infra.components.streaming import (
 )
 from infra.components.upstash import CacheDatabase, CacheDatabaseArgs
 from infra.config import StackConfig
-from promptcache.routes import ROUTES
+from promptcache.routes import RESULT_HEADERS, ROUTES
 
 #: The handler that answers requests no route matches (its resolver returns the JSON 404/405).
 FALLBACK_HANDLER = "health"
 #: Headers the browser may read on a cross-origin response.
-EXPOSE_HEADERS = ("x-promptcache-tier", "x-promptcache-similarity", "x-promptcache-entry")
+EXPOSE_HEADERS = tuple(header.lower() for header in RESULT_HEADERS)
 #: SSM parameter names (under /promptcache/<stage>) of the two secrets.
 CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
 UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
@@ -172,25 +172,31 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
         upstash_rest_url=database.rest_url,
         secret_parameter_names=secrets.names,
     )
+
+    def function_args(
+        name: str, module: str, timeout: int, env: Mapping[str, pulumi.Input[str]]
+    ) -> HandlerFunctionArgs:
+        return HandlerFunctionArgs(
+            name=name,
+            module=module,
+            code_zip=built.functions_zip,
+            code_hash=built.functions_hash,
+            layer_arn=layer.arn,
+            runtime=cfg.runtime,
+            architecture=cfg.architecture,
+            memory_mb=cfg.memory_mb,
+            timeout_seconds=timeout,
+            environment=env,
+            log_retention_days=cfg.log_retention_days,
+            secret_parameter_arns=list(secrets.arns.values()),
+            kms_key_arn=cfg.secrets_kms_key_arn,
+            tags=cfg.tags,
+        )
+
     functions = {
         module: HandlerFunction(
             f"{cfg.prefix}-{module}",
-            HandlerFunctionArgs(
-                name=f"{cfg.prefix}-{module}",
-                module=module,
-                code_zip=built.functions_zip,
-                code_hash=built.functions_hash,
-                layer_arn=layer.arn,
-                runtime=cfg.runtime,
-                architecture=cfg.architecture,
-                memory_mb=cfg.memory_mb,
-                timeout_seconds=cfg.timeout_seconds,
-                environment=environment,
-                log_retention_days=cfg.log_retention_days,
-                secret_parameter_arns=list(secrets.arns.values()),
-                kms_key_arn=cfg.secrets_kms_key_arn,
-                tags=cfg.tags,
-            ),
+            function_args(f"{cfg.prefix}-{module}", module, cfg.timeout_seconds, environment),
         )
         for module in modules
     }
@@ -218,25 +224,18 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
         streaming = StreamingEndpoint(
             f"{cfg.prefix}-stream",
             StreamingEndpointArgs(
-                name=f"{cfg.prefix}-{STREAMING_FUNCTION}",
-                code_zip=built.functions_zip,
-                code_hash=built.functions_hash,
-                layer_arn=layer.arn,
+                function=function_args(
+                    f"{cfg.prefix}-{STREAMING_FUNCTION}",
+                    STREAMING_FUNCTION,
+                    cfg.streaming_timeout_seconds,
+                    streaming_environment(cfg, environment),
+                ),
                 adapter_layer_arn=web_adapter_layer_arn(
                     cfg.aws_region, cfg.architecture, cfg.web_adapter_layer_version
                 ),
-                runtime=cfg.runtime,
-                architecture=cfg.architecture,
-                memory_mb=cfg.memory_mb,
-                timeout_seconds=cfg.streaming_timeout_seconds,
-                environment=streaming_environment(cfg, environment),
-                log_retention_days=cfg.log_retention_days,
-                secret_parameter_arns=list(secrets.arns.values()),
-                kms_key_arn=cfg.secrets_kms_key_arn,
                 cors_allow_origins=cfg.cors_allow_origins,
                 cors_allow_methods=sorted({method for method, _ in ROUTES}),
                 cors_expose_headers=EXPOSE_HEADERS,
-                tags=cfg.tags,
             ),
         )
     return Deployment(cfg, kv, database, secrets, layer, functions, api, environment, streaming)

@@ -1,4 +1,5 @@
-"""Every route of the product, and the route a request path falls under.
+"""Every route of the product, the route a request path falls under, and the headers that say what
+the cache did.
 
 Pure standard library: the infrastructure (API Gateway routes), the local server (which handler
 module serves a path) and the handlers all read this table; importing it costs nothing.
@@ -31,3 +32,10 @@ _TEMPLATES = {path: _template(path) for _, path in ROUTES}
 def route_path(path: str) -> str | None:
     """The ROUTES path (``/entries/{id}`` for ``/entries/ab12...``) a request path falls under."""
     return next((route for route, pattern in _TEMPLATES.items() if pattern.match(path)), None)
+
+
+#: The cache's decision, on every chat answer (and exposed to browsers by CORS).
+TIER_HEADER = "X-Promptcache-Tier"
+SIMILARITY_HEADER = "X-Promptcache-Similarity"
+ENTRY_HEADER = "X-Promptcache-Entry"
+RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER)

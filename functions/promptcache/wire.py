@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._types import Message, Tier
 from .ratelimit import RateLimiter
+from .routes import ENTRY_HEADER, RESULT_HEADERS, SIMILARITY_HEADER, TIER_HEADER
 from .settings import Settings
 
 __all__ = [
@@ -46,12 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("promptcache")
-
-#: The cache's decision, on every chat answer of both faces (and exposed to browsers by CORS).
-TIER_HEADER = "X-Promptcache-Tier"
-SIMILARITY_HEADER = "X-Promptcache-Similarity"
-ENTRY_HEADER = "X-Promptcache-Entry"
-RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER)
 
 _ROLES = ("system", "user", "assistant")
 

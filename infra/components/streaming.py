@@ -18,9 +18,8 @@ it buffers every response until the function returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import pulumi
 import pulumi_aws as aws
@@ -66,25 +65,14 @@ def adapter_environment(port: int = ADAPTER_PORT) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StreamingEndpointArgs:
-    #: Physical function name, e.g. ``promptcache-dev-chat-stream``.
-    name: str
-    code_zip: Path
-    code_hash: str
-    layer_arn: pulumi.Input[str]
+    #: The function as every handler function is made (physical name, e.g.
+    #: ``promptcache-dev-chat-stream``, code, layer, the application's settings, role inputs);
+    #: its module, handler, extra layer and the adapter's settings are set here.
+    function: HandlerFunctionArgs
     adapter_layer_arn: str
-    runtime: str
-    architecture: str
-    memory_mb: int
-    timeout_seconds: int
-    #: The application's settings (as the other functions get them); the adapter's are added.
-    environment: Mapping[str, pulumi.Input[str]]
-    log_retention_days: int
-    secret_parameter_arns: Sequence[pulumi.Input[str]]
-    kms_key_arn: str | None
     cors_allow_origins: Sequence[str]
     cors_allow_methods: Sequence[str]
     cors_expose_headers: Sequence[str]
-    tags: Mapping[str, str]
 
 
 class StreamingEndpoint(pulumi.ComponentResource):
@@ -99,28 +87,17 @@ class StreamingEndpoint(pulumi.ComponentResource):
     ):
         super().__init__("promptcache:index:StreamingEndpoint", resource_name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        clash = sorted(set(args.environment) & set(adapter_environment()))
+        clash = sorted(set(args.function.environment) & set(adapter_environment()))
         if clash:
             raise ValueError(f"the streaming function's adapter settings are fixed: {clash}")
         self.function = HandlerFunction(
-            args.name,
-            HandlerFunctionArgs(
-                name=args.name,
+            args.function.name,
+            replace(
+                args.function,
                 module="chat-stream",
                 handler=STARTUP_SCRIPT,
-                code_zip=args.code_zip,
-                code_hash=args.code_hash,
-                layer_arn=args.layer_arn,
-                extra_layer_arns=[args.adapter_layer_arn],
-                runtime=args.runtime,
-                architecture=args.architecture,
-                memory_mb=args.memory_mb,
-                timeout_seconds=args.timeout_seconds,
-                environment={**args.environment, **adapter_environment()},
-                log_retention_days=args.log_retention_days,
-                secret_parameter_arns=args.secret_parameter_arns,
-                kms_key_arn=args.kms_key_arn,
-                tags=args.tags,
+                extra_layer_arns=[*args.function.extra_layer_arns, args.adapter_layer_arn],
+                environment={**args.function.environment, **adapter_environment()},
             ),
             opts=child,
         )

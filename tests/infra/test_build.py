@@ -63,8 +63,13 @@ def test_build_writes_the_layer_the_function_zip_and_a_manifest(tmp_path: Path) 
     assert "python/promptcache/__init__.py" in names and "python/promptcache/api.py" in names
     assert all(n.startswith("python/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # The layer holds what Lambda runs: no tool module (eval, calibrate, CLI, local server).
+    assert not any("promptcache_tools" in n or n.rsplit("/", 1)[-1] in
+                   ("cli.py", "server.py", "evaluate.py") for n in names)  # fmt: skip
     with zipfile.ZipFile(result.functions.path) as zf:
-        assert sorted(zf.namelist()) == sorted([f"{m}.py" for m in MODULES] + ["run.sh"])
+        # The handlers, run.sh and what run.sh runs (the server and the CLI): no other tool.
+        serve = [f"promptcache_tools/{name}" for name in build.SERVE_MODULES]
+        assert sorted(zf.namelist()) == sorted([*(f"{m}.py" for m in MODULES), "run.sh", *serve])
     assert result.handlers == MODULES
     manifest = json.loads((tmp_path / "promptcache-layer-arm64-py3.12.json").read_text())
     assert manifest["target"] == {

@@ -462,10 +462,16 @@ def started(
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )  # fmt: skip
     client.put_parameter(
-        Name=names[CLOUDFLARE_TOKEN_PARAMETER], Value=cloudflare_api.token, Type="SecureString"
+        Name=names[CLOUDFLARE_TOKEN_PARAMETER],
+        Value=cloudflare_api.token,
+        Type="SecureString",
+        Overwrite=True,  # the moto server lives for the module, this fixture for a test
     )
     client.put_parameter(
-        Name=names[UPSTASH_TOKEN_PARAMETER], Value=upstash.token, Type="SecureString"
+        Name=names[UPSTASH_TOKEN_PARAMETER],
+        Value=upstash.token,
+        Type="SecureString",
+        Overwrite=True,
     )
     port = _free_port()
     deployed = streaming_environment(

@@ -20,6 +20,7 @@ from .._errors import (
     UpstreamTimeout,
 )
 from .._types import ChatRequest, Completion, Usage
+from ._chat import chat_body
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -84,17 +85,7 @@ class OpenAICompatibleLLM:
         return f"openai-compatible ({self._url.rsplit('/chat/completions', 1)[0]})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": [m.as_dict() for m in request.messages],
-        }
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if stream:
-            body["stream"] = True
-        return body
+        return {"model": request.model, **chat_body(request, stream=stream)}
 
     def generate(self, request: ChatRequest) -> Completion:
         try:

@@ -44,6 +44,7 @@ from .._errors import (
 )
 from .._types import ChatRequest, Completion, Usage
 from . import _cloudflare as cf
+from ._chat import chat_body
 from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy
 
 DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
@@ -259,14 +260,7 @@ class WorkersAILLM(_WorkersAI):
         return f"workers-ai ({self.model})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-        body: dict[str, Any] = {"messages": [m.as_dict() for m in request.messages]}
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if stream:
-            body["stream"] = True
-        return body
+        return chat_body(request, stream=stream)
 
     def generate(self, request: ChatRequest) -> Completion:
         model = request.model or self.model

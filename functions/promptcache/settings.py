@@ -70,7 +70,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "The verifier checks only candidates whose similarity is below threshold + this band "
         "(borderline ones); 1 = every candidate.",
     ),
-    "PROMPTCACHE_TTL_SECONDS": (str(TTL_SECONDS), "Default lifetime of a stored answer (0 = forever)."),
+    "PROMPTCACHE_TTL_SECONDS": (
+        str(TTL_SECONDS),
+        "Default lifetime of a stored answer (0 = forever).",
+    ),
     "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
     "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
     "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages accepted in one request."),

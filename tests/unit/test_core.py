@@ -420,3 +420,39 @@ def test_identical_misses_in_two_caches_sharing_a_store_make_one_model_call(stre
     request = req("what is a fill lock?")
     key = exact_key(namespace(request, "fake", 8), request.prompt)
     assert store.try_lock(f"fill:{key}", "someone-else", 1)  # released: no stale lock left
+
+
+class StoreWithoutLocks:
+    """Only the Store protocol (entries, exact keys, vector log): no Locks, no RateWindows."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.sync, self.get, self.put, self.delete = inner.sync, inner.get, inner.put, inner.delete
+        self.count, self.clear, self.ping = inner.count, inner.clear, inner.ping
+
+
+def test_fill_locks_default_to_the_store_and_may_live_elsewhere() -> None:
+    store = MemoryStore()
+    assert PromptCache(store=store, embedder=FakeEmbedder(), stats=MemoryStats()).locks is store
+    bare = StoreWithoutLocks(store)
+    alone = PromptCache(store=bare, embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM())
+    assert alone.locks is None  # each process answers its own misses
+    assert alone.chat(req("no locks")).tier is Tier.MISS
+    assert alone.chat(req("no locks")).tier is Tier.EXACT
+
+    # two processes sharing a store without locks, and locks kept elsewhere: one model call
+    locks, llm = MemoryStore(), FakeLLM(delay=0.3)
+    caches = [
+        PromptCache(store=bare, embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm, locks=locks)
+        for _ in range(2)
+    ]
+    barrier = threading.Barrier(2)
+
+    def ask(cache: PromptCache) -> str:
+        barrier.wait()
+        return cache.chat(req("where do the locks live?")).tier.value
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(ask, caches)) == ["exact", "miss"]
+    assert llm.calls == 1
+    caches[0].store = store  # replacing the store keeps locks given explicitly
+    assert caches[0].locks is locks

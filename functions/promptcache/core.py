@@ -209,7 +209,7 @@ class PromptCache:
         plan = self._plan(query, tally)
         if plan.hit is not None:
             return self._accounting.hit(query.model, plan.hit, tally)
-        lead = self._claim(query, plan)
+        lead = self._lead(query, plan)
         if isinstance(lead, Filled):
             return self._shared(query, tally, lead)
         with lead:
@@ -233,7 +233,7 @@ class PromptCache:
         plan = self._plan(query, tally)
         if plan.hit is not None:
             return ChatStream.replay(self._accounting.hit(query.model, plan.hit, tally))
-        lead = self._claim(query, plan)
+        lead = self._lead(query, plan)
         if isinstance(lead, Filled):
             return ChatStream.replay(self._shared(query, tally, lead))
         stream = ChatStream(
@@ -356,8 +356,9 @@ class PromptCache:
             return CacheHit(entry=entry, tier=Tier.SEMANTIC, similarity=similarity), vector
         return None, vector
 
-    def _claim(self, query: Query, plan: _Plan) -> Lead | Filled:
-        """Who answers a miss (see ``_claim``); a bypass is nobody's to share: it leads nothing."""
+    def _lead(self, query: Query, plan: _Plan) -> Lead | Filled:
+        """The claim step (module ``_claim``): lead the answer, or share another request's. A
+        bypass is neither shared nor stored: it leads nothing."""
         return Lead() if plan.bypass is not None else self._claims.claim(query)
 
     def _relay(

@@ -48,4 +48,10 @@ def tenant_of(namespace_: str) -> str:
 
 
 def exact_key(namespace_: str, prompt: str) -> str:
-    return _digest([namespace_, normalize(prompt)])
+    """The exact tier's key of a raw prompt in a namespace."""
+    return text_key(namespace_, normalize(prompt))
+
+
+def text_key(namespace_: str, text: str) -> str:
+    """``exact_key`` of a prompt already normalized (``text == normalize(text)``)."""
+    return _digest([namespace_, text])

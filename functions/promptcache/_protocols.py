@@ -13,7 +13,12 @@ from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into unit-length float32 vectors (n x dim)."""
+    """Turns texts into unit-length float32 vectors (n x dim).
+
+    ``max_input_chars``: the longest text it reads whole (a longer one is truncated by the model,
+    so two long prompts sharing a preamble would look identical: the cache matches those by the
+    exact tier only).
+    """
 
     @property
     def id(self) -> str: ...
@@ -23,6 +28,9 @@ class Embedder(Protocol):
 
     @property
     def default_threshold(self) -> float: ...
+
+    @property
+    def max_input_chars(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 

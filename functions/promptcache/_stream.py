@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
-from ._types import ChatResult, Tier
+from ._types import ChatResult, Completion, Tier, Usage
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 
@@ -27,6 +27,34 @@ def replay_pieces(text: str, size: int = 24) -> list[str]:
     if current:
         pieces.append(current)
     return pieces
+
+
+def passthrough(upstream: Iterator[str], model: str) -> Generator[str, None, Completion]:
+    """The model's non-empty deltas as they arrive; returns the whole answer: the deltas joined,
+    with the model name, usage and finish reason of the Completion the model's iterator returned
+    (``model``, no usage and "stop" if it returned none). Closes ``upstream`` however it ends."""
+    parts: list[str] = []
+    try:
+        while True:
+            try:
+                delta = next(upstream)
+            except StopIteration as stop:
+                final = stop.value
+                break
+            if delta:
+                parts.append(delta)
+                yield delta
+    finally:
+        close = getattr(upstream, "close", None)
+        if close is not None:
+            close()
+    done = final if isinstance(final, Completion) else None
+    return Completion(
+        text="".join(parts),
+        model=(done.model if done else "") or model,
+        usage=done.usage if done else Usage(),
+        finish_reason=done.finish_reason if done else "stop",
+    )
 
 
 class ChatStream:

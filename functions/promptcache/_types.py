@@ -169,6 +169,21 @@ class CacheHit:
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
+    """The answer to one chat request.
+
+    - ``response``: the answer's text (stored, or the model's).
+    - ``tier``: ``exact`` or ``semantic`` (a stored answer), ``miss`` (the model answered and the
+      answer is now stored), ``bypass`` (the model answered, the cache was not used or could not
+      store: ``bypass_reason`` says why, e.g. ``cache=skip`` or ``store_error: ...``).
+    - ``model``: the model that produced the answer (a stored answer's, on a hit).
+    - ``usage``: what this request cost upstream (zero on a hit).
+    - ``latency_ms``: time spent answering, in the cache and the model.
+    - ``similarity``: the stored prompt's cosine similarity to this one on a hit (1.0 for an
+      exact hit), else None.
+    - ``entry_id``: the stored entry that answered (a hit) or now holds the answer (a miss).
+    - ``finish_reason``: the model's, on a miss or bypass; a stored answer is a finished one.
+    """
+
     response: str
     tier: Tier
     model: str
@@ -177,7 +192,7 @@ class ChatResult:
     similarity: float | None = None
     entry_id: str | None = None
     bypass_reason: str | None = None
-    finish_reason: str = "stop"  # the model's, on a miss; a stored answer is a finished one
+    finish_reason: str = "stop"
 
     @property
     def cached(self) -> bool:

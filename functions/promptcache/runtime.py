@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from ._claim import lock_ttl
 from ._errors import ConfigError
 from ._protocols import LLM, Embedder, RateWindows, Stats, Store
 from .calibration import read_calibration
@@ -168,6 +169,13 @@ def _threshold(settings: Settings, embedder: Embedder) -> float | None:
     return read_calibration(settings.data_dir, embedder.id)
 
 
+#: What to set for misses to be answered (the core names concepts, the settings are named here).
+LLM_HINT = (
+    "set OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, or "
+    "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI"
+)
+
+
 def build(settings: Settings) -> PromptCache:
     store, store_stats = _pick(STORES, settings.store, "store")(settings)
     stats = _pick(STATS, settings.stats, "stats backend")(settings, store, store_stats)
@@ -178,12 +186,13 @@ def build(settings: Settings) -> PromptCache:
         embedder=embedder,
         stats=stats,
         llm=llm,
+        llm_hint=LLM_HINT,
         threshold=_threshold(settings, embedder),
         ttl_seconds=settings.ttl_seconds,
         guards=default_guards(),
         verifier=verifier_guards(settings.verifier),
         verifier_band=settings.verifier_band,
-        fill_lock_ttl=settings.upstream_timeout + 5,
+        fill_lock_ttl=lock_ttl(settings.upstream_timeout),
         price_per_1k_tokens=settings.price_per_1k_tokens,
     )
 

@@ -280,6 +280,7 @@ class MemoEmbedder:
         self.id: str = inner.id
         self.dim: int = inner.dim
         self.default_threshold: float = inner.default_threshold
+        self.max_input_chars: int = inner.max_input_chars
         self._memo: dict[str, npt.NDArray[np.float32]] = {}
         self._lock = threading.Lock()
 

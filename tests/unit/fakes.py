@@ -30,6 +30,7 @@ class FakeEmbedder:
     id = "fake"
     dim = 8
     default_threshold = 0.9
+    max_input_chars = 2000
 
     def __init__(self, fixed: dict[str, np.ndarray] | None = None) -> None:
         self.fixed = dict(fixed or {})

@@ -266,13 +266,33 @@ def test_upstream_failure_stores_nothing(parts) -> None:  # type: ignore[no-unty
     assert store.count() == 0
 
 
-def test_no_upstream_configured_serves_hits_and_names_settings(parts) -> None:  # type: ignore[no-untyped-def]
+def test_no_upstream_configured_serves_hits_and_says_so(parts) -> None:  # type: ignore[no-untyped-def]
     cache, *_ = parts
     cache.chat(req("How do I reset my password?"))
     cache.llm = None
     assert cache.chat(req("How can I reset my password?")).tier is Tier.SEMANTIC
-    with pytest.raises(UpstreamNotConfigured, match="OPENAI_BASE_URL"):
+    with pytest.raises(UpstreamNotConfigured, match="^no LLM upstream is configured"):
         cache.chat(req("Something new"))
+    with pytest.raises(UpstreamNotConfigured):
+        cache.chat_stream(req("Something new"))
+    hinted = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm_hint="set X_URL"
+    )
+    with pytest.raises(UpstreamNotConfigured, match="cannot be answered: set X_URL$"):
+        hinted.chat(req("Something new"))
+    llm = next(c for c in hinted.health()[1] if c.name == "llm")
+    assert not llm.ok and llm.detail == "not configured: set X_URL"
+
+
+def test_the_composition_root_names_the_settings_of_a_model() -> None:
+    from promptcache import Settings, runtime
+
+    env = {"PROMPTCACHE_STORE": "memory", "PROMPTCACHE_LLM": "none"}
+    cache = runtime.build(Settings.from_env(env))
+    with pytest.raises(UpstreamNotConfigured, match="set OPENAI_BASE_URL .* CLOUDFLARE_API_TOKEN"):
+        cache.chat(req("Something new"))
+    llm = next(c for c in cache.health()[1] if c.name == "llm")
+    assert "OPENAI_BASE_URL" in llm.detail
 
 
 def test_stats_failure_never_breaks_an_answer(parts) -> None:  # type: ignore[no-untyped-def]
@@ -346,33 +366,6 @@ def test_prompts_longer_than_the_embedder_reads_use_the_exact_tier_only() -> Non
     assert embedder.calls == 0 and llm.calls == 2
 
 
-def test_a_request_arriving_just_after_an_identical_miss_shares_its_answer(parts) -> None:  # type: ignore[no-untyped-def]
-    """B's lookup ran while A's identical miss was being answered; B reaches the flight after A's
-    flight ended: B still gets A's answer, unless it has expired."""
-    from promptcache._keys import exact_key, namespace
-
-    cache, _, llm, _, clock = parts
-    request = req("How do I reset my password?")
-    assert cache.lookup(request)[0] is None  # B looks up: nothing stored yet
-    first = cache.chat(request)  # A answers and stores meanwhile
-    key = exact_key(namespace(request, "fake", 8), request.prompt)
-
-    def must_not_run():  # type: ignore[no-untyped-def]
-        raise AssertionError("the model would be called twice")
-
-    result, shared = cache._flight.do(key, must_not_run)  # B arrives at the flight
-    assert shared and result[1] is not None and result[1].id == first.entry_id
-    assert llm.calls == 1
-
-    clock.now += 1000  # expired: a lingering answer is never reused
-    ran = []
-    cache._flight.do(key, lambda: ran.append(1) or (None, None, None))  # type: ignore[func-returns-value]
-    assert ran == [1]
-    with pytest.raises(AssertionError, match="twice"):  # refresh never reuses either
-        clock.now -= 1000
-        cache._flight.do(key, must_not_run, reuse_recent=False)
-
-
 def test_the_verifier_checks_only_borderline_candidates() -> None:
     base = unit("capital")
     embedder = FakeEmbedder(
@@ -427,3 +420,39 @@ def test_identical_misses_in_two_caches_sharing_a_store_make_one_model_call(stre
     request = req("what is a fill lock?")
     key = exact_key(namespace(request, "fake", 8), request.prompt)
     assert store.try_lock(f"fill:{key}", "someone-else", 1)  # released: no stale lock left
+
+
+class StoreWithoutLocks:
+    """Only the Store protocol (entries, exact keys, vector log): no Locks, no RateWindows."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.sync, self.get, self.put, self.delete = inner.sync, inner.get, inner.put, inner.delete
+        self.count, self.clear, self.ping = inner.count, inner.clear, inner.ping
+
+
+def test_fill_locks_default_to_the_store_and_may_live_elsewhere() -> None:
+    store = MemoryStore()
+    assert PromptCache(store=store, embedder=FakeEmbedder(), stats=MemoryStats()).locks is store
+    bare = StoreWithoutLocks(store)
+    alone = PromptCache(store=bare, embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM())
+    assert alone.locks is None  # each process answers its own misses
+    assert alone.chat(req("no locks")).tier is Tier.MISS
+    assert alone.chat(req("no locks")).tier is Tier.EXACT
+
+    # two processes sharing a store without locks, and locks kept elsewhere: one model call
+    locks, llm = MemoryStore(), FakeLLM(delay=0.3)
+    caches = [
+        PromptCache(store=bare, embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm, locks=locks)
+        for _ in range(2)
+    ]
+    barrier = threading.Barrier(2)
+
+    def ask(cache: PromptCache) -> str:
+        barrier.wait()
+        return cache.chat(req("where do the locks live?")).tier.value
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(ask, caches)) == ["exact", "miss"]
+    assert llm.calls == 1
+    caches[0].store = store  # replacing the store keeps locks given explicitly
+    assert caches[0].locks is locks

@@ -148,6 +148,9 @@ class WorkersAIEmbedder(_WorkersAI):
     DEFAULT_MODEL = DEFAULT_EMBEDDING_MODEL
     DEFAULT_POLICY = RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.5)
     KIND = "embeddings"
+    #: bge-base reads 512 word pieces (~2,000 characters of English); longer prompts are matched
+    #: by the exact tier only.
+    max_input_chars = 2000
 
     def __init__(
         self,

@@ -116,6 +116,13 @@ def test_no_room_of_the_layer_is_over_500_lines(path: Path) -> None:
     assert lines <= LAYER_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
 
 
+def test_the_core_is_policy_only() -> None:
+    """core.py decides; index sync, accounting, health, admin, the claim step and the backend
+    boundary are rooms of their own."""
+    lines = len((PACKAGES["promptcache"] / "core.py").read_text(encoding="utf-8").splitlines())
+    assert lines < 450
+
+
 def test_routes_import_without_the_runtime_dependencies() -> None:
     """The infrastructure program reads ROUTES; it needs no numpy, httpx or Powertools."""
     code = (

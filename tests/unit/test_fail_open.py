@@ -37,7 +37,7 @@ from promptcache._boundary import (
     GuardedStore,
 )
 from promptcache.adapters.memory import MemoryStats, MemoryStore
-from promptcache.server import LocalContext, from_result, to_event
+from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 EXCEPTIONS = [RuntimeError("boom"), KeyError("gone"), ValueError("bad value"), OSError("reset")]

@@ -15,6 +15,7 @@ from ._errors import BadRequest, NotFound, Unprocessable
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
 from .observability import count
+from .routes import ENTRY_HEADER
 from .settings import Settings
 from .wire import (
     RateLimiter,
@@ -98,7 +99,7 @@ def _entry_id(value: str) -> str:
     if not _ENTRY_ID.match(value):
         raise BadRequest(
             f"{value!r} is not an entry id: ids are 32 hex characters, as sent in the "
-            "X-Promptcache-Entry header and the 'entry_id' field of an answer"
+            f"{ENTRY_HEADER} header and the 'entry_id' field of an answer"
         )
     return value
 

@@ -16,6 +16,7 @@ import httpx
 from ._claim import lock_ttl
 from ._errors import ConfigError
 from ._protocols import LLM, Embedder, RateWindows, Stats, Store
+from .adapters._http import RetryPolicy
 from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, verifier_guards
@@ -93,8 +94,12 @@ def _openai(settings: Settings) -> LLM:
     )
 
 
+def _within(policy: RetryPolicy, seconds: float) -> RetryPolicy:
+    """An adapter's own retry policy, with no attempt starting after the backend's timeout."""
+    return dataclasses.replace(policy, deadline=seconds)
+
+
 def _workers_ai_embedder(settings: Settings) -> Embedder:
-    from .adapters._http import RetryPolicy
     from .adapters.workers_ai import WorkersAIEmbedder
 
     return WorkersAIEmbedder(
@@ -102,27 +107,26 @@ def _workers_ai_embedder(settings: Settings) -> Embedder:
         settings.cloudflare_account_id,
         cloudflare_token(settings),
         settings.cloudflare_api_base_url,
-        policy=RetryPolicy(3, backoff=0.05, max_backoff=0.5, deadline=settings.backend_timeout),
+        policy=_within(WorkersAIEmbedder.DEFAULT_POLICY, settings.backend_timeout),
     )
 
 
 def _workers_ai_llm(settings: Settings) -> LLM:
-    from .adapters._http import RetryPolicy
-    from .adapters.workers_ai import DEFAULT_LLM_MODEL, WorkersAILLM
+    from .adapters.workers_ai import WorkersAILLM
 
-    model = settings.model if settings.model.startswith("@") else DEFAULT_LLM_MODEL
+    # A Workers AI model id starts with "@"; any other default model is the adapter's default.
+    model = settings.model if settings.model.startswith("@") else None
     return WorkersAILLM(
         _http(settings, settings.upstream_timeout),
         settings.cloudflare_account_id,
         cloudflare_token(settings),
         settings.cloudflare_api_base_url,
         model,
-        policy=RetryPolicy(2, backoff=0.2, max_backoff=2.0, deadline=settings.upstream_timeout),
+        policy=_within(WorkersAILLM.DEFAULT_POLICY, settings.upstream_timeout),
     )
 
 
 def _kv_stats(settings: Settings, store: Store, store_stats: Stats) -> Stats:
-    from .adapters._http import RetryPolicy
     from .adapters.cloudflare_kv import KVStats
 
     return KVStats(
@@ -131,7 +135,7 @@ def _kv_stats(settings: Settings, store: Store, store_stats: Stats) -> Stats:
         settings.cloudflare_kv_namespace_id,
         cloudflare_token(settings),
         settings.cloudflare_api_base_url,
-        policy=RetryPolicy(3, backoff=0.05, max_backoff=1.0, deadline=settings.backend_timeout),
+        policy=_within(KVStats.DEFAULT_POLICY, settings.backend_timeout),
     )
 
 

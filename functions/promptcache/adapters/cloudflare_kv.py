@@ -68,6 +68,8 @@ class WriterTotals:
 class KVStats:
     """Stats protocol on Workers KV: per-writer snapshot keys, summed on read."""
 
+    DEFAULT_POLICY = RetryPolicy(attempts=3, backoff=0.05, max_backoff=1.0)
+
     def __init__(
         self,
         client: httpx.Client,
@@ -95,7 +97,7 @@ class KVStats:
         self._headers = cf.auth_headers(token)
         self._http = ResilientHTTP(
             client,
-            policy=policy or RetryPolicy(attempts=3, backoff=0.05, max_backoff=1.0),
+            policy=policy or self.DEFAULT_POLICY,
             breaker=breaker
             or CircuitBreaker(failure_threshold=5, reset_timeout=30.0, clock=clock, name="kv"),
             sleep=sleep,

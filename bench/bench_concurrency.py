@@ -141,8 +141,9 @@ def main() -> None:
         }
         try:
             prompts = {name: fill(server.url, args.prompts) for name, server in servers.items()}
-            for _ in range(args.rounds):
-                for name, server in servers.items():
+            for i in range(args.rounds):
+                order = list(servers.items())
+                for name, server in order if i % 2 == 0 else order[::-1]:  # neither always first
                     results[name].append(
                         round_of(server.url, prompts[name], args.clients, args.seconds)
                     )
@@ -154,7 +155,8 @@ def main() -> None:
     lines = [
         f"Exact hits through `promptcache serve`, {args.clients} concurrent keep-alive clients "
         f"(threads of one process on the same machine), {args.rounds} rounds of "
-        f"{args.seconds:g} s per server, rounds alternating, medians over rounds.",
+        f"{args.seconds:g} s per server, rounds alternating (and which goes first), medians over "
+        "rounds.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, load average {load:.1f} at the end; commit {commit}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.openai_upstream import OpenAIUpstream
-from tests.support.serve import ServerProcess
+from tests.support.serve import ServerProcess, local_server
 
 pytest_plugins: list[str] = [
     "tests.support.fixtures_cloudflare",
@@ -41,15 +41,5 @@ def upstream() -> Iterator[OpenAIUpstream]:
 @pytest.fixture
 def serve(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
     """`promptcache serve` on a SQLite store in tmp_path, answering misses from `upstream`."""
-    server = ServerProcess(
-        {
-            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PROMPTCACHE_MODEL": "test-model",
-        },
-        tmp_path / "server.log",
-    ).start()
-    try:
+    with local_server(tmp_path, upstream.base_url) as server:
         yield server
-    finally:
-        server.stop()

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.load import Tenant, Workload
 from tests.support.openai_upstream import OpenAIUpstream
-from tests.support.serve import ServerProcess
+from tests.support.serve import ServerProcess, local_server
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +32,9 @@ def echoes(prompt: str, text: str) -> bool:
 
 @pytest.fixture
 def tenants_server(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        {
-            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PROMPTCACHE_MODEL": "test-model",
-            "PROMPTCACHE_API_KEYS": "key-alpha:alpha,key-beta:beta",
-        },
-        tmp_path / "server.log",
-    ).start()
-    try:
+    keys = "key-alpha:alpha,key-beta:beta"
+    with local_server(tmp_path, upstream.base_url, PROMPTCACHE_API_KEYS=keys) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_concurrent_mixed_requests_of_two_tenants_each_get_their_own_answer(

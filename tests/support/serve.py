@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_server(tmp_path: Path, upstream_url: str, **env: str) -> Iterator[ServerProcess]:
+    """`promptcache serve` on a SQLite store in tmp_path, answering misses from the
+    OpenAI-compatible upstream at ``upstream_url`` with model ``test-model``; ``env`` adds
+    settings."""
+    server = ServerProcess(
+        {
+            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_BASE_URL": upstream_url,
+            "PROMPTCACHE_MODEL": "test-model",
+            **env,
+        },
+        tmp_path / "server.log",
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class ServerProcess:

@@ -127,7 +127,10 @@ def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, An
             f"Content-Type must be application/json, got {content_type or 'nothing'!r}"
         )
     raw = event.body or ""
-    data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
+    try:
+        data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
+        raise BadRequest("the body is neither valid base64 nor UTF-8 text") from None
     if len(data) > settings.max_body_bytes:
         raise PayloadTooLarge(
             f"body is {len(data)} bytes; the limit is {settings.max_body_bytes} "

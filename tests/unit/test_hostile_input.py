@@ -12,6 +12,7 @@ import pytest
 from promptcache import runtime
 from promptcache.ratelimit import RateLimiter, retry_after
 from promptcache.wire import MAX_JSON_DEPTH
+from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.test_handlers import call, handlers  # noqa: F401  (the fixture)
 
 CHAT = ("chat", "POST", "/chat")
@@ -255,3 +256,21 @@ def _after(current: int, previous: int, into: float) -> _Windows:
     if into < 60:
         return _Windows(current, previous)
     return _Windows(0, current) if into < 120 else _Windows(0, 0)
+
+
+def test_an_event_body_that_is_not_base64_or_not_text_is_a_400(
+    handlers: dict[str, Any],  # noqa: F811
+) -> None:
+    for body, encoded in (("abc", True), ('{"prompt": "\ud800"}', False)):
+        event = to_event(
+            "POST",
+            "/chat",
+            {"Content-Type": "application/json", "Authorization": "Bearer secret-key"},
+            b"",
+        )
+        event.update(body=body, isBase64Encoded=encoded)
+        status, _, payload = from_result(
+            handlers["modules"]["chat"].lambda_handler(event, LocalContext("chat"))
+        )
+        assert status == 400, payload
+        assert json.loads(payload)["error"]["code"] == "bad_request"

@@ -171,6 +171,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /path": http.server would answer bare
+            self.send_error(400, "HTTP/0.9 requests are not supported; send HTTP/1.0 or 1.1")
+            return False
+        return True
+
     def _body_length(self) -> int | None:
         """The request body's length; None after answering an error (the connection closes)."""
         if "Transfer-Encoding" in self.headers:

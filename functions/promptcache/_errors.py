@@ -96,6 +96,10 @@ class RateLimited(RequestError):
     status = 429
     code = "rate_limited"
 
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header
+
 
 class BackendError(PromptCacheError):
     status = 503

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from ._errors import BadRequest, NotFound, Unprocessable
+from ._errors import BadRequest, NotFound, RequestError, Unprocessable
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
 from .observability import count
@@ -157,18 +157,26 @@ def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings)
     return json_response(200, cache.report())
 
 
-def health(cache: PromptCache) -> Response[str]:
+def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:
+    """Whether the caller may see health details: always when no API keys are configured, else
+    only with a valid key (the details name internal endpoints)."""
+    try:
+        authenticate(event, settings)
+    except RequestError:
+        return False
+    return True
+
+
+def health(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+    """Open to every caller (load balancers, uptime checks); each dependency's detail and whether
+    it is required only for callers with a valid key when API keys are configured."""
     ok, checks = cache.health()
-    body = {
-        "status": "ok" if ok and all(c.ok for c in checks) else ("degraded" if ok else "down"),
-        "dependencies": {
-            c.name: {
-                "ok": c.ok,
-                "latency_ms": round(c.latency_ms, 3),
-                "detail": c.detail,
-                "required": c.required,
-            }
-            for c in checks
-        },
-    }
-    return json_response(200 if ok else 503, body)
+    details = _trusted(event, settings)
+    dependencies: dict[str, dict[str, Any]] = {}
+    for c in checks:
+        shown: dict[str, Any] = {"ok": c.ok, "latency_ms": round(c.latency_ms, 3)}
+        if details:
+            shown.update(detail=c.detail, required=c.required)
+        dependencies[c.name] = shown
+    status = "ok" if ok and all(c.ok for c in checks) else ("degraded" if ok else "down")
+    return json_response(200 if ok else 503, {"status": status, "dependencies": dependencies})

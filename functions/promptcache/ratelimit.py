@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -46,5 +47,22 @@ class RateLimiter:
         if current + previous * (1.0 - into / 60.0) > self.per_minute:
             raise RateLimited(
                 f"more than {self.per_minute} requests per minute for tenant {tenant!r} "
-                "(PROMPTCACHE_RATE_LIMIT_PER_MINUTE); slow down"
+                "(PROMPTCACHE_RATE_LIMIT_PER_MINUTE); slow down",
+                retry_after=retry_after(current, previous, into, self.per_minute),
             )
+
+
+def retry_after(current: int, previous: int, into: float, per_minute: int) -> int:
+    """Whole seconds (at least 1) until one more request fits the sliding window, if no other
+    request comes: ``current`` and ``previous`` are this and the last minute's counts, ``into``
+    the seconds elapsed of this minute. The estimate ``current + previous * (1 - into / 60)``
+    must leave room for one more request."""
+    room = per_minute - 1 - current  # what the previous minute's weighted share may still be
+    if room >= 0:
+        # within this minute, once the previous minute's share has shrunk to the room left
+        at = 60.0 * (1.0 - room / previous) if previous else 0.0
+        if at <= 60.0:
+            return max(1, math.ceil(max(0.0, at - into) - 1e-9))
+    # not before the next minute, where this minute's count is the one fading out
+    at = 60.0 * (1.0 - (per_minute - 1) / current) if current else 0.0
+    return max(1, math.ceil(60.0 - into + max(0.0, at) - 1e-9))

@@ -115,7 +115,7 @@ def make_app(settings: Settings) -> APIGatewayHttpResolver:
         cors=CORSConfig(
             allow_origin=settings.cors_origins,
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=list(RESULT_HEADERS),
+            expose_headers=[*RESULT_HEADERS, "Retry-After"],
             max_age=600,
         )
     )

@@ -19,6 +19,7 @@ from ._errors import (
     Forbidden,
     PayloadTooLarge,
     PromptCacheError,
+    RateLimited,
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
@@ -89,7 +90,9 @@ def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response[s
     error = {"code": exc.code, "message": exc.message}
     if openai:
         error["type"] = openai_error_type(exc.status)
-    return json_response(exc.status, {"error": error})
+    retry = exc.retry_after if isinstance(exc, RateLimited) else None
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return json_response(exc.status, {"error": error}, headers)
 
 
 # ---------------------------------------------------------------- auth and limits
@@ -124,7 +127,10 @@ def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, An
             f"Content-Type must be application/json, got {content_type or 'nothing'!r}"
         )
     raw = event.body or ""
-    data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
+    try:
+        data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
+        raise BadRequest("the body is neither valid base64 nor UTF-8 text") from None
     if len(data) > settings.max_body_bytes:
         raise PayloadTooLarge(
             f"body is {len(data)} bytes; the limit is {settings.max_body_bytes} "
@@ -133,23 +139,84 @@ def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, An
     if not data.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        body = json.loads(data)
+        body = json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    _check_strings(body)
     if not isinstance(body, dict):
         raise Unprocessable("the body must be a JSON object")
     return body
+
+
+#: The deepest nesting of arrays and objects a body may have (a chat request needs about 6).
+MAX_JSON_DEPTH = 64
+_TOO_DEEP = f"the body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects"
+
+
+def _no_constant(name: str) -> Any:
+    """``json.loads`` accepts NaN, Infinity and -Infinity, which JSON does not: refused."""
+    raise BadRequest(f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _where(path: list[str | int]) -> str:
+    """A field's place for error messages: ``messages[0].content``, or ``the body``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return f"'{out}'" if out else "the body"
+
+
+def _check_strings(body: Any) -> None:
+    """Every string of the body (keys and values, at any depth) encodable as UTF-8: JSON escapes
+    can spell lone surrogates (``"\\ud800"``), which no store, model or response can carry.
+    Also bounds the nesting. Iterative, so depth costs no stack."""
+    stack: list[tuple[Any, list[str | int]]] = [(body, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, (dict, list)) and len(path) >= MAX_JSON_DEPTH:
+            raise BadRequest(_TOO_DEEP)
+        if isinstance(value, str):
+            if not _encodable(value):
+                raise BadRequest(f"{_where(path)} contains an unpaired surrogate (not UTF-8)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    raise BadRequest(
+                        f"a field name in {_where(path)} contains an unpaired surrogate (not UTF-8)"
+                    )
+                stack.append((item, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, i]) for i, item in enumerate(value))
 
 
 def number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Unprocessable(f"'{name}' must be a number")
+    # An int is compared exactly (float() of a 400-digit int overflows); a float must be finite.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Unprocessable(f"'{name}' must be a finite number")
     if not lo <= value <= hi:
-        raise Unprocessable(f"'{name}' must be between {lo} and {hi}, got {value}")
+        raise Unprocessable(f"'{name}' must be between {lo} and {hi}, got {_shown(value)}")
     return float(value)
+
+
+def _shown(value: float) -> str:
+    """A number for an error message: huge ints are not spelled out digit by digit."""
+    text = str(value)
+    return text if len(text) <= 32 else f"{text[:12]}... ({len(text)} digits)"
 
 
 def content(value: Any, where: str, settings: Settings) -> str:

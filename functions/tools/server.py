@@ -14,6 +14,7 @@ import base64
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -30,6 +31,23 @@ log = logging.getLogger("promptcache.server")
 #: API Gateway's own payload limit: larger bodies never reach a function.
 MAX_EVENT_BYTES = 10 * 1024 * 1024
 _TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
+
+#: Seconds a connection may stay silent (no request line, headers never finished, a body that
+#: stops coming) before the server closes it: no thread is held forever by an idle client.
+#: ``PROMPTCACHE_SERVER_IDLE_TIMEOUT`` overrides it (tests use a small value).
+IDLE_TIMEOUT_SECONDS = 30.0
+
+#: The error code of each status the server answers itself (before any handler runs).
+_SERVER_ERROR_CODES = {
+    400: "bad_request",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "request_header_fields_too_large",
+    501: "not_implemented",
+    505: "http_version_not_supported",
+}
 
 
 class LocalContext:
@@ -131,17 +149,59 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes
     modules: dict[str, ModuleType] = {}
 
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error the server answers itself (malformed request lines, unknown methods,
+        oversized headers, bad lengths) as the project's JSON error body; the connection closes,
+        as it does after http.server's own error pages."""
+        short = self.responses.get(code, ("error", ""))[0]
+        detail = message or short
+        if explain and explain != self.responses.get(code, ("", ""))[1]:
+            detail = f"{detail}: {explain}"
+        self.log_error("code %d, message %s", code, detail)
+        if self.request_version == "HTTP/0.9":  # a request line too broken to tell its version
+            self.request_version = "HTTP/1.0"  # still a status line and headers
+        error = {"code": _SERVER_ERROR_CODES.get(code, "bad_request"), "message": detail}
+        body = json.dumps({"error": error}).encode("utf-8")
+        self.send_response(code, short)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.close_connection = True
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /path": http.server would answer bare
+            self.send_error(400, "HTTP/0.9 requests are not supported; send HTTP/1.0 or 1.1")
+            return False
+        return True
+
+    def _body_length(self) -> int | None:
+        """The request body's length; None after answering an error (the connection closes)."""
+        if "Transfer-Encoding" in self.headers:
+            # Chunked request bodies are not decoded: answered, and the connection closed, so the
+            # chunks are never read as the next request.
+            self.send_error(411, "send the request body with Content-Length, not chunked")
+            return None
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return 0
+        raw = values[0].strip()
+        if len(set(v.strip() for v in values)) > 1 or not raw.isdigit() or not raw.isascii():
+            self.send_error(400, f"Content-Length must be a non-negative integer, got {raw!r}")
+            return None
+        length = int(raw)
         if length > MAX_EVENT_BYTES:
-            self._send(
-                413,
-                [("Content-Type", "application/json")],
-                json.dumps(
-                    {"error": {"code": "payload_too_large", "message": "request body over 10 MB"}}
-                ).encode(),
-                close=True,
-            )
+            self.send_error(413, "request body over 10 MB")
+            return None
+        return length
+
+    def _dispatch(self) -> None:
+        length = self._body_length()
+        if length is None:
             return
         body = self.rfile.read(length) if length else b""
         name = _module_for(urlsplit(self.path).path)
@@ -193,17 +253,12 @@ class _Handler(BaseHTTPRequestHandler):
             if close is not None:
                 close()
 
-    def _send(
-        self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False
-    ) -> None:
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)
         for k, v in headers:
             if k.lower() not in ("content-length", "connection"):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -236,12 +291,11 @@ class _Server(ThreadingHTTPServer):
 
 
 def make_server(host: str, port: int) -> ThreadingHTTPServer:
-    import os
-
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    handler = type("Handler", (_Handler,), {"modules": load_handlers()})
+    idle = float(os.environ.get("PROMPTCACHE_SERVER_IDLE_TIMEOUT") or IDLE_TIMEOUT_SECONDS)
+    handler = type("Handler", (_Handler,), {"modules": load_handlers(), "timeout": idle})
     return _Server((host, port), handler)
 
 

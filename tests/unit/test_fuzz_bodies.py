@@ -1,0 +1,231 @@
+"""Property-based fuzzing of the request bodies, through the handlers in-process: generated JSON
+(arbitrary nested values with unpaired surrogates, huge and non-finite numbers, NaN/Infinity
+literals, deep nesting, wrong types for every field) sent to ``POST /chat`` and ``POST
+/v1/chat/completions``, plain and streamed (buffered ``lambda_handler`` and the live
+``stream_handler``). Never a 5xx; every 4xx is a JSON error body; a rejected request changes
+neither the store's entry count nor the stats, and asks no model.
+
+``TEST_FUZZ_EXAMPLES`` sets the examples per route (default 200: three routes, about 10 s here).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from promptcache import PromptCache, runtime
+from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache_tools.server import LocalContext, from_result, to_event
+from tests.unit.fakes import FakeEmbedder, FakeLLM
+
+EXAMPLES = int(os.environ.get("TEST_FUZZ_EXAMPLES") or 200)
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("PROMPTCACHE_STORE", "memory")
+    monkeypatch.setenv("PROMPTCACHE_API_KEYS", "secret-key:acme")
+    monkeypatch.delenv("PROMPTCACHE_RATE_LIMIT_PER_MINUTE", raising=False)
+    runtime.reset()
+    llm = FakeLLM()
+    cache = PromptCache(store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm)
+    monkeypatch.setattr(runtime, "service", lambda: cache)
+    chat = importlib.reload(importlib.import_module("promptcache_handlers.chat"))
+    yield {"chat": chat, "llm": llm, "cache": cache}
+    monkeypatch.undo()
+    runtime.reset()
+
+
+# ---------------------------------------------------------------- what is sent
+SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d"])
+PLAIN = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["", " ", "hi", "user", "system", "assistant", "developer", "tool", "text"]),
+)
+TEXT = st.one_of(
+    PLAIN,
+    PLAIN,
+    PLAIN,
+    st.tuples(st.text(max_size=5), SURROGATES, st.text(max_size=5)).map("".join),
+)
+NUMBERS = st.one_of(
+    st.integers(min_value=-3, max_value=10),
+    st.integers(min_value=-(10**600), max_value=10**600),
+    st.sampled_from([10**400, -(10**400), 2**63, 2**1024]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
+    max_leaves=12,
+)
+#: Written into the body as is: what json.dumps of a value cannot spell.
+RAW = st.one_of(
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "-0", "-0.0", "1e400", "-1e400", "1E999"]),
+    st.integers(min_value=1, max_value=3_000).map(lambda d: "[" * d + "]" * d),
+    st.integers(min_value=1, max_value=3_000).map(lambda d: '{"a":' * d + "1" + "}" * d),
+)
+
+
+def message(content: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    role = st.one_of(st.sampled_from(["user", "system", "assistant", "developer", "tool"]), VALUES)
+    part = st.fixed_dictionaries({"type": st.one_of(st.just("text"), VALUES), "text": content})
+    return st.one_of(
+        st.fixed_dictionaries({"role": role, "content": st.one_of(content, st.lists(part))}),
+        VALUES,
+    )
+
+
+def field(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A field's value: a plausible one (mostly), or anything at all."""
+    return st.one_of(good, good, VALUES)
+
+
+PROMPT = field(TEXT)
+MESSAGES = field(st.lists(message(TEXT), min_size=1, max_size=3))
+COMMON = {
+    "model": field(st.sampled_from(["gpt-4o-mini", "m", " "])),
+    "temperature": field(NUMBERS),
+    "max_tokens": field(NUMBERS),
+}
+
+
+def one_field(base: dict[str, Any], fields: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """A valid body with one field drawn from its strategy: most of these are answered (200)."""
+    pairs = st.sampled_from(sorted(fields)).flatmap(
+        lambda name: fields[name].map(lambda value: {**base, name: value})
+    )
+    questions = st.sampled_from(["What is 2+2?", "Name a colour", "Say hi"])
+    return st.tuples(pairs, questions).map(lambda p: _ask(p[0], p[1]))
+
+
+def _ask(body: dict[str, Any], question: str) -> dict[str, Any]:
+    if body.get("prompt") == "?":
+        body["prompt"] = question
+    if body.get("messages") == [{"role": "user", "content": "?"}]:
+        body["messages"] = [{"role": "user", "content": question}]
+    return body
+
+
+CHAT_OPTIONAL = {
+    **COMMON,
+    "threshold": field(NUMBERS),
+    "ttl": field(NUMBERS),
+    "cache": field(st.sampled_from(["use", "skip", "refresh"])),
+}
+CHAT_BODIES = st.one_of(
+    one_field({"prompt": "?"}, CHAT_OPTIONAL),
+    st.fixed_dictionaries({"prompt": PROMPT}, optional=CHAT_OPTIONAL),
+    st.fixed_dictionaries({"messages": MESSAGES}, optional=CHAT_OPTIONAL),
+    st.fixed_dictionaries({}, optional={"prompt": PROMPT, "messages": MESSAGES, **CHAT_OPTIONAL}),
+)
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "cache": field(st.sampled_from(["use", "skip", "refresh"])),
+        "threshold": field(NUMBERS),
+        "ttl": field(NUMBERS),
+    },
+)
+V1_OPTIONAL = {
+    **COMMON,
+    "max_completion_tokens": field(NUMBERS),
+    "n": field(st.integers(min_value=-1, max_value=10)),
+    "stream": field(st.booleans()),
+    "stream_options": field(st.fixed_dictionaries({"include_usage": field(st.booleans())})),
+    "promptcache": field(OPTIONS),
+    "top_p": field(NUMBERS),
+    "tools": VALUES,
+    "stop": VALUES,
+    "metadata": VALUES,
+}
+V1_BODIES = st.one_of(
+    one_field({"messages": [{"role": "user", "content": "?"}]}, V1_OPTIONAL),
+    st.fixed_dictionaries({"messages": MESSAGES}, optional=V1_OPTIONAL),
+)
+
+
+@st.composite
+def wire(draw: st.DrawFn, bodies: st.SearchStrategy[Any]) -> bytes:
+    """A body as sent: usually an object from ``bodies``, sometimes any JSON value; now and then
+    one field (or the whole body) replaced by a raw fragment."""
+    body = draw(st.one_of(bodies, bodies, bodies, bodies, VALUES))
+    text = json.dumps(body)  # ensure_ascii: surrogates travel as \\uXXXX escapes; NaN as NaN
+    if draw(st.integers(0, 5)) == 0:
+        raw = draw(RAW)
+        if isinstance(body, dict) and body and draw(st.booleans()):
+            name = draw(st.sampled_from(sorted(body)))
+            body[name] = "\x00fragment"
+            text = json.dumps(body).replace(json.dumps("\x00fragment"), raw)
+        else:
+            text = raw
+    return text.encode("ascii")
+
+
+# ---------------------------------------------------------------- the property
+def send(app: dict[str, Any], path: str, raw: bytes, live: bool) -> tuple[int, str, bytes]:
+    event = to_event(
+        "POST",
+        path,
+        {"Content-Type": "application/json", "Authorization": "Bearer secret-key"},
+        raw,
+    )
+    module = app["chat"]
+    if live:
+        result, chunks = module.stream_handler(event, LocalContext("chat"))
+    else:
+        result, chunks = module.lambda_handler(event, LocalContext("chat")), None
+    status, headers, payload = from_result(result)
+    if chunks is not None:
+        payload = b"".join(chunks)
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    return status, content_type, payload
+
+
+def snapshot(app: dict[str, Any]) -> tuple[Any, ...]:
+    cache: PromptCache = app["cache"]
+    return cache.store.count(), json.dumps(cache.report(), sort_keys=True), app["llm"].calls
+
+
+def check(app: dict[str, Any], path: str, raw: bytes, live: bool = False) -> None:
+    before = snapshot(app)
+    status, content_type, payload = send(app, path, raw, live)
+    assert status < 500, (status, raw[:300], payload[:300])
+    if status >= 400:
+        assert content_type == "application/json", (status, content_type)
+        error = json.loads(payload)["error"]
+        assert isinstance(error["code"], str) and isinstance(error["message"], str)
+        assert error["message"]
+        assert snapshot(app) == before, (status, error, raw[:300])
+
+
+@FUZZ
+@given(raw=wire(CHAT_BODIES))
+def test_chat_bodies(app: dict[str, Any], raw: bytes) -> None:
+    check(app, "/chat", raw)
+
+
+@FUZZ
+@given(raw=wire(V1_BODIES))
+def test_completion_bodies(app: dict[str, Any], raw: bytes) -> None:
+    check(app, "/v1/chat/completions", raw)
+
+
+@FUZZ
+@given(raw=wire(V1_BODIES.map(lambda body: {**body, "stream": True})), live=st.booleans())
+def test_streamed_completion_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
+    check(app, "/v1/chat/completions", raw, live)

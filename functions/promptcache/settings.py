@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import ConfigError
@@ -190,7 +190,7 @@ class Settings:
     max_body_bytes: int
     max_prompt_chars: int
     max_messages: int
-    api_keys: Mapping[str, str]
+    api_keys: Mapping[str, str] = field(repr=False)  # secrets: never in a repr or a log
     api_keys_ssm_parameter: str
     rate_limit_per_minute: int
     cors_origins: str
@@ -210,7 +210,7 @@ class Settings:
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
     verifier: str = "off"
     verifier_band: float = VERIFIER_BAND
-    admin_key: str = ""
+    admin_key: str = field(default="", repr=False)
     admin_key_ssm_parameter: str = ""
 
     def __post_init__(self) -> None:

@@ -86,6 +86,8 @@ class StackConfig:
     streaming_timeout_seconds: int = 300
     web_adapter_layer_version: int = 30
     aws_region: str = ""
+    #: The optional admin key (promptcache:adminKey): reads every tenant's /stats and /v1/models.
+    admin_key: pulumi.Output[str] | None = None
 
     @property
     def prefix(self) -> str:
@@ -202,6 +204,7 @@ class StackConfig:
             cloudflare_account_id=account,
             cloudflare_api_token=config.require_secret("cloudflareApiToken"),
             api_keys=config.get_secret("apiKeys"),
+            admin_key=config.get_secret("adminKey"),
             upstash_primary_region=region,
             upstash_budget=integer("upstashBudget", 1, 100_000),
             upstash_eviction=config.require_bool("upstashEviction"),

@@ -33,10 +33,11 @@ from promptcache.routes import RESULT_HEADERS, ROUTES
 FALLBACK_HANDLER = "health"
 #: Headers the browser may read on a cross-origin response.
 EXPOSE_HEADERS = tuple(header.lower() for header in RESULT_HEADERS)
-#: SSM parameter names (under /promptcache/<stage>) of the two secrets.
+#: SSM parameter names (under /promptcache/<stage>) of the secrets.
 CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
 UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
 API_KEYS_PARAMETER = "api-keys"
+ADMIN_KEY_PARAMETER = "admin-key"
 #: The streaming function's name after the prefix (promptcache:streamingUrl).
 STREAMING_FUNCTION = "chat-stream"
 
@@ -74,6 +75,8 @@ def function_environment(
     }
     if API_KEYS_PARAMETER in secret_parameter_names:
         env["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] = secret_parameter_names[API_KEYS_PARAMETER]
+    if ADMIN_KEY_PARAMETER in secret_parameter_names:
+        env["PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"] = secret_parameter_names[ADMIN_KEY_PARAMETER]
     if cfg.model:
         env["PROMPTCACHE_MODEL"] = cfg.model
     if cfg.threshold:
@@ -151,6 +154,7 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
                 CLOUDFLARE_TOKEN_PARAMETER: cfg.cloudflare_api_token,
                 UPSTASH_TOKEN_PARAMETER: database.rest_token,
                 **({API_KEYS_PARAMETER: cfg.api_keys} if cfg.api_keys is not None else {}),
+                **({ADMIN_KEY_PARAMETER: cfg.admin_key} if cfg.admin_key is not None else {}),
             },
             kms_key_arn=cfg.secrets_kms_key_arn,
             tags=cfg.tags,

@@ -1,7 +1,11 @@
 """Accounting: each answer's result and what it adds to the counters; the report read back.
 
-The only owner of the counters' names (``hits.exact``, ``latency_ms.miss``, the per-model copies
-``m|{model}|...``): nothing else writes or parses them. Each request carries its own ``Tally``
+The only owner of the counters' names: nothing else writes or parses them. Each answer is
+counted four times: overall (``hits.exact``, ``latency_ms.miss``, ...), per model
+(``m|{model}|{name}``), per tenant (``t|{tenant}|{name}``) and per tenant and model
+(``t|{tenant}|m|{model}|{name}``). A tenant may hold any character: in a key it is written with
+``%`` and ``|`` percent-escaped, so its segment never holds a ``|``; a model's name may hold
+``|`` (the counter's own name, the last segment, never does). Each request carries its own ``Tally``
 explicitly, from the lookup to the counting; a streamed miss is counted when its stream ends,
 possibly after ``chat_stream`` returned and in another thread, so the tally travels with it.
 Counting never breaks an answer: a stats failure is logged and the answer goes out.
@@ -11,17 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from ._boundary import GuardedStats
 from ._errors import StatsError
-from ._types import CacheHit, ChatResult, Completion, Entry, Tier, Usage
+from ._types import CacheHit, ChatRequest, ChatResult, Completion, Entry, Tier, Usage
 
 log = logging.getLogger("promptcache")
 
 _MODEL = "m|"  # prefix of the per-model copy of each counter: m|{model}|{name}
+_TENANT = "t|"  # prefix of the per-tenant copies: t|{escaped tenant}|{name}, t|...|m|{model}|...
 
 
 @dataclass
@@ -43,12 +49,12 @@ class Accounting:
         self.stats = stats
         self.price_per_1k_tokens = price_per_1k_tokens
 
-    def hit(self, model: str, hit: CacheHit, tally: Tally) -> ChatResult:
-        """A stored answer goes out (tier exact or semantic) for a request for ``model``."""
+    def hit(self, request: ChatRequest, hit: CacheHit, tally: Tally) -> ChatResult:
+        """A stored answer goes out (tier exact or semantic) for ``request``."""
         entry, latency = hit.entry, tally.elapsed_ms()
         saved = entry.usage.total_tokens
         self._add(
-            model,
+            request,
             {
                 "requests": 1,
                 "embeddings": tally.embeddings,
@@ -70,7 +76,7 @@ class Accounting:
 
     def answered(
         self,
-        model: str,
+        request: ChatRequest,
         completion: Completion,
         tally: Tally,
         *,
@@ -82,7 +88,7 @@ class Accounting:
         tier = Tier.MISS if entry is not None else Tier.BYPASS
         latency = tally.elapsed_ms()
         self._add(
-            model,
+            request,
             {
                 "requests": 1,
                 "embeddings": tally.embeddings,
@@ -94,7 +100,7 @@ class Accounting:
         return ChatResult(
             response=completion.text,
             tier=tier,
-            model=completion.model or model,
+            model=completion.model or request.model,
             usage=completion.usage,
             latency_ms=latency,
             entry_id=entry.id if entry is not None else None,
@@ -102,34 +108,81 @@ class Accounting:
             finish_reason=completion.finish_reason,
         )
 
-    def report(self, **extra: Any) -> dict[str, Any]:
+    def report(
+        self, extra: Mapping[str, Any], tenants: Collection[str] | None = None
+    ) -> dict[str, Any]:
         """The overall summary, then ``extra`` (entries, threshold, embedder), then one summary
-        per model. Raises StatsError."""
-        counters = self.stats.read()
-        body = _summarize(counters, "")
-        body.update(extra)
-        body["models"] = {m: _summarize(counters, f"{_MODEL}{m}|") for m in _models(counters)}
+        per model; with ``tenants`` (the configured ones), ``tenants``: one report per tenant
+        configured or counted. Raises StatsError."""
+        overall, per_tenant = _split(self.stats.read())
+        body = _report(overall, extra)
+        if tenants is not None:
+            names = sorted(set(tenants) | set(per_tenant))
+            body["tenants"] = {t: _report(per_tenant.get(t, {}), {}) for t in names}
         return body
 
-    def models(self) -> list[str]:
-        """The models counted so far; empty when the stats cannot be read."""
+    def tenant_report(
+        self, tenant: str, known: Collection[str], extra: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """``tenant``'s own summary (``tenant``: its name, then ``extra``, then its models), or
+        None when it is neither in ``known`` nor counted. Raises StatsError."""
+        counters = _split(self.stats.read())[1].get(tenant)
+        if counters is None and tenant not in known:
+            return None
+        return _report(counters or {}, {"tenant": tenant, **extra})
+
+    def models(self, tenant: str | None = None) -> list[str]:
+        """The models counted so far (only ``tenant``'s when given); empty when the stats cannot
+        be read."""
         try:
-            return _models(self.stats.read())
+            overall, per_tenant = _split(self.stats.read())
         except StatsError as exc:
             log.warning("reading stats failed: %s", exc)
             return []
+        return _models(overall if tenant is None else per_tenant.get(tenant, {}))
 
     def reset(self) -> None:
         """Raises StatsError."""
         self.stats.reset()
 
-    def _add(self, model: str, counters: Mapping[str, float]) -> None:
+    def _add(self, request: ChatRequest, counters: Mapping[str, float]) -> None:
+        model = f"{_MODEL}{request.model}|"
+        tenant = tenant_prefix(request.tenant)
         merged = dict(counters)
-        merged.update({f"{_MODEL}{model}|{k}": v for k, v in counters.items()})
+        for prefix in (model, tenant, tenant + model):
+            merged.update({prefix + k: v for k, v in counters.items()})
         try:
             self.stats.add(merged)
         except StatsError as exc:  # stats never break an answer
             log.warning("stats update failed: %s", exc)
+
+
+def tenant_prefix(tenant: str) -> str:
+    """The prefix of ``tenant``'s counters: ``t|`` and the tenant with ``%`` and ``|`` escaped."""
+    return f"{_TENANT}{tenant.replace('%', '%25').replace('|', '%7C')}|"
+
+
+def _split(
+    counters: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The overall counters, and each tenant's own (its prefix taken off)."""
+    overall: dict[str, float] = {}
+    per_tenant: dict[str, dict[str, float]] = {}
+    for name, value in counters.items():
+        if not name.startswith(_TENANT):
+            overall[name] = value
+            continue
+        escaped, sep, rest = name[len(_TENANT) :].partition("|")
+        if sep:  # every % in a tenant is escaped, so unquote undoes exactly the escaping
+            per_tenant.setdefault(unquote(escaped), {})[rest] = value
+    return overall, per_tenant
+
+
+def _report(counters: Mapping[str, float], extra: Mapping[str, Any]) -> dict[str, Any]:
+    body = _summarize(counters, "")
+    body.update(extra)
+    body["models"] = {m: _summarize(counters, f"{_MODEL}{m}|") for m in _models(counters)}
+    return body
 
 
 def _models(counters: Mapping[str, float]) -> list[str]:

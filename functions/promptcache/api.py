@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from ._errors import BadRequest, NotFound, RequestError, Unprocessable
+from ._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
 from .observability import count
@@ -20,12 +20,12 @@ from .settings import Settings
 from .wire import (
     RateLimiter,
     admit,
-    authenticate,
     content,
     json_body,
     json_response,
     number,
     parse_messages,
+    reader,
     result_headers,
 )
 
@@ -153,15 +153,31 @@ def forget(
 
 
 def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
-    authenticate(event, settings)
-    return json_response(200, cache.report())
+    """GET /stats: a tenant's key reads its own tenant's report; the admin key the overall one
+    with every tenant's (``?tenant=NAME``: that tenant's). Without API keys: the overall one."""
+    caller = reader(event, settings)
+    if not settings.api_keys:
+        return json_response(200, cache.report())
+    tenants = set(settings.api_keys.values())
+    asked = (event.query_string_parameters or {}).get("tenant")
+    if caller is not None:
+        if asked is not None and asked != caller:
+            raise Forbidden("a tenant's key reads its own tenant's stats only")
+        body = cache.tenant_report(caller, tenants)
+    elif asked is None:
+        return json_response(200, cache.report(tenants))
+    else:
+        body = cache.tenant_report(asked, tenants)
+    if body is None:
+        raise NotFound(f"no tenant {asked!r} in this cache's keys or counters")
+    return json_response(200, body)
 
 
 def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:
     """Whether the caller may see health details: always when no API keys are configured, else
-    only with a valid key (the details name internal endpoints)."""
+    only with a valid key, a tenant's or the admin's (the details name internal endpoints)."""
     try:
-        authenticate(event, settings)
+        reader(event, settings)
     except RequestError:
         return False
     return True

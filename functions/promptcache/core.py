@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,7 +208,7 @@ class PromptCache:
         query, tally = self._query(request), Tally()
         plan = self._plan(query, tally)
         if plan.hit is not None:
-            return self._accounting.hit(query.model, plan.hit, tally)
+            return self._accounting.hit(query.request, plan.hit, tally)
         lead = self._lead(query, plan)
         if isinstance(lead, Filled):
             return self._shared(query, tally, lead)
@@ -232,7 +232,7 @@ class PromptCache:
         query, tally = self._query(request), Tally()
         plan = self._plan(query, tally)
         if plan.hit is not None:
-            return ChatStream.replay(self._accounting.hit(query.model, plan.hit, tally))
+            return ChatStream.replay(self._accounting.hit(query.request, plan.hit, tally))
         lead = self._lead(query, plan)
         if isinstance(lead, Filled):
             return ChatStream.replay(self._shared(query, tally, lead))
@@ -270,22 +270,26 @@ class PromptCache:
         return namespace(request, self._embedder.id, self._embedder.dim)
 
     # ------------------------------------------------------------------ reporting and admin
-    def report(self) -> dict[str, Any]:
-        """Hits by tier, misses, bypasses, hit rate, entries, latencies, savings; per model.
-        Raises StatsError."""
+    def report(self, tenants: Collection[str] | None = None) -> dict[str, Any]:
+        """The counters' report (``Accounting``), ``tenants``: per tenant. Raises StatsError."""
         try:
             entries: int | None = self._store.count()
         except BackendError:
             entries = None
-        return self._accounting.report(
-            entries=entries,
-            threshold=self.threshold,
-            embedder={"id": self._embedder.id, "dim": self._embedder.dim},
-        )
+        return self._accounting.report(self._about(entries), tenants)
 
-    def models(self) -> list[str]:
-        """The models this cache has answered for (from the counters); empty if stats fail."""
-        return self._accounting.models()
+    def tenant_report(self, tenant: str, known: Collection[str] = ()) -> dict[str, Any] | None:
+        """``tenant``'s alone (``entries`` None: stores count every tenant's entries together),
+        or None if it is neither in ``known`` nor counted. Raises StatsError."""
+        return self._accounting.tenant_report(tenant, known, self._about(None))
+
+    def _about(self, entries: int | None) -> dict[str, Any]:
+        embedder = {"id": self._embedder.id, "dim": self._embedder.dim}
+        return {"entries": entries, "threshold": self.threshold, "embedder": embedder}
+
+    def models(self, tenant: str | None = None) -> list[str]:
+        """The models answered for (``tenant``'s only, when given); empty if stats fail."""
+        return self._accounting.models(tenant)
 
     def health(self) -> tuple[bool, list[DependencyStatus]]:
         """Each dependency's status; ok when the cache can answer (the store is reachable)."""
@@ -296,8 +300,7 @@ class PromptCache:
         return self._admin.entry(tenant, entry_id)
 
     def forget(self, tenant: str, entry_id: str) -> Entry | None:
-        """Remove one of ``tenant``'s stored answers everywhere; None if it has no such entry.
-        Raises StoreError."""
+        """Remove one of ``tenant``'s answers everywhere (None if none). Raises StoreError."""
         return self._admin.forget(tenant, entry_id)
 
     def clear(self) -> int:
@@ -421,11 +424,11 @@ class PromptCache:
         if filled.entry is None:
             return self._answered(query, tally, filled)
         hit = CacheHit(entry=filled.entry, tier=Tier.EXACT, similarity=1.0)
-        return self._accounting.hit(query.model, hit, tally)
+        return self._accounting.hit(query.request, hit, tally)
 
     def _answered(self, query: Query, tally: Tally, filled: Filled) -> ChatResult:
         return self._accounting.answered(
-            query.model, filled.completion, tally, entry=filled.entry, reason=filled.reason
+            query.request, filled.completion, tally, entry=filled.entry, reason=filled.reason
         )
 
 

@@ -44,12 +44,12 @@ from .settings import Settings
 from .wire import (
     RateLimiter,
     admit,
-    authenticate,
     json_body,
     json_response,
     number,
     openai_error_type,
     parse_messages,
+    reader,
     result_headers,
 )
 
@@ -428,8 +428,9 @@ def chat_completions(
 
 
 def models(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
-    """The default model, then every model the cache has answered for."""
-    authenticate(event, settings)
-    names = [settings.model] + [m for m in cache.models() if m != settings.model]
+    """The default model, then every model the cache has answered for the caller's tenant (for
+    every tenant: the admin key's, or without API keys)."""
+    tenant = reader(event, settings) if settings.api_keys else None
+    names = [settings.model] + [m for m in cache.models(tenant) if m != settings.model]
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "promptcache"} for m in names]
     return json_response(200, {"object": "list", "data": data})

@@ -202,15 +202,21 @@ def build(settings: Settings) -> PromptCache:
 
 
 def with_secrets(parsed: Settings) -> Settings:
-    """API keys kept in SSM (deployed) are read once, here, and checked like the variable."""
-    if parsed.api_keys or not parsed.api_keys_ssm_parameter:
+    """API keys and the admin key kept in SSM (deployed) are read once, here, and checked like
+    the variables."""
+    keys, admin = parsed.api_keys, parsed.admin_key
+    if not keys and parsed.api_keys_ssm_parameter:
+        raw = _secret("", parsed.api_keys_ssm_parameter)
+        try:
+            keys = parse_api_keys(raw)
+        except ConfigError as exc:
+            where = parsed.api_keys_ssm_parameter
+            raise ConfigError(f"SSM parameter {where}: {exc.message}") from None
+    if not admin and parsed.admin_key_ssm_parameter:
+        admin = _secret("", parsed.admin_key_ssm_parameter).strip()
+    if keys is parsed.api_keys and admin == parsed.admin_key:
         return parsed
-    raw = _secret("", parsed.api_keys_ssm_parameter)
-    try:
-        keys = parse_api_keys(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"SSM parameter {parsed.api_keys_ssm_parameter}: {exc.message}") from None
-    return dataclasses.replace(parsed, api_keys=keys)
+    return dataclasses.replace(parsed, api_keys=keys, admin_key=admin)
 
 
 _T = TypeVar("_T")

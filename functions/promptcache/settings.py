@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import ConfigError
@@ -85,6 +85,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_API_KEYS_SSM_PARAMETER": (
         "",
         "SSM SecureString holding PROMPTCACHE_API_KEYS (deployed: read once per cold start).",
+    ),
+    "PROMPTCACHE_ADMIN_KEY": (
+        "",
+        "With PROMPTCACHE_API_KEYS set: a key apart from the tenants' that reads every tenant's "
+        "`/stats` and `/v1/models` (a tenant's key reads its own only); it answers no other "
+        "route. Empty = no admin.",
+    ),
+    "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding PROMPTCACHE_ADMIN_KEY (deployed: read once per cold start).",
     ),
     "PROMPTCACHE_RATE_LIMIT_PER_MINUTE": (
         "0",
@@ -180,7 +190,7 @@ class Settings:
     max_body_bytes: int
     max_prompt_chars: int
     max_messages: int
-    api_keys: Mapping[str, str]
+    api_keys: Mapping[str, str] = field(repr=False)  # secrets: never in a repr or a log
     api_keys_ssm_parameter: str
     rate_limit_per_minute: int
     cors_origins: str
@@ -200,6 +210,12 @@ class Settings:
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
     verifier: str = "off"
     verifier_band: float = VERIFIER_BAND
+    admin_key: str = field(default="", repr=False)
+    admin_key_ssm_parameter: str = ""
+
+    def __post_init__(self) -> None:
+        if self.admin_key and self.admin_key in self.api_keys:
+            raise ConfigError("PROMPTCACHE_ADMIN_KEY must differ from every tenant's API key")
 
     @property
     def sqlite_path(self) -> Path:
@@ -280,4 +296,6 @@ class Settings:
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
             verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
             verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
+            admin_key=_str(env, "PROMPTCACHE_ADMIN_KEY"),
+            admin_key_ssm_parameter=_str(env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"),
         )

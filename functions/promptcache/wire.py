@@ -6,6 +6,7 @@ on: the response headers, JSON bodies and the error bodies, authentication and t
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ __all__ = [
     "number",
     "openai_error_type",
     "parse_messages",
+    "reader",
     "result_headers",
 ]
 
@@ -105,14 +107,34 @@ def admit(event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimite
 
 
 def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
-    """The tenant of the request's API key (``default`` when no keys are configured)."""
+    """The tenant of the request's API key (``default`` when no keys are configured). The admin
+    key is refused (403): it reads ``/stats`` and ``/v1/models``, see ``reader``."""
+    tenant = reader(event, settings)
+    if tenant is None:
+        raise Forbidden("the admin key reads /stats and /v1/models only; send a tenant's key")
+    return tenant
+
+
+def reader(event: APIGatewayProxyEventV2, settings: Settings) -> str | None:
+    """Whose counters a ``/stats`` or ``/v1/models`` request may read: its key's tenant, or None
+    for the admin key (every tenant's). ``default`` when no keys are configured. Every key is
+    compared in constant time; no key is ever logged."""
     if not settings.api_keys:
         return "default"
     header = event.headers.get("authorization") or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    tenant = settings.api_keys.get(token.strip())
+    sent = token.strip().encode("utf-8")
+    admin = bool(settings.admin_key) and hmac.compare_digest(
+        sent, settings.admin_key.encode("utf-8")
+    )
+    tenant = None
+    for key, name in settings.api_keys.items():  # no early exit: the time tells nothing
+        if hmac.compare_digest(sent, key.encode("utf-8")):
+            tenant = name
+    if admin:
+        return None
     if tenant is None:
         raise Forbidden("unknown API key")
     return tenant

@@ -511,7 +511,7 @@ def test_the_only_settings_a_user_must_add_are_documented_as_required(artifacts_
     no_default = {k for k, d in declared.items() if "default" not in d}
     optional = {k for k in no_default if declared[k]["description"].startswith("Optional.")}
     assert no_default - optional == {"cloudflareAccountId", "cloudflareApiToken"}
-    assert optional == {"apiKeys"}
+    assert optional == {"apiKeys", "adminKey"}
     config_text = (REPO / "QUICKSTART.md").read_text(encoding="utf-8")
     for key in no_default:
         assert f"promptcache:{key}" in config_text
@@ -538,3 +538,33 @@ def test_api_keys_are_an_optional_secret_read_from_ssm(artifacts_dir: Path) -> N
         )
     for text in clear_strings(run.outputs):
         assert API_KEYS not in text
+    for fn in run_program("dev", artifacts_dir).of_type(FUNCTION):  # no admin key: no parameter
+        assert "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER" not in fn.inputs["environment"]["variables"]
+
+
+ADMIN_KEY = "admin-key-for-tests-7f3a"
+
+
+def test_the_admin_key_is_an_optional_secret_read_from_ssm(artifacts_dir: Path) -> None:
+    run = run_program(
+        "dev", artifacts_dir, {"promptcache:apiKeys": API_KEYS, "promptcache:adminKey": ADMIN_KEY}
+    )
+    parameters = {r.inputs["name"]: r.inputs for r in run.of_type(PARAMETER)}
+    admin = parameters["/promptcache/dev/admin-key"]
+    assert admin["type"] == "SecureString" and is_secret(admin["value"])
+    assert "/promptcache/dev/api-keys" in parameters  # beside the API keys
+    arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/promptcache/dev/admin-key"
+    for fn in run.of_type(FUNCTION):
+        variables = fn.inputs["environment"]["variables"]
+        assert variables["PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"] == "/promptcache/dev/admin-key"
+        assert "PROMPTCACHE_ADMIN_KEY" not in variables
+        assert not any(ADMIN_KEY in text for text in clear_strings(fn.inputs))
+    for policy in run.inputs(ROLE_POLICY):
+        (read,) = [
+            s for s in json.loads(policy["policy"])["Statement"] if s["Sid"] == "ReadSecrets"
+        ]
+        assert arn in read["Resource"]
+    for resource in run.resources:
+        assert not any(ADMIN_KEY in text for text in clear_strings(resource.inputs))
+    for text in clear_strings(run.outputs):
+        assert ADMIN_KEY not in text

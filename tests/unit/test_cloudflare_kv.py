@@ -282,3 +282,47 @@ def test_an_add_during_a_put_stays_pending_until_written(kv: KVStandIn) -> None:
     assert s.pending
     s.flush()
     assert doc(kv, s.key)["totals"] == {"requests": 2.0} and not s.pending
+
+
+def test_many_tenants_and_models_are_counted_exactly(kv: KVStandIn) -> None:
+    """Per-tenant counters outgrow KV's 1,024 bytes of metadata at once (one tenant and one
+    model already take ~1.9 KB): each writer's totals are then read from its value (one GET per
+    writer), which holds up to 25 MiB (~44,000 tenant x model pairs per writer)."""
+    from promptcache import PromptCache
+    from promptcache._types import ChatRequest, Message
+    from promptcache.adapters.memory import MemoryStore
+    from tests.unit.fakes import FakeEmbedder, FakeLLM
+
+    tenants = [f"tenant|{i}%" for i in range(60)]
+    writers = [stats(kv, flush_every=0) for _ in range(3)]
+    caches = [
+        PromptCache(store=MemoryStore(), embedder=FakeEmbedder(), stats=w, llm=FakeLLM())
+        for w in writers
+    ]
+    for n, tenant in enumerate(tenants):
+        for model in range(4):
+            for cache in caches[: 1 + n % 3]:
+                prompt = (Message("user", f"{tenant} asks model {model}"),)
+                cache.chat(ChatRequest(messages=prompt, model=f"@cf/m-{model}", tenant=tenant))
+    listed = kv.dispatch(
+        "GET",
+        f"/client/v4/accounts/{kv.account_id}/storage/kv/namespaces/{kv.namespace_id}/keys",
+        {"Authorization": f"Bearer {kv.token}"},
+        b"",
+    )
+    for item in listed.json_body["result"]:
+        if item["name"].startswith(writers[0].writer_prefix):
+            assert set(item["metadata"]) == {"v"}  # too big: the totals are in the value only
+            assert "t|tenant%7C2%25|requests" in doc(kv, item["name"])["totals"]  # escaped
+    reader = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(), stats=stats(kv), llm=FakeLLM()
+    )
+    report = reader.report(tenants=tenants)
+    assert report["requests"] == sum(4 * (1 + n % 3) for n in range(len(tenants)))
+    assert set(report["tenants"]) == set(tenants)
+    for n, tenant in enumerate(tenants):
+        own = reader.tenant_report(tenant)
+        assert own is not None and own["requests"] == 4 * (1 + n % 3)
+        assert own["misses"] == 4 * (1 + n % 3)  # each writer's own memory store: all misses
+        assert sorted(own["models"]) == [f"@cf/m-{m}" for m in range(4)]
+        assert all(m["requests"] == 1 + n % 3 for m in own["models"].values())

@@ -132,7 +132,8 @@ def test_base64_body(handlers: dict[str, Any]) -> None:
 def test_stats_and_health_shapes(handlers: dict[str, Any]) -> None:
     call(handlers, "chat", "POST", "/chat", {"prompt": "hello"})
     status, _, body = call(handlers, "stats", "GET", "/stats")
-    assert status == 200 and body["misses"] == 1 and body["entries"] == 1
+    assert status == 200 and body["misses"] == 1 and body["tenant"] == "acme"
+    assert body["entries"] is None  # a tenant's view: the store counts all tenants' entries
     status, _, body = call(handlers, "health", "GET", "/health")
     assert status == 200 and body["status"] == "ok"
     assert set(body["dependencies"]) == {"store", "embedder", "stats", "llm"}

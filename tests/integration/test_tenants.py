@@ -1,0 +1,165 @@
+"""Counters per tenant over real HTTP (``promptcache serve`` with API keys and an admin key), and
+exact under 16 concurrent writers on every store's stats."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from promptcache import PromptCache
+from promptcache._protocols import Stats
+from promptcache._types import ChatRequest, Message
+from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.adapters.sqlite import SQLiteStats, SQLiteStore
+from tests.support.openai_upstream import OpenAIUpstream
+from tests.support.serve import ServerProcess
+from tests.unit.fakes import FakeEmbedder, FakeLLM
+
+ADMIN = "admin-http-key"
+
+
+@pytest.fixture
+def keyed(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        {
+            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_BASE_URL": upstream.base_url,
+            "PROMPTCACHE_MODEL": "test-model",
+            "PROMPTCACHE_API_KEYS": "ka:alpha,kb:be|ta%",
+            "PROMPTCACHE_ADMIN_KEY": ADMIN,
+        },
+        tmp_path / "server.log",
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def get(server: ServerProcess, path: str, key: str) -> httpx.Response:
+    return httpx.get(server.url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def post(server: ServerProcess, path: str, key: str, body: dict[str, Any]) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.post(server.url + path, json=body, headers=headers, timeout=30)
+
+
+def test_over_http_a_tenant_sees_only_its_own_and_the_admin_every_tenant(
+    keyed: ServerProcess,
+) -> None:
+    assert post(keyed, "/chat", "ka", {"prompt": "alpha asks", "model": "alpha-m"}).is_success
+    completion = {"model": "beta-m", "messages": [{"role": "user", "content": "beta asks"}]}
+    assert post(keyed, "/v1/chat/completions", "kb", completion).is_success
+    assert post(keyed, "/v1/chat/completions", "kb", completion).is_success
+
+    alpha = get(keyed, "/stats", "ka").json()
+    assert (
+        alpha["tenant"] == "alpha"
+        and alpha["requests"] == 1
+        and list(alpha["models"]) == ["alpha-m"]
+    )
+    assert "beta" not in json.dumps(alpha) and alpha["entries"] is None
+    models = [m["id"] for m in get(keyed, "/v1/models", "ka").json()["data"]]
+    assert models == ["test-model", "alpha-m"]
+    assert get(keyed, "/stats?tenant=be%7Cta%25", "ka").status_code == 403
+
+    beta = get(keyed, "/stats", "kb").json()
+    assert beta["tenant"] == "be|ta%" and beta["requests"] == 2 and beta["hits"]["exact"] == 1
+    assert "alpha" not in json.dumps(beta)
+
+    admin = get(keyed, "/stats", ADMIN).json()
+    assert admin["requests"] == 3 and admin["entries"] == 2
+    assert set(admin["tenants"]) == {"alpha", "be|ta%"}
+    one = get(keyed, "/stats?tenant=be%7Cta%25", ADMIN)
+    assert one.status_code == 200 and one.json()["requests"] == 2
+    missing = get(keyed, "/stats?tenant=nobody", ADMIN)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert missing.headers["content-type"].startswith("application/json")
+    models = [m["id"] for m in get(keyed, "/v1/models", ADMIN).json()["data"]]
+    assert models == ["test-model", "alpha-m", "beta-m"]
+    assert post(keyed, "/chat", ADMIN, {"prompt": "admin asks"}).status_code == 403
+    assert ADMIN not in (Path(keyed.log_path).read_text(errors="replace"))
+
+
+# ---------------------------------------------------------------- 16 writers, exact counters
+WRITERS, PROMPTS = 16, 12
+TENANTS = ("alpha", "be|ta")
+
+
+def _sqlite(tmp_path: Path) -> tuple[MemoryStore | SQLiteStore, Stats]:
+    store = SQLiteStore(tmp_path / "cache.sqlite3")
+    return store, SQLiteStats(store)
+
+
+def _memory(tmp_path: Path) -> tuple[MemoryStore | SQLiteStore, Stats]:
+    return MemoryStore(), MemoryStats()
+
+
+def hammer(cache: PromptCache) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(WRITERS)
+
+    def writer(i: int) -> None:
+        try:
+            start.wait()
+            tenant = TENANTS[i % 2]
+            for j in range(PROMPTS):
+                for _ in range(2):  # a miss, then (most often) a hit
+                    prompt = (Message("user", f"writer {i} prompt {j}"),)
+                    cache.chat(ChatRequest(messages=prompt, model=f"m{i % 4}", tenant=tenant))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def assert_exact(cache: PromptCache) -> None:
+    report = cache.report(tenants=TENANTS)
+    per_tenant = WRITERS // 2 * PROMPTS * 2
+    assert report["requests"] == 2 * per_tenant
+    for tenant in TENANTS:
+        own = cache.tenant_report(tenant)
+        assert own is not None and own["requests"] == per_tenant
+        assert own["hits"]["total"] + own["misses"] + own["bypasses"] == per_tenant
+        assert own["bypasses"] == 0 and own["misses"] >= WRITERS // 2 * PROMPTS // 2
+        # alpha's writers are the even ones: models m0 and m2; beta's m1 and m3
+        assert sum(m["requests"] for m in own["models"].values()) == per_tenant
+        assert len(own["models"]) == 2
+    for field in ("requests", "misses", "bypasses", "tokens_used", "tokens_saved", "embeddings"):
+        assert report[field] == sum(report["tenants"][t][field] for t in TENANTS), field
+    for tier in ("exact", "semantic"):
+        assert report["hits"][tier] == sum(report["tenants"][t]["hits"][tier] for t in TENANTS)
+
+
+@pytest.mark.parametrize("make", [_sqlite, _memory], ids=["sqlite", "memory"])
+def test_tenant_counters_are_exact_under_16_writers(
+    tmp_path: Path, make: Callable[[Path], tuple[Any, Stats]]
+) -> None:
+    store, stats = make(tmp_path)
+    cache = PromptCache(store=store, embedder=FakeEmbedder(), stats=stats, llm=FakeLLM())
+    hammer(cache)
+    assert_exact(cache)
+
+
+def test_tenant_counters_are_exact_under_16_writers_on_upstash(upstash: Any) -> None:
+    from promptcache.adapters.upstash import UpstashStats
+
+    with httpx.Client(timeout=10.0) as client:
+        stats = UpstashStats(client, upstash.url, upstash.token)
+        cache = PromptCache(
+            store=MemoryStore(), embedder=FakeEmbedder(), stats=stats, llm=FakeLLM()
+        )
+        hammer(cache)
+        assert_exact(cache)

@@ -1,0 +1,222 @@
+"""Counters per tenant: a tenant's key reads its own tenant's /stats and /v1/models only, the
+admin key reads every tenant's. Through the Lambda handlers, in-process, and on the accounting."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from promptcache import ConfigError, PromptCache, Settings, runtime
+from promptcache._accounting import tenant_prefix
+from promptcache._types import ChatRequest, Message
+from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.runtime import with_secrets
+from promptcache_tools.server import LocalContext, from_result, to_event
+from tests.unit.fakes import FakeEmbedder, FakeLLM
+
+KEYS = "ka:alpha,kb:beta,kg:gamma"
+ADMIN = "admin-key"
+
+
+@pytest.fixture
+def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("PROMPTCACHE_STORE", "memory")
+    monkeypatch.setenv("PROMPTCACHE_MODEL", "default-model")
+    monkeypatch.setenv("PROMPTCACHE_API_KEYS", KEYS)
+    monkeypatch.setenv("PROMPTCACHE_ADMIN_KEY", ADMIN)
+    runtime.reset()
+    cache = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
+    )
+    monkeypatch.setattr(runtime, "service", lambda: cache)
+    modules = {
+        name: importlib.reload(importlib.import_module(f"promptcache_handlers.{name}"))
+        for name in ("chat", "stats")
+    }
+    yield modules
+    monkeypatch.undo()
+    runtime.reset()
+
+
+def call(
+    modules: dict[str, Any], name: str, method: str, path: str, auth: str | None, body: Any = None
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = f"Bearer {auth}"
+    raw = b"" if body is None else json.dumps(body).encode()
+    event = to_event(method, path, headers, raw)
+    status, _, payload = from_result(modules[name].lambda_handler(event, LocalContext(name)))
+    return status, json.loads(payload) if payload else None
+
+
+def traffic(modules: dict[str, Any]) -> None:
+    """alpha: two answers of alpha-model; beta: one of beta-secret-model, on /v1."""
+    for prompt in ("alpha one", "alpha one"):
+        body = {"prompt": prompt, "model": "alpha-model"}
+        assert call(modules, "chat", "POST", "/chat", "ka", body)[0] == 200
+    body = {"model": "beta-secret-model", "messages": [{"role": "user", "content": "beta q"}]}
+    assert call(modules, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+
+
+def model_ids(body: Any) -> list[str]:
+    return [m["id"] for m in body["data"]]
+
+
+def test_a_tenant_key_never_sees_another_tenants_counters_or_models(
+    handlers: dict[str, Any],
+) -> None:
+    traffic(handlers)
+    status, body = call(handlers, "stats", "GET", "/stats", "ka")
+    assert status == 200 and body["tenant"] == "alpha"
+    assert body["requests"] == 2 and body["misses"] == 1 and body["hits"]["exact"] == 1
+    assert (
+        list(body["models"]) == ["alpha-model"] and body["models"]["alpha-model"]["requests"] == 2
+    )
+    assert body["entries"] is None  # a store counts every tenant's entries together
+    assert body["embedder"]["dim"] > 0 and "threshold" in body and "tenants" not in body
+    assert "beta" not in json.dumps(body)
+    status, body = call(handlers, "stats", "GET", "/stats?tenant=alpha", "ka")
+    assert status == 200 and body["requests"] == 2
+    status, body = call(handlers, "stats", "GET", "/stats?tenant=beta", "ka")
+    assert status == 403 and body["error"]["code"] == "forbidden" and "requests" not in body
+    status, body = call(handlers, "stats", "GET", "/stats?tenant=nobody", "ka")
+    assert status == 403
+    status, body = call(handlers, "chat", "GET", "/v1/models", "ka")
+    assert status == 200 and model_ids(body) == ["default-model", "alpha-model"]
+
+    status, body = call(handlers, "stats", "GET", "/stats", "kb")
+    assert body["tenant"] == "beta" and body["requests"] == 1 and body["misses"] == 1
+    assert list(body["models"]) == ["beta-secret-model"] and "alpha" not in json.dumps(body)
+    status, body = call(handlers, "chat", "GET", "/v1/models", "kb")
+    assert model_ids(body) == ["default-model", "beta-secret-model"]
+
+    # a configured tenant with no traffic yet: zeros, its own name, nobody else's models
+    status, body = call(handlers, "stats", "GET", "/stats", "kg")
+    assert status == 200 and body["tenant"] == "gamma" and body["requests"] == 0
+    assert body["models"] == {} and body["mean_latency_ms"] == {"hit": None, "miss": None}
+    status, body = call(handlers, "chat", "GET", "/v1/models", "kg")
+    assert model_ids(body) == ["default-model"]
+
+
+def test_the_admin_key_reads_every_tenant(handlers: dict[str, Any]) -> None:
+    traffic(handlers)
+    status, body = call(handlers, "stats", "GET", "/stats", ADMIN)
+    assert status == 200 and "tenant" not in body
+    assert body["requests"] == 3 and body["entries"] == 2  # the overall report, as before
+    assert set(body["models"]) == {"alpha-model", "beta-secret-model"}
+    assert set(body["tenants"]) == {"alpha", "beta", "gamma"}
+    assert body["tenants"]["alpha"]["requests"] == 2
+    assert list(body["tenants"]["beta"]["models"]) == ["beta-secret-model"]
+    assert body["tenants"]["gamma"]["requests"] == 0
+    status, body = call(handlers, "stats", "GET", "/stats?tenant=beta", ADMIN)
+    assert status == 200 and body["tenant"] == "beta" and body["requests"] == 1
+    assert body["entries"] is None and list(body["models"]) == ["beta-secret-model"]
+    status, body = call(handlers, "stats", "GET", "/stats?tenant=nobody", ADMIN)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert "nobody" in body["error"]["message"]
+    status, body = call(handlers, "chat", "GET", "/v1/models", ADMIN)
+    assert model_ids(body) == ["default-model", "alpha-model", "beta-secret-model"]
+
+
+def test_the_admin_key_answers_only_the_read_routes(handlers: dict[str, Any]) -> None:
+    status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"})
+    assert status == 403 and "admin key" in body["error"]["message"]
+    completion = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", ADMIN, completion)[0] == 403
+    assert call(handlers, "chat", "GET", "/entries/" + "0" * 32, ADMIN)[0] == 403
+    assert call(handlers, "chat", "DELETE", "/entries/" + "0" * 32, ADMIN)[0] == 403
+    assert call(handlers, "stats", "GET", "/stats", None)[0] == 401
+    assert call(handlers, "stats", "GET", "/stats", "admin-key2")[0] == 403
+    assert call(handlers, "stats", "GET", "/stats", ADMIN[:-1])[0] == 403
+    assert call(handlers, "chat", "GET", "/v1/models", "wrong")[0] == 403
+
+
+def test_without_api_keys_stats_and_models_are_as_before(
+    handlers: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMPTCACHE_API_KEYS")
+    runtime.settings.cache_clear()
+    body = {"prompt": "hello", "model": "some-model"}
+    assert call(handlers, "chat", "POST", "/chat", None, body)[0] == 200
+    for path in ("/stats", "/stats?tenant=other"):
+        status, report = call(handlers, "stats", "GET", path, None)
+        assert status == 200 and report["requests"] == 1 and report["entries"] == 1
+        assert "tenant" not in report and "tenants" not in report
+        assert list(report["models"]) == ["some-model"]
+    _, models = call(handlers, "chat", "GET", "/v1/models", None)
+    assert model_ids(models) == ["default-model", "some-model"]
+
+
+# ---------------------------------------------------------------- the counters' keys
+ODD_TENANTS = ["a", "a|b", "a%7Cb", "a%b", "|", "%", "%7C", "t|a|", "m|x|requests", "é:ü ,x", ""]
+
+
+def request(tenant: str, model: str) -> ChatRequest:
+    return ChatRequest(messages=(Message("user", f"q {tenant!r}"),), model=model, tenant=tenant)
+
+
+def test_any_tenant_name_gets_its_own_counters() -> None:
+    cache = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
+    )
+    for n, tenant in enumerate(ODD_TENANTS):
+        for _ in range(n + 1):
+            cache.chat(request(tenant, f"model|{n}"))
+    report = cache.report(tenants=[])
+    assert set(report["tenants"]) == set(ODD_TENANTS)
+    assert report["requests"] == sum(range(1, len(ODD_TENANTS) + 1))
+    for n, tenant in enumerate(ODD_TENANTS):
+        own = cache.tenant_report(tenant)
+        assert own is not None and own["tenant"] == tenant and own["requests"] == n + 1
+        assert list(own["models"]) == [f"model|{n}"] and own["misses"] == 1
+        assert report["tenants"][tenant] == {
+            k: v for k, v in own.items() if k not in ("tenant", "entries", "threshold", "embedder")
+        }
+        assert cache.models(tenant) == [f"model|{n}"]
+    assert cache.tenant_report("a|") is None and cache.tenant_report("b", ["b"]) is not None
+    assert cache.models() == sorted(f"model|{n}" for n in range(len(ODD_TENANTS)))
+    prefixes = {tenant_prefix(t) for t in ODD_TENANTS}
+    assert len(prefixes) == len(ODD_TENANTS)
+    assert all(p.count("|") == 2 for p in prefixes)  # t|, and the one closing the tenant
+
+
+# ---------------------------------------------------------------- the admin key's settings
+def test_the_admin_key_must_differ_from_the_tenant_keys() -> None:
+    with pytest.raises(ConfigError, match="ADMIN_KEY"):
+        Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "k1"})
+    settings = Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "k2"})
+    assert settings.admin_key == "k2" and "k2" not in repr(settings) and "k1" not in repr(settings)
+
+
+@mock_aws
+def test_the_admin_key_comes_from_ssm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name="/pc/a1/api-keys", Value="k1:alpha", Type="SecureString")
+    ssm.put_parameter(Name="/pc/a1/admin-key", Value="root\n", Type="SecureString")
+    env = {
+        "PROMPTCACHE_API_KEYS_SSM_PARAMETER": "/pc/a1/api-keys",
+        "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": "/pc/a1/admin-key",
+    }
+    settings = with_secrets(Settings.from_env(env))
+    assert settings.admin_key == "root" and dict(settings.api_keys) == {"k1": "alpha"}
+    direct = with_secrets(Settings.from_env({**env, "PROMPTCACHE_ADMIN_KEY": "direct"}))
+    assert direct.admin_key == "direct"
+    ssm.put_parameter(Name="/pc/a1/clash", Value="k1", Type="SecureString")
+    with pytest.raises(ConfigError, match="ADMIN_KEY"):
+        with_secrets(
+            Settings.from_env({**env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": "/pc/a1/clash"})
+        )
+    with pytest.raises(ConfigError, match="/pc/a1/absent"):
+        with_secrets(
+            Settings.from_env({**env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": "/pc/a1/absent"})
+        )

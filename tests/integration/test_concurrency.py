@@ -21,6 +21,7 @@ from tests.support.serve import ServerProcess, local_server
 
 pytestmark = pytest.mark.integration
 
+ADMIN = "key-admin"
 REQUESTS = int(os.environ.get("TEST_LOAD_REQUESTS", "3000"))
 CLIENTS = int(os.environ.get("TEST_LOAD_CLIENTS", "32"))
 
@@ -33,7 +34,9 @@ def echoes(prompt: str, text: str) -> bool:
 @pytest.fixture
 def tenants_server(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
     keys = "key-alpha:alpha,key-beta:beta"
-    with local_server(tmp_path, upstream.base_url, PROMPTCACHE_API_KEYS=keys) as server:
+    with local_server(
+        tmp_path, upstream.base_url, PROMPTCACHE_API_KEYS=keys, PROMPTCACHE_ADMIN_KEY=ADMIN
+    ) as server:
         yield server
 
 
@@ -50,13 +53,24 @@ def test_concurrent_mixed_requests_of_two_tenants_each_get_their_own_answer(
     )
     assert semantic >= 8, f"only {semantic} paraphrases are semantic hits"
 
+    def counted() -> dict[str, int]:
+        body = httpx.get(
+            tenants_server.url + "/stats", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+        ).json()
+        return {"all": body["requests"], **{t: r["requests"] for t, r in body["tenants"].items()}}
+
+    before = counted()
     outcome = load.run(clients=CLIENTS, requests=REQUESTS)
+    after = counted()
 
     assert outcome.requests == REQUESTS
     assert outcome.problems == [], (
         f"{len(outcome.problems)} of {REQUESTS} requests went wrong:\n"
         + "\n".join(outcome.problems[:40])
     )
+    # Every chat request was counted once, under its own tenant: no lost or stray counter.
+    assert after["all"] - before["all"] == outcome.chats
+    assert sum(after[t.name] - before[t.name] for t in tenants) == outcome.chats
     # Every kind of request was exercised.
     assert all(outcome.by_kind.get(name, 0) > 0 for name in Workload.OPERATIONS), outcome.by_kind
     # The server is still whole afterwards.

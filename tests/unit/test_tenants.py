@@ -37,7 +37,7 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setattr(runtime, "service", lambda: cache)
     modules = {
         name: importlib.reload(importlib.import_module(f"promptcache_handlers.{name}"))
-        for name in ("chat", "stats")
+        for name in ("chat", "stats", "health")
     }
     yield modules
     monkeypatch.undo()
@@ -220,3 +220,10 @@ def test_the_admin_key_comes_from_ssm(monkeypatch: pytest.MonkeyPatch) -> None:
         with_secrets(
             Settings.from_env({**env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": "/pc/a1/absent"})
         )
+
+
+def test_health_details_need_a_key_a_tenants_or_the_admins(handlers: dict[str, Any]) -> None:
+    for auth, detailed in ((None, False), ("wrong-key", False), (ADMIN, True), ("ka", True)):
+        status, body = call(handlers, "health", "GET", "/health", auth)
+        assert status == 200
+        assert ("detail" in body["dependencies"]["store"]) is detailed, auth

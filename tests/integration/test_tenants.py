@@ -18,7 +18,7 @@ from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.adapters.sqlite import SQLiteStats, SQLiteStore
 from tests.support.openai_upstream import OpenAIUpstream
-from tests.support.serve import ServerProcess
+from tests.support.serve import ServerProcess, local_server
 from tests.unit.fakes import FakeEmbedder, FakeLLM
 
 ADMIN = "admin-http-key"
@@ -26,20 +26,13 @@ ADMIN = "admin-http-key"
 
 @pytest.fixture
 def keyed(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        {
-            "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PROMPTCACHE_MODEL": "test-model",
-            "PROMPTCACHE_API_KEYS": "ka:alpha,kb:be|ta%",
-            "PROMPTCACHE_ADMIN_KEY": ADMIN,
-        },
-        tmp_path / "server.log",
-    ).start()
-    try:
+    with local_server(
+        tmp_path,
+        upstream.base_url,
+        PROMPTCACHE_API_KEYS="ka:alpha,kb:be|ta%",
+        PROMPTCACHE_ADMIN_KEY=ADMIN,
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def get(server: ServerProcess, path: str, key: str) -> httpx.Response:

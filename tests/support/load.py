@@ -1,5 +1,5 @@
 """A mixed concurrent workload against a running promptcache server, every answer checked against
-the request that was sent: the test of the concurrency issue ("one request gets another's answer").
+the request that was sent, so that an answer handed to the wrong request cannot look right.
 
 Prompts are distinct (and, across tenants, the *same* texts with different stored answers), so an
 answer that belongs to another request, another route or another tenant cannot look right.

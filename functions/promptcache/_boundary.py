@@ -4,8 +4,8 @@ PromptCache wraps each injected backend once, here, so that fail-open holds by c
 not by the habit of each call site: whatever a backend method raises (an adapter's StoreError,
 or a bug's KeyError, or a driver's OSError) leaves the wrapper as that backend's error
 
-    Store, Locks  -> StoreError        Embedder -> EmbedderError
-    Stats         -> StatsError        LLM      -> UpstreamError
+    Store, Locks, RateWindows -> StoreError    Embedder -> EmbedderError
+    Stats                     -> StatsError    LLM      -> UpstreamError
 
 with the original chained (``raise ... from exc``). The core then catches only BackendError:
 StoreError and EmbedderError bypass the cache, StatsError is logged, UpstreamError is the HTTP
@@ -28,7 +28,7 @@ from ._errors import (
     UpstreamError,
     UpstreamNotConfigured,
 )
-from ._protocols import LLM, Embedder, Locks, Stats, Store, StreamingLLM
+from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
 from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult, Vector
 
 
@@ -93,6 +93,18 @@ class GuardedLocks:
         with failures_as(StoreError, "fill lock release"):
             if self.inner is not None:
                 self.inner.unlock(name, token)
+
+
+class GuardedRateWindows:
+    """Rate windows whose every failure is a StoreError (the windows live in the store)."""
+
+    def __init__(self, inner: RateWindows) -> None:
+        self.inner = inner
+
+    def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
+        with failures_as(StoreError, "rate window"):
+            now, before = self.inner.count_window(current, previous, ttl)
+            return int(now), int(before)
 
 
 class GuardedEmbedder:

@@ -55,8 +55,7 @@ def invocation(correlation_id_path: str) -> Callable[[Handler], Handler]:
         def run(event: dict[str, Any], context: Any) -> Any:
             global _cold_start
             cold, _cold_start = _cold_start, False
-            logger.thread_safe_clear_keys()
-            logger.thread_safe_append_keys(
+            logger.thread_safe_append_keys(  # cleared when the invocation ends
                 cold_start=cold,
                 correlation_id=jmespath_utils.query(envelope=correlation_id_path, data=event),
                 **build_lambda_context_model(context).__dict__,

@@ -7,7 +7,8 @@ import math
 import time
 from collections.abc import Callable
 
-from ._errors import RateLimited
+from ._boundary import GuardedRateWindows
+from ._errors import RateLimited, StoreError
 from ._protocols import RateWindows
 
 log = logging.getLogger("promptcache")
@@ -29,7 +30,8 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.per_minute = per_minute
-        self._windows = windows  # None: nothing to count in, no limit
+        # None: nothing to count in, no limit. Wrapped once: any failure is a StoreError.
+        self._windows = None if windows is None else GuardedRateWindows(windows)
         self._clock = clock  # wall clock: shared by every process counting in the store
 
     def check(self, tenant: str) -> None:
@@ -41,8 +43,8 @@ class RateLimiter:
             current, previous = self._windows.count_window(
                 f"rate:{tenant}:{int(minute)}", f"rate:{tenant}:{int(minute) - 1}", ttl=120.0
             )
-        except Exception as exc:
-            log.warning("rate limit not counted (the request goes through): %s", exc)
+        except StoreError as exc:
+            log.warning("rate limit not counted (the request goes through): %s", exc.message)
             return
         if current + previous * (1.0 - into / 60.0) > self.per_minute:
             raise RateLimited(

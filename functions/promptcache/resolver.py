@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ._errors import MethodNotAllowed, NotFound, PromptCacheError
@@ -51,9 +52,10 @@ class RequestScopedResolver(APIGatewayHttpResolver):
     Here those four attributes (``current_event``, ``lambda_context``, ``context``,
     ``processed_stack_frames``) are properties over one ``_Invocation`` per ``resolve`` call, held
     in a context variable (each thread has its own), as Powertools' own ``HttpResolverLocal``
-    does for ASGI servers. What is relied on: that Powertools reads and writes them through
-    ``self`` (it does, except for the class assignment in ``resolve``, which the properties
-    shadow); tests/unit/test_request_scope.py resolves concurrent requests to catch a change.
+    does for ASGI servers. What is relied on: that Powertools wraps the event with
+    ``self._to_proxy_event`` and reads and writes these attributes through ``self`` (it does,
+    except for the class assignment in ``resolve``, which the properties shadow);
+    tests/unit/test_request_scope.py resolves concurrent requests to catch a change.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -100,13 +102,18 @@ class RequestScopedResolver(APIGatewayHttpResolver):
         self._invocation.processed_stack_frames = value
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        invocation = _Invocation(lambda_context=context)
-        invocation.event = self._to_proxy_event(dict(event))
-        token = self._now.set(invocation)
+        token = self._now.set(_Invocation(lambda_context=context))
         try:
             return super().resolve(event, context)
         finally:
             self._now.reset(token)
+
+    def _to_proxy_event(self, event: dict[str, Any]) -> BaseProxyEvent:
+        """``resolve`` wraps the event here, then stores it on ``BaseRouter``: kept for this
+        request instead (the class attribute is shadowed by the property above)."""
+        proxy = super()._to_proxy_event(event)
+        self._invocation.event = proxy
+        return proxy
 
 
 def make_app(settings: Settings) -> APIGatewayHttpResolver:

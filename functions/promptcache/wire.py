@@ -183,6 +183,8 @@ def _no_constant(name: str) -> Any:
 
 
 def _encodable(text: str) -> bool:
+    if text.isascii():  # most prompts: no copy made
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

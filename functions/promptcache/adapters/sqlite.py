@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS windows (
 
 class SQLiteStore:
     """Store (and Stats, see ``SQLiteStats``) on one SQLite file. Thread-safe: a connection per
-    thread, WAL journal, writes in immediate transactions."""
+    thread, WAL journal, writes in immediate transactions, one writer thread at a time per
+    process; across processes, SQLite's busy timeout (``timeout``) waits for the file lock."""
 
     def __init__(
         self, path: str | Path, *, timeout: float = 5.0, clock: Callable[[], float] = time.time
@@ -65,6 +66,7 @@ class SQLiteStore:
         self._timeout = timeout
         self._clock = clock
         self._local = threading.local()
+        self._writer = threading.Lock()
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -97,7 +99,12 @@ class SQLiteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. The threads of this process write one at a time (a lock that
+        queues them in order), so SQLite's busy handler only arbitrates between processes: left
+        to it, 32 threads polling for the file lock starve some of them past the timeout."""
         db = self._conn()
+        if not self._writer.acquire(timeout=self._timeout):
+            raise StoreError(f"SQLite store {self.path}: no write turn within {self._timeout:g} s")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -108,6 +115,8 @@ class SQLiteStore:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+        finally:
+            self._writer.release()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         UpstreamRateLimited,
         UpstreamTimeout,
     )
+    from ._indexes import Bounds
     from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
     from ._stream import ChatStream
     from ._types import (
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "BackendError": "._errors",
     "BadRequest": "._errors",
+    "Bounds": "._indexes",
     "CacheHit": "._types",
     "CacheMode": "._types",
     "ChatRequest": "._types",
@@ -92,6 +94,7 @@ _EXPORTS = {
 __all__ = [
     "BackendError",
     "BadRequest",
+    "Bounds",
     "CacheHit",
     "CacheMode",
     "ChatRequest",

@@ -9,6 +9,10 @@ counted four times: overall (``hits.exact``, ``latency_ms.miss``, ...), per mode
 explicitly, from the lookup to the counting; a streamed miss is counted when its stream ends,
 possibly after ``chat_stream`` returned and in another thread, so the tally travels with it.
 Counting never breaks an answer: a stats failure is logged and the answer goes out.
+
+A report stays small however many models and tenants were counted: it lists the ``LISTED`` with
+the most requests by name, and sums the rest into ``other_models`` (``other_tenants``), which
+also says how many there are.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger("promptcache")
 
 _MODEL = "m|"  # prefix of the per-model copy of each counter: m|{model}|{name}
 _TENANT = "t|"  # prefix of the per-tenant copies: t|{escaped tenant}|{name}, t|...|m|{model}|...
+#: Models (tenants) a report names; the others are summed together.
+LISTED = 100
 
 
 @dataclass
@@ -118,7 +124,12 @@ class Accounting:
         body = _report(overall, extra)
         if tenants is not None:
             names = sorted(set(tenants) | set(per_tenant))
-            body["tenants"] = {t: _report(per_tenant.get(t, {}), {}) for t in names}
+            reports = {t: _report(per_tenant.get(t, {}), {}) for t in names}
+            listed = set(sorted(names, key=lambda t: -reports[t]["requests"])[:LISTED])
+            body["tenants"] = {t: reports[t] for t in names if t in listed}
+            others = [per_tenant.get(t, {}) for t in names if t not in listed]
+            if others:
+                body["other_tenants"] = {"tenants": len(others), **_summarize(_sum(others), "")}
         return body
 
     def tenant_report(
@@ -181,8 +192,32 @@ def _split(
 def _report(counters: Mapping[str, float], extra: Mapping[str, Any]) -> dict[str, Any]:
     body = _summarize(counters, "")
     body.update(extra)
-    body["models"] = {m: _summarize(counters, f"{_MODEL}{m}|") for m in _models(counters)}
+    per_model = _per_model(counters)
+    models = {m: _summarize(per_model[m], "") for m in sorted(per_model)}
+    listed = set(sorted(models, key=lambda m: -models[m]["requests"])[:LISTED])
+    body["models"] = {m: summary for m, summary in models.items() if m in listed}
+    others = [per_model[m] for m in models if m not in listed]
+    if others:
+        body["other_models"] = {"models": len(others), **_summarize(_sum(others), "")}
     return body
+
+
+def _per_model(counters: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Each model's counters, by counter name (one pass over the counters)."""
+    per_model: dict[str, dict[str, float]] = {}
+    for key, value in counters.items():
+        if key.startswith(_MODEL):
+            model, _, name = key[len(_MODEL) :].rpartition("|")
+            per_model.setdefault(model, {})[name] = value
+    return per_model
+
+
+def _sum(parts: list[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for name, value in part.items():
+            total[name] = total.get(name, 0.0) + value
+    return total
 
 
 def _models(counters: Mapping[str, float]) -> list[str]:

@@ -1,37 +1,99 @@
-"""Index sync: each namespace's in-process vector index, kept in step with the store's vector log.
+"""Index sync: each namespace's in-process vector index, kept in step with the store's vector log,
+within two bounds.
 
 A namespace's state is its index and its cursor in the log. Every request's ``sync`` is the one
 store round trip of the chat path (the exact-key lookup pipelined with the log records appended
 since the cursor); its records are applied to the index, or, when the log started over (a new
 generation, or the first load), replace it.
+
+Bounds (``Bounds``; settings PROMPTCACHE_MAX_NAMESPACES and PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE):
+
+- ``namespaces``: how many namespaces' indexes one process keeps. Past it, the least recently
+  used namespace's index is dropped from memory (its entries stay in the store) and reloaded
+  from the store's log when next used.
+- ``entries``: how many entries with a vector a namespace keeps. Past it, the least recently hit
+  entries (a hit or being stored counts as use) are deleted from the store, here and so in every
+  process sharing it. Recency is what this process has seen: two processes may pick different
+  victims, never more than their overflow. Entries without a vector (prompts past the semantic
+  tier's length) are bounded by their TTL only.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._boundary import GuardedStore
-from ._types import Cursor, SyncResult, Vector
+from ._errors import StoreError
+from ._types import Cursor, LogRecord, SyncResult, Vector
 from .index import VectorIndex
+from .settings import MAX_ENTRIES_PER_NAMESPACE, MAX_NAMESPACES
+
+log = logging.getLogger("promptcache")
+
+#: Rows an index starts with (it doubles as it fills): a namespace of a few entries stays small.
+_FIRST_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The most namespaces one process indexes, and the most entries with a vector that one
+    namespace keeps (see the module's docstring)."""
+
+    namespaces: int = MAX_NAMESPACES
+    entries: int = MAX_ENTRIES_PER_NAMESPACE
+
+
+DEFAULT_BOUNDS = Bounds()
 
 
 @dataclass
 class _Namespace:
     index: VectorIndex
     cursor: Cursor | None = None  # None: never loaded
-    lock: threading.Lock = field(default_factory=threading.Lock)  # guards index and cursor
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards index, cursor, recency
+    recency: OrderedDict[str, None] = field(default_factory=OrderedDict)  # least recent first
+
+    def note(self, records: Sequence[LogRecord]) -> None:
+        for record in records:
+            if record.vector is None:
+                self.recency.pop(record.entry_id, None)
+            else:
+                self.recency[record.entry_id] = None
+                self.recency.move_to_end(record.entry_id)
+
+    def overflow(self, bound: int) -> list[str]:
+        """The least recently used entries past ``bound``, taken out of the index."""
+        victims = []
+        while len(self.recency) > bound:
+            entry_id, _ = self.recency.popitem(last=False)
+            self.index.remove(entry_id)
+            victims.append(entry_id)
+        if victims:
+            self.index.compact_if_sparse()
+        return victims
 
 
 class Indexes:
     """The namespaces' indexes of one process. ``dim`` is read when a namespace is first seen."""
 
-    def __init__(self, store: GuardedStore, dim: Callable[[], int]) -> None:
+    def __init__(
+        self, store: GuardedStore, dim: Callable[[], int], bounds: Bounds = DEFAULT_BOUNDS
+    ) -> None:
         self._store = store
         self._dim = dim
-        self._namespaces: dict[str, _Namespace] = {}
+        self.bounds = bounds
+        self.evicted: Callable[[], None] = lambda: None  # called after entries were evicted
+        self._namespaces: OrderedDict[str, _Namespace] = OrderedDict()  # least recent first
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many namespaces' indexes this process holds."""
+        with self._lock:
+            return len(self._namespaces)
 
     def sync(self, namespace: str, key: str | None) -> SyncResult:
         """One store round trip: exact lookup + incremental index sync. Raises StoreError.
@@ -39,21 +101,28 @@ class Indexes:
         The round trip runs outside the namespace lock (concurrent requests do not queue behind
         each other's network calls); its records are applied only if no other request moved the
         cursor meanwhile, otherwise the next request reads them again from the newer cursor.
+        An exact hit counts as a use of its entry; entries past the bound are evicted.
         """
         state = self._state(namespace)
         cursor = state.cursor
         result = self._store.sync(namespace, key, cursor)
         fresh = None
         if result.reset:  # build the new index before taking the lock
-            fresh = VectorIndex(self._dim(), capacity=max(1024, len(result.records)))
+            fresh = VectorIndex(self._dim(), capacity=max(_FIRST_ROWS, len(result.records)))
             fresh.apply_log(result.records)
         with state.lock:
             if state.cursor == cursor:
                 if fresh is not None:
                     state.index = fresh
+                    state.recency = OrderedDict()
                 else:
                     state.index.apply_log(result.records)
+                state.note(result.records)
                 state.cursor = result.cursor
+            if result.exact is not None and result.exact.id in state.recency:
+                state.recency.move_to_end(result.exact.id)
+            victims = state.overflow(self.bounds.entries)
+        self._evict(namespace, victims)
         return result
 
     def search(
@@ -62,22 +131,50 @@ class Indexes:
         """The ``k`` nearest live entries at or above ``min_score``: (entry id, similarity)."""
         return self._state(namespace).index.search(vector, k=k, min_score=min_score, now=now)
 
+    def hit(self, namespace: str, entry_id: str) -> None:
+        """``entry_id`` answered a request: the last of its namespace to be evicted."""
+        state = self._known(namespace)
+        if state is not None:
+            with state.lock:
+                if entry_id in state.recency:
+                    state.recency.move_to_end(entry_id)
+
     def remove(self, namespace: str, entry_id: str) -> None:
         """Drop an entry from this process's index (gone from the store, or expired)."""
-        with self._lock:
-            state = self._namespaces.get(namespace)
+        state = self._known(namespace)
         if state is not None:
             with state.lock:
                 state.index.remove(entry_id)
+                state.recency.pop(entry_id, None)
 
     def clear(self) -> None:
         """Forget every namespace: the next request of each reloads it from the store."""
         with self._lock:
             self._namespaces.clear()
 
+    def _known(self, namespace: str) -> _Namespace | None:
+        with self._lock:
+            return self._namespaces.get(namespace)
+
     def _state(self, namespace: str) -> _Namespace:
+        """The namespace's state, now the most recently used; the least recently used one past
+        the bound is dropped (a request still holding it finishes with it)."""
         with self._lock:
             state = self._namespaces.get(namespace)
             if state is None:
-                state = self._namespaces[namespace] = _Namespace(VectorIndex(self._dim()))
+                index = VectorIndex(self._dim(), capacity=_FIRST_ROWS)
+                state = self._namespaces[namespace] = _Namespace(index)
+                while len(self._namespaces) > self.bounds.namespaces:
+                    self._namespaces.popitem(last=False)
+            else:
+                self._namespaces.move_to_end(namespace)
             return state
+
+    def _evict(self, namespace: str, victims: list[str]) -> None:
+        for entry_id in victims:
+            try:
+                self._store.delete(entry_id)
+            except StoreError as exc:  # it stays in the store (until its TTL), unindexed here
+                log.warning("evicting %s from %s failed: %s", entry_id, namespace, exc)
+        if victims:
+            self.evicted()

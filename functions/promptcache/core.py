@@ -4,11 +4,10 @@
 
     _query       the request as one value: namespace, exact key, normalized prompt
     _boundary    the backends, wrapped once: whatever one raises is its BackendError
-    _indexes     index sync: each namespace's in-process vector index and its cursor
+    _indexes     index sync: each namespace's in-process vector index, its cursor, the bounds
     _claim       who asks the model for a miss: single-flight and the cross-process fill lock
     _accounting  the counters, the report and each request's tally
-    _health      the health probes
-    _admin       entry, forget, clear
+    _health      the health probes          _admin  entry, forget, clear
 
 Fail-open by construction: the core sees the backends only through ``_boundary``, so the only
 failures it meets are BackendErrors. A StoreError or EmbedderError bypasses the cache (the model
@@ -33,7 +32,7 @@ from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, 
 from ._claim import Claims, Filled, Lead, lock_ttl
 from ._errors import BackendError
 from ._health import Health
-from ._indexes import Indexes
+from ._indexes import DEFAULT_BOUNDS, Bounds, Indexes
 from ._keys import namespace, normalize
 from ._protocols import LLM, Embedder, Locks, Stats, Store
 from ._query import Query
@@ -53,8 +52,7 @@ from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFI
 
 log = logging.getLogger("promptcache")
 
-#: A guard looks at the query and a candidate's prompt (both normalized) and returns a reason to
-#: reject the candidate, or None to accept it.
+#: A guard: (query, a candidate's prompt), both normalized -> a reason to reject it, or None.
 Guard = Callable[[str, str], "str | None"]
 
 
@@ -90,7 +88,7 @@ class PromptCache:
       whose similarity is below ``threshold + verifier_band``.
     - ``ttl_seconds``: lifetime of a stored answer unless the request sets one (0: forever).
     - ``semantic_max_chars``: longer prompts use the exact tier only (default: what the embedder
-      reads whole, its ``max_input_chars``).
+      reads whole, its ``max_input_chars``). ``bounds``: of the indexes in memory (``_indexes``).
     - ``price_per_1k_tokens``: the price of the tokens a hit saves, to estimate the money saved.
     - ``fill_lock_ttl``: how long a fill lock lives (past the model's timeout); ``fill_wait``:
       how long an identical miss in another process is waited for (default: ``fill_lock_ttl``).
@@ -113,6 +111,7 @@ class PromptCache:
         price_per_1k_tokens: float = PRICE_PER_1K_TOKENS,
         candidates: int = 4,
         semantic_max_chars: int | None = None,
+        bounds: Bounds = DEFAULT_BOUNDS,
         fill_lock_ttl: float = lock_ttl(UPSTREAM_TIMEOUT),
         fill_wait: float | None = None,
         llm_hint: str = "",
@@ -134,7 +133,7 @@ class PromptCache:
             embedder.max_input_chars if semantic_max_chars is None else semantic_max_chars
         )
         self.clock = clock
-        self._indexes = Indexes(self._store, dim=lambda: self._embedder.dim)
+        self._indexes = Indexes(self._store, dim=lambda: self._embedder.dim, bounds=bounds)
         self._claims = Claims(
             locks=self._locks,
             peek=lambda query: self._indexes.sync(query.namespace, query.key).exact,
@@ -142,6 +141,7 @@ class PromptCache:
             lock_ttl=fill_lock_ttl,
             wait=fill_lock_ttl if fill_wait is None else fill_wait,
         )
+        self._indexes.evicted = self._claims.forget  # a lingering shared answer may be evicted
         self._accounting = Accounting(self._stats, price_per_1k_tokens)
         self._health = Health(
             store=self._store, embedder=self._embedder, stats=self._stats, llm=self._llm
@@ -253,8 +253,7 @@ class PromptCache:
     def store_answer(
         self, request: ChatRequest, completion: Completion, *, vector: Vector | None = None
     ) -> Entry:
-        """Store an answer as the server would (used by ``promptcache warm``). Raises StoreError
-        or EmbedderError."""
+        """Store an answer as the server would (``promptcache warm``). Raises BackendError."""
         query = self._query(request)
         if vector is None and query.semantic:
             vector = self._embed(query.text, Tally())
@@ -356,6 +355,7 @@ class PromptCache:
             if reason is not None:
                 log.info("candidate %s rejected by guard: %s", entry_id, reason)
                 continue
+            self._indexes.hit(query.namespace, entry_id)
             return CacheHit(entry=entry, tier=Tier.SEMANTIC, similarity=similarity), vector
         return None, vector
 

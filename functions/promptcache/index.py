@@ -194,6 +194,26 @@ class VectorIndex:
             self._expires[row] = -_INF
             return True
 
+    def compact_if_sparse(self) -> None:
+        """Drop the removed rows' space once they are most of the index (rows are only ever
+        masked, so a bounded namespace whose entries turn over would otherwise keep growing)."""
+        with self._lock:
+            live = len(self._row)
+            if self._size <= max(1024, 2 * live):
+                return
+            rows = np.fromiter(sorted(self._row.values()), dtype=np.intp, count=live)
+            capacity = max(64, live + live // 2)
+            vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+            vectors[:live] = self._vectors[rows]
+            codes = np.zeros((self._codes.shape[0], capacity), dtype=np.uint64)
+            codes[:, :live] = self._codes[:, rows]
+            expires = np.full(capacity, _INF, dtype=np.float64)
+            expires[:live] = self._expires[rows]
+            self._ids = [self._ids[r] for r in rows]
+            self._row = {entry_id: i for i, entry_id in enumerate(self._ids)}
+            self._vectors, self._codes, self._expires = vectors, codes, expires
+            self._size = live
+
     def search(
         self, query: npt.NDArray[np.float32], k: int = 1, min_score: float = -1.0, now: float = 0.0
     ) -> list[tuple[str, float]]:

@@ -15,6 +15,7 @@ import httpx
 
 from ._claim import lock_ttl
 from ._errors import ConfigError
+from ._indexes import Bounds
 from ._protocols import LLM, Embedder, RateWindows, Stats, Store
 from .adapters._http import RetryPolicy
 from .calibration import read_calibration
@@ -198,6 +199,7 @@ def build(settings: Settings) -> PromptCache:
         verifier_band=settings.verifier_band,
         fill_lock_ttl=lock_ttl(settings.upstream_timeout),
         price_per_1k_tokens=settings.price_per_1k_tokens,
+        bounds=Bounds(settings.max_namespaces, settings.max_entries_per_namespace),
     )
 
 

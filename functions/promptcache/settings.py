@@ -20,6 +20,8 @@ VERIFIER_BAND = 0.04
 UPSTREAM_TIMEOUT = 60.0
 PRICE_PER_1K_TOKENS = 0.002
 UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
+MAX_NAMESPACES = 256
+MAX_ENTRIES_PER_NAMESPACE = 100_000
 
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -73,6 +75,17 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_TTL_SECONDS": (
         str(TTL_SECONDS),
         "Default lifetime of a stored answer (0 = forever).",
+    ),
+    "PROMPTCACHE_MAX_NAMESPACES": (
+        str(MAX_NAMESPACES),
+        "Namespaces (tenant x model x parameters) whose vector index one process keeps in "
+        "memory; past it the least recently used one's index is dropped (its entries stay "
+        "stored) and reloaded from the store when next asked.",
+    ),
+    "PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE": (
+        str(MAX_ENTRIES_PER_NAMESPACE),
+        "Entries with a vector one namespace keeps; past it the least recently hit ones are "
+        "deleted (beside the TTL).",
     ),
     "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
     "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
@@ -212,6 +225,8 @@ class Settings:
     verifier_band: float = VERIFIER_BAND
     admin_key: str = field(default="", repr=False)
     admin_key_ssm_parameter: str = ""
+    max_namespaces: int = MAX_NAMESPACES
+    max_entries_per_namespace: int = MAX_ENTRIES_PER_NAMESPACE
 
     def __post_init__(self) -> None:
         if self.admin_key and self.admin_key in self.api_keys:
@@ -298,4 +313,6 @@ class Settings:
             verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
             admin_key=_str(env, "PROMPTCACHE_ADMIN_KEY"),
             admin_key_ssm_parameter=_str(env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"),
+            max_namespaces=_int(env, "PROMPTCACHE_MAX_NAMESPACES", 1, 10**6),
+            max_entries_per_namespace=_int(env, "PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE", 1, 10**8),
         )

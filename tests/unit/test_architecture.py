@@ -137,7 +137,7 @@ def test_routes_import_without_the_runtime_dependencies() -> None:
 
 
 PUBLIC = [
-    "BackendError", "BadRequest", "CacheHit", "CacheMode", "ChatRequest", "ChatResult",
+    "BackendError", "BadRequest", "Bounds", "CacheHit", "CacheMode", "ChatRequest", "ChatResult",
     "ChatStream", "Completion", "ConfigError", "Cursor", "Embedder", "EmbedderError", "Entry",
     "LLM", "Locks", "LogRecord", "Message", "PromptCache", "PromptCacheError", "RateWindows",
     "RequestError", "Settings", "Stats", "StatsError", "Store", "StoreError", "StreamingLLM",

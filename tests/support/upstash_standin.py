@@ -14,7 +14,8 @@ Speaks the protocol as documented (../shared notes, "Upstash REST protocol"):
 
 Commands go to Redis unchanged over RESP2 (redis-py connections with no reply callbacks, errors
 kept verbatim). ``requests``, ``bytes_in`` and ``bytes_out`` count traffic for tests and benchmarks;
-``inject`` queues canned answers (e.g. a 503) for the next requests.
+``inject`` queues canned answers (e.g. a 503) for the next requests, ``fail_all`` answers every
+request so until told otherwise.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class UpstashStandIn:
         self.bytes_in = 0
         self.bytes_out = 0
         self._injected: list[tuple[int, bytes]] = []
+        self._failing: tuple[int, bytes] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -159,10 +161,18 @@ class UpstashStandIn:
         with self._lock:
             self._injected.append((status, body.encode() if isinstance(body, str) else body))
 
+    def fail_all(self, status: int | None, body: bytes | str = b"") -> None:
+        """Answer every request with ``status`` and ``body`` from now on (None: stop failing)."""
+        with self._lock:
+            raw = body.encode() if isinstance(body, str) else body
+            self._failing = None if status is None else (status, raw)
+
     def _count(self, path: str, n_in: int) -> tuple[int, bytes] | None:
         with self._lock:
             self.requests[path] += 1
             self.bytes_in += n_in
+            if self._failing is not None:
+                return self._failing
             return self._injected.pop(0) if self._injected else None
 
     def _sent(self, n_out: int) -> None:

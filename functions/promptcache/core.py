@@ -2,7 +2,7 @@
 
 ``PromptCache`` decides what answers a request. Every other job has its own module:
 
-    _query       the request as one value: namespace, exact key, normalized prompt
+    _query       the request as one value: namespace, exact key, canonical prompt
     _boundary    the backends, wrapped once: whatever one raises is its BackendError
     _indexes     index sync: each namespace's in-process vector index and its cursor
     _claim       who asks the model for a miss: single-flight and the cross-process fill lock
@@ -53,7 +53,7 @@ from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFI
 
 log = logging.getLogger("promptcache")
 
-#: A guard looks at the query and a candidate's prompt (both normalized) and returns a reason to
+#: A guard looks at the query and a candidate's prompt (both canonical) and returns a reason to
 #: reject the candidate, or None to accept it.
 Guard = Callable[[str, str], "str | None"]
 
@@ -85,7 +85,7 @@ class PromptCache:
     - ``threshold``: cosine similarity at or above which a stored prompt answers (default: the
       embedder's ``default_threshold``); ``candidates``: how many of the nearest entries the
       guards may look at.
-    - ``guards``: each may reject a candidate (query and candidate prompt, both normalized ->
+    - ``guards``: each may reject a candidate (query and candidate prompt, both canonical ->
       a reason, or None). ``verifier``: more guards, asked only about borderline candidates,
       whose similarity is below ``threshold + verifier_band``.
     - ``ttl_seconds``: lifetime of a stored answer unless the request sets one (0: forever).
@@ -257,7 +257,7 @@ class PromptCache:
         or EmbedderError."""
         query = self._query(request)
         if vector is None and query.semantic:
-            vector = self._embed(query.text, Tally())
+            vector = self._embed(query.folded, Tally())
         entry = self._entry(query, completion)
         self._store.put(entry, vector)
         return entry
@@ -340,7 +340,7 @@ class PromptCache:
             return CacheHit(entry=exact, tier=Tier.EXACT, similarity=1.0), None
         if not query.semantic:
             return None, None
-        vector = self._embed(query.text, tally)
+        vector = self._embed(query.folded, tally)
         threshold = self.threshold if query.request.threshold is None else query.request.threshold
         found = self._indexes.search(
             query.namespace, vector, k=self.candidates, min_score=threshold, now=now
@@ -389,7 +389,7 @@ class PromptCache:
         try:
             vector = plan.vector
             if vector is None and query.semantic:
-                vector = self._embed(query.text, tally)
+                vector = self._embed(query.folded, tally)
             entry = self._entry(query, completion)
             self._store.put(entry, vector)
             if plan.old is not None and plan.old.id != entry.id:

@@ -37,7 +37,9 @@ __all__ = [
     "TIER_HEADER",
     "RateLimiter",
     "admit",
+    "admit_chat",
     "authenticate",
+    "check_threshold",
     "content",
     "error_response",
     "json_body",
@@ -106,12 +108,50 @@ def admit(event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimite
     return tenant
 
 
+#: The header naming the tenant the admin key asks for on the chat routes.
+TENANT_HEADER = "X-Promptcache-Tenant"
+
+
+def admit_chat(
+    event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimiter
+) -> tuple[str, bool]:
+    """The chat routes' preamble: (tenant, whether the caller holds the admin key). A tenant's
+    key chats as its tenant; the admin key as the configured tenant named by the
+    ``X-Promptcache-Tenant`` header (and may then lower the threshold, ``check_threshold``)."""
+    tenant = reader(event, settings)
+    admin = tenant is None
+    if tenant is None:
+        asked = (event.headers.get(TENANT_HEADER.lower()) or "").strip()
+        if asked not in set(settings.api_keys.values()):
+            raise Unprocessable(
+                f"the admin key chats for a tenant: send {TENANT_HEADER} with one of the "
+                "configured tenants' names"
+            )
+        tenant = asked
+    limiter.check(tenant)
+    return tenant, admin
+
+
+def check_threshold(requested: float | None, configured: float, *, admin: bool) -> None:
+    """A request's ``threshold`` may only raise the configured one, unless the admin key sent
+    it: a lower one would let any caller fish for the nearest stored answer (422)."""
+    if requested is not None and requested < configured and not admin:
+        raise Unprocessable(
+            f"'threshold' {requested:g} is below this cache's threshold {configured:g}: an "
+            "override may only raise it (the admin key may lower it)"
+        )
+
+
 def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
     """The tenant of the request's API key (``default`` when no keys are configured). The admin
-    key is refused (403): it reads ``/stats`` and ``/v1/models``, see ``reader``."""
+    key is refused (403): it reads ``/stats`` and ``/v1/models`` (``reader``), chats for a
+    tenant it names (``admit_chat``) and answers the admin routes."""
     tenant = reader(event, settings)
     if tenant is None:
-        raise Forbidden("the admin key reads /stats and /v1/models only; send a tenant's key")
+        raise Forbidden(
+            "the admin key reads /stats and /v1/models, chats for a tenant it names and "
+            "answers /admin; send a tenant's key"
+        )
     return tenant
 
 

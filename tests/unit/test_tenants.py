@@ -18,7 +18,7 @@ from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.runtime import with_secrets
 from promptcache_tools.server import LocalContext, from_result, to_event
-from tests.unit.fakes import FakeEmbedder, FakeLLM
+from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 KEYS = "ka:alpha,kb:beta,kg:gamma"
 ADMIN = "admin-key"
@@ -45,9 +45,15 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 
 def call(
-    modules: dict[str, Any], name: str, method: str, path: str, auth: str | None, body: Any = None
+    modules: dict[str, Any],
+    name: str,
+    method: str,
+    path: str,
+    auth: str | None,
+    body: Any = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(extra or {})}
     if auth:
         headers["Authorization"] = f"Bearer {auth}"
     raw = b"" if body is None else json.dumps(body).encode()
@@ -125,11 +131,21 @@ def test_the_admin_key_reads_every_tenant(handlers: dict[str, Any]) -> None:
     assert model_ids(body) == ["default-model", "alpha-model", "beta-secret-model"]
 
 
-def test_the_admin_key_answers_only_the_read_routes(handlers: dict[str, Any]) -> None:
+def test_the_admin_key_chats_only_for_a_named_tenant(handlers: dict[str, Any]) -> None:
     status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"})
-    assert status == 403 and "admin key" in body["error"]["message"]
+    assert status == 422 and "X-Promptcache-Tenant" in body["error"]["message"]
     completion = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    assert call(handlers, "chat", "POST", "/v1/chat/completions", ADMIN, completion)[0] == 403
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", ADMIN, completion)[0] == 422
+    nobody = {"X-Promptcache-Tenant": "nobody"}
+    assert call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"}, nobody)[0] == 422
+    assert call(handlers, "stats", "GET", "/stats", ADMIN)[1]["requests"] == 0  # nothing counted
+    as_alpha = {"X-Promptcache-Tenant": "alpha"}
+    status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"}, as_alpha)
+    assert status == 200 and body["tier"] == "miss"
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "hi"})[1]["tier"] == "exact"
+
+
+def test_the_admin_key_answers_no_entry_route(handlers: dict[str, Any]) -> None:
     assert call(handlers, "chat", "GET", "/entries/" + "0" * 32, ADMIN)[0] == 403
     assert call(handlers, "chat", "DELETE", "/entries/" + "0" * 32, ADMIN)[0] == 403
     assert call(handlers, "stats", "GET", "/stats", None)[0] == 401
@@ -227,3 +243,48 @@ def test_health_details_need_a_key_a_tenants_or_the_admins(handlers: dict[str, A
         status, body = call(handlers, "health", "GET", "/health", auth)
         assert status == 200
         assert ("detail" in body["dependencies"]["store"]) is detailed, auth
+
+
+# ---------------------------------------------------------------- threshold overrides
+LOWER = {"prompt": "How do I reset my password?", "threshold": 0.1}
+LOWER_V1 = {
+    "model": "default-model",
+    "messages": [{"role": "user", "content": "How do I reset my password?"}],
+    "promptcache": {"threshold": 0.1},
+}
+
+
+@pytest.mark.parametrize(("path", "body"), [("/chat", LOWER), ("/v1/chat/completions", LOWER_V1)])
+def test_a_tenant_key_may_only_raise_the_threshold(
+    handlers: dict[str, Any], path: str, body: dict[str, Any]
+) -> None:
+    """A lower threshold would serve the nearest stored answer to anything: the cache as an
+    oracle. Refused (422, naming the field and the configured threshold), nothing answered."""
+    plain = {"prompt": "Something stored"}
+    assert call(handlers, "chat", "POST", "/chat", "ka", plain)[0] == 200
+    before = call(handlers, "stats", "GET", "/stats", ADMIN)[1]
+    status, error = call(handlers, "chat", "POST", path, "ka", body)
+    assert status == 422
+    assert "'threshold' 0.1 is below this cache's threshold 0.9" in error["error"]["message"]
+    after = call(handlers, "stats", "GET", "/stats", ADMIN)[1]
+    assert after["requests"] == before["requests"] and after["entries"] == before["entries"] == 1
+    higher = {**body, "threshold": 0.95} if path == "/chat" else body | {"promptcache": {}}
+    assert call(handlers, "chat", "POST", path, "ka", higher)[0] == 200
+    as_configured = {**body, "threshold": 0.9} if path == "/chat" else higher
+    assert call(handlers, "chat", "POST", path, "ka", as_configured)[0] == 200
+
+
+@pytest.mark.parametrize(("path", "body"), [("/chat", LOWER), ("/v1/chat/completions", LOWER_V1)])
+def test_the_admin_key_may_lower_it(
+    handlers: dict[str, Any], path: str, body: dict[str, Any]
+) -> None:
+    embedder = runtime.service().embedder
+    assert isinstance(embedder, FakeEmbedder)
+    far = blend(unit("something stored"), unit("x"), 0.5)  # similarity 0.5 to the stored one
+    embedder.fixed["how do i reset my password?"] = far
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "Something stored"})[0] == 200
+    assert call(handlers, "chat", "POST", path, "ka", body)[0] == 422
+    as_alpha = {"X-Promptcache-Tenant": "alpha"}
+    assert call(handlers, "chat", "POST", path, ADMIN, body, as_alpha)[0] == 200
+    report = call(handlers, "stats", "GET", "/stats", "ka")[1]
+    assert report["hits"]["semantic"] == 1 and report["misses"] == 1  # the only stored answer

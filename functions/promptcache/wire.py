@@ -24,6 +24,7 @@ from ._errors import (
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
+    UpstreamRateLimited,
 )
 from ._types import Message, Tier
 from .ratelimit import RateLimiter
@@ -94,7 +95,7 @@ def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response[s
     error = {"code": exc.code, "message": exc.message}
     if openai:
         error["type"] = openai_error_type(exc.status)
-    retry = exc.retry_after if isinstance(exc, RateLimited) else None
+    retry = exc.retry_after if isinstance(exc, (RateLimited, UpstreamRateLimited)) else None
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return json_response(exc.status, {"error": error}, headers)
 

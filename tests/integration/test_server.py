@@ -132,6 +132,19 @@ def test_failing_upstream_is_a_502_and_stores_nothing(
     limited = chat(serve, prompt="What is the boiling point of water?")
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "upstream_rate_limited"
+    assert limited.headers["Retry-After"] == "5"  # the upstream sent none: the default
+    upstream.fail_headers = {"Retry-After": "7"}
+    limited = chat(serve, prompt="What is the boiling point of water?")
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
+    v1 = httpx.post(
+        f"{serve.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "What is the boiling point of water?"}]},
+        timeout=10,
+    )
+    assert v1.status_code == 429 and v1.headers["Retry-After"] == "7"
+    assert v1.json()["error"]["type"] == "rate_limit_error"
+    assert stats(serve)["entries"] == 0
+    upstream.fail_headers = {}
 
     upstream.fail_status = None
     recovered = chat(serve, prompt="What is the boiling point of water?").json()

@@ -6,7 +6,9 @@ from the same list (``promptcache settings``), so the two cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,14 +169,40 @@ def _str(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip() or SETTINGS[name][0]
 
 
+_HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def key_digest(key: str, where: str = "PROMPTCACHE_API_KEYS") -> str:
+    """The sha256 hex digest an API key is kept and compared as: of the key itself, or the one
+    configured as ``sha256:<64 hex>`` (so that the plain key need not be stored anywhere)."""
+    hashed = _HASHED.fullmatch(key)
+    if hashed:
+        return hashed.group(1).lower()
+    if key.startswith("sha256:"):
+        raise ConfigError(f"{where}: 'sha256:' must be followed by 64 hex digits")
+    if not key or any(c.isspace() for c in key):
+        raise ConfigError(f"{where}: an API key must be non-empty, without whitespace")
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
 def parse_api_keys(raw: str) -> dict[str, str]:
+    """``key:tenant,key:tenant`` -> {sha256 hex digest of the key: tenant}. A key may be given
+    as ``sha256:<hex>`` (``sha256:<hex>:tenant``)."""
     keys: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
-        key, sep, tenant = item.partition(":")
+        if item.startswith("sha256:"):
+            hexed, sep, tenant = item[7:].partition(":")
+            key = f"sha256:{hexed}"
+        else:
+            key, sep, tenant = item.partition(":")
         if not sep or not key.strip() or not tenant.strip():
             raise ConfigError("PROMPTCACHE_API_KEYS must be comma-separated key:tenant pairs")
-        keys[key.strip()] = tenant.strip()
+        keys[key_digest(key.strip())] = tenant.strip()
     return keys
+
+
+def _admin_digest(raw: str) -> str:
+    return key_digest(raw, "PROMPTCACHE_ADMIN_KEY") if raw else ""
 
 
 @dataclass(frozen=True)
@@ -190,7 +218,9 @@ class Settings:
     max_body_bytes: int
     max_prompt_chars: int
     max_messages: int
-    api_keys: Mapping[str, str] = field(repr=False)  # secrets: never in a repr or a log
+    #: sha256 hex digest of each tenant's key -> the tenant (``parse_api_keys``); never in a
+    #: repr or a log
+    api_keys: Mapping[str, str] = field(repr=False)
     api_keys_ssm_parameter: str
     rate_limit_per_minute: int
     cors_origins: str
@@ -210,7 +240,7 @@ class Settings:
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
     verifier: str = "off"
     verifier_band: float = VERIFIER_BAND
-    admin_key: str = field(default="", repr=False)
+    admin_key: str = field(default="", repr=False)  # its sha256 hex digest (``key_digest``)
     admin_key_ssm_parameter: str = ""
 
     def __post_init__(self) -> None:
@@ -296,6 +326,6 @@ class Settings:
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
             verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
             verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
-            admin_key=_str(env, "PROMPTCACHE_ADMIN_KEY"),
+            admin_key=_admin_digest(_str(env, "PROMPTCACHE_ADMIN_KEY")),
             admin_key_ssm_parameter=_str(env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"),
         )

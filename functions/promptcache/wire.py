@@ -6,6 +6,7 @@ on: the response headers, JSON bodies and the error bodies, authentication and t
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -158,21 +159,27 @@ def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
 
 def reader(event: APIGatewayProxyEventV2, settings: Settings) -> str | None:
     """Whose counters a ``/stats`` or ``/v1/models`` request may read: its key's tenant, or None
-    for the admin key (every tenant's). ``default`` when no keys are configured. Every key is
-    compared in constant time; no key is ever logged."""
+    for the admin key (every tenant's). ``default`` when no keys are configured.
+
+    One canonical form: a single ``Authorization: Bearer <key>`` header. Several (API Gateway
+    joins repeated headers with commas, and so does the local server) are a 400; a key with
+    whitespace around or inside it a 401. Keys are kept as sha256 digests and compared as
+    digests, in constant time; no key is ever logged."""
     if not settings.api_keys:
         return "default"
     header = event.headers.get("authorization") or ""
+    if "," in header:
+        raise BadRequest("send one Authorization header: this request has several")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    sent = token.strip().encode("utf-8")
-    admin = bool(settings.admin_key) and hmac.compare_digest(
-        sent, settings.admin_key.encode("utf-8")
-    )
+    if any(c.isspace() for c in token):
+        raise Unauthorized("the API key must have no whitespace around or inside it")
+    sent = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    admin = bool(settings.admin_key) and hmac.compare_digest(sent, settings.admin_key)
     tenant = None
-    for key, name in settings.api_keys.items():  # no early exit: the time tells nothing
-        if hmac.compare_digest(sent, key.encode("utf-8")):
+    for digest, name in settings.api_keys.items():  # no early exit: the time tells nothing
+        if hmac.compare_digest(sent, digest):
             tenant = name
     if admin:
         return None

@@ -3,6 +3,7 @@ admin key reads every tenant's. Through the Lambda handlers, in-process, and on 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Iterator
@@ -10,13 +11,17 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from moto import mock_aws
 
 from promptcache import ConfigError, PromptCache, Settings, runtime
 from promptcache._accounting import tenant_prefix
+from promptcache._errors import Forbidden
 from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.runtime import with_secrets
+from promptcache.settings import key_digest
+from promptcache.wire import reader
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
@@ -208,7 +213,8 @@ def test_the_admin_key_must_differ_from_the_tenant_keys() -> None:
     with pytest.raises(ConfigError, match="ADMIN_KEY"):
         Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "k1"})
     settings = Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "k2"})
-    assert settings.admin_key == "k2" and "k2" not in repr(settings) and "k1" not in repr(settings)
+    assert settings.admin_key == key_digest("k2")
+    assert "k2" not in repr(settings) and "k1" not in repr(settings)
 
 
 @mock_aws
@@ -224,9 +230,10 @@ def test_the_admin_key_comes_from_ssm(monkeypatch: pytest.MonkeyPatch) -> None:
         "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": "/pc/a1/admin-key",
     }
     settings = with_secrets(Settings.from_env(env))
-    assert settings.admin_key == "root" and dict(settings.api_keys) == {"k1": "alpha"}
+    assert settings.admin_key == key_digest("root")
+    assert dict(settings.api_keys) == {key_digest("k1"): "alpha"}
     direct = with_secrets(Settings.from_env({**env, "PROMPTCACHE_ADMIN_KEY": "direct"}))
-    assert direct.admin_key == "direct"
+    assert direct.admin_key == key_digest("direct")
     ssm.put_parameter(Name="/pc/a1/clash", Value="k1", Type="SecureString")
     with pytest.raises(ConfigError, match="ADMIN_KEY"):
         with_secrets(
@@ -288,3 +295,32 @@ def test_the_admin_key_may_lower_it(
     assert call(handlers, "chat", "POST", path, ADMIN, body, as_alpha)[0] == 200
     report = call(handlers, "stats", "GET", "/stats", "ka")[1]
     assert report["hits"]["semantic"] == 1 and report["misses"] == 1  # the only stored answer
+
+
+# ---------------------------------------------------------------- the key's one canonical form
+def test_one_canonical_authorization_on_the_lambda_path(handlers: dict[str, Any]) -> None:
+    """API Gateway v2 puts repeated headers in the event joined with commas: a 400; a key with
+    whitespace around or inside it: a 401; a key differing in case: unknown (403)."""
+    joined = {"Authorization": "Bearer kb,Bearer ka"}
+    status, body = call(handlers, "chat", "POST", "/chat", None, {"prompt": "hi"}, joined)
+    assert status == 400 and "one Authorization header" in body["error"]["message"]
+    for header in ("Bearer  ka", "Bearer ka\t", "Bearer k a", "Bearer \u00a0ka"):
+        status, body = call(
+            handlers, "chat", "POST", "/chat", None, {"prompt": "hi"}, {"Authorization": header}
+        )
+        assert status == 401 and "whitespace" in body["error"]["message"], header
+    assert call(handlers, "chat", "POST", "/chat", "KA", {"prompt": "hi"})[0] == 403
+    assert call(handlers, "stats", "GET", "/stats", ADMIN)[1]["requests"] == 0
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "hi"})[0] == 200
+    scheme = {"Authorization": "bearer ka"}  # the scheme is case-insensitive (RFC 9110)
+    assert call(handlers, "chat", "POST", "/chat", None, {"prompt": "hi"}, scheme)[0] == 200
+
+
+def test_keys_configured_as_digests_authenticate(monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = hashlib.sha256(b"secret-alpha").hexdigest()
+    settings = Settings.from_env({"PROMPTCACHE_API_KEYS": f"sha256:{digest}:alpha"})
+    event = to_event("GET", "/stats", {"Authorization": "Bearer secret-alpha"}, b"")
+    assert reader(APIGatewayProxyEventV2(event), settings) == "alpha"
+    wrong = to_event("GET", "/stats", {"Authorization": f"Bearer sha256:{digest}"}, b"")
+    with pytest.raises(Forbidden):  # the digest itself is no key
+        reader(APIGatewayProxyEventV2(wrong), settings)

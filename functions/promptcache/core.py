@@ -7,13 +7,11 @@
     _indexes     index sync: each namespace's in-process vector index and its cursor
     _claim       who asks the model for a miss: single-flight and the cross-process fill lock
     _accounting  the counters, the report and each request's tally
-    _health      the health probes
-    _admin       entry, forget, clear
+    _health      the health probes       _admin  entry, forget, recent, flush, clear
 
-Fail-open by construction: the core sees the backends only through ``_boundary``, so the only
-failures it meets are BackendErrors. A StoreError or EmbedderError bypasses the cache (the model
-answers, the answer says why), a StatsError is logged, an UpstreamError propagates (the HTTP
-layer's 502/504). Depends only on the protocols in ``_protocols``; never on a concrete backend.
+Fail-open by construction: the core sees the backends only through ``_boundary``: a StoreError
+or EmbedderError bypasses the cache (the answer says why), a StatsError is logged, an
+UpstreamError propagates (502/504). Depends only on ``_protocols``, never on a backend.
 """
 
 from __future__ import annotations
@@ -53,8 +51,7 @@ from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFI
 
 log = logging.getLogger("promptcache")
 
-#: A guard looks at the query and a candidate's prompt (both canonical) and returns a reason to
-#: reject the candidate, or None to accept it.
+#: A guard: (query, a candidate's prompt), both canonical -> a reason to reject it, or None.
 Guard = Callable[[str, str], "str | None"]
 
 
@@ -226,8 +223,7 @@ class PromptCache:
           requests arriving meanwhile (streamed or not) wait and get its answer as an exact hit,
           so the model is called once. If the leader is cancelled, they try again themselves.
 
-        Raises UpstreamError when the model fails before its first delta (the stream is primed),
-        so that failure can still be an HTTP error status.
+        Raises UpstreamError when the model fails before its first delta (primed: an HTTP error).
         """
         query, tally = self._query(request), Tally()
         plan = self._plan(query, tally)
@@ -306,6 +302,10 @@ class PromptCache:
     def clear(self) -> int:
         """Delete every entry and reset the counters. Raises StoreError or StatsError."""
         return self._admin.clear()
+
+    @property
+    def admin(self) -> Admin:  # entries across tenants: recent, flush (_admin.Admin)
+        return self._admin
 
     # ------------------------------------------------------------------ the policy
     def _query(self, request: ChatRequest) -> Query:

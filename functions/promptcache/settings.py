@@ -81,8 +81,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages accepted in one request."),
     "PROMPTCACHE_API_KEYS": (
         "",
-        "Comma-separated `key:tenant` pairs; when set, requests need `Authorization: Bearer KEY` "
-        "and each tenant gets its own cache. Empty = no auth, one tenant `default`.",
+        "Comma-separated `key:tenant` pairs (a key may be given as `sha256:<hex>`, its digest); "
+        "when set, requests need `Authorization: Bearer KEY` and each tenant gets its own cache. "
+        "Empty = no auth, one tenant `default`.",
     ),
     "PROMPTCACHE_API_KEYS_SSM_PARAMETER": (
         "",
@@ -90,9 +91,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_ADMIN_KEY": (
         "",
-        "With PROMPTCACHE_API_KEYS set: a key apart from the tenants' that reads every tenant's "
-        "`/stats` and `/v1/models` (a tenant's key reads its own only); it answers no other "
-        "route. Empty = no admin.",
+        "With PROMPTCACHE_API_KEYS set: a key apart from the tenants' (plain or `sha256:<hex>`) "
+        "that reads every tenant's `/stats` and `/v1/models` (a tenant's key reads its own "
+        "only), answers the admin API (`/admin/...`) and chats for the tenant named by "
+        "`X-Promptcache-Tenant`, where it may lower the threshold. Empty = no admin.",
     ),
     "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": (
         "",

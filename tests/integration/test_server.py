@@ -38,7 +38,7 @@ def test_exact_repeat_is_answered_without_an_embedding(
     assert upstream.calls == 1
     embeddings_before = stats(serve)["embeddings"]
 
-    again = chat(serve, prompt="  what is the   capital of France?  ")
+    again = chat(serve, prompt="  What is the   capital of France?  ")
     assert again.status_code == 200
     assert again.json()["tier"] == "exact"
     assert again.json()["response"] == body["response"]
@@ -322,7 +322,7 @@ def test_an_entry_read_then_deleted_is_gone_for_every_server_on_the_store(
         hit = chat(b, prompt="What is the way to reset my password?").json()
         assert hit["tier"] == "semantic"
         matched = httpx.get(f"{b.url}/entries/{hit['entry_id']}", timeout=10).json()
-        assert matched["prompt"] == "how do i reset my password?"
+        assert matched["prompt"] == "How do I reset my password?"
         assert matched["response"] == stored["response"]
 
         gone = httpx.delete(f"{a.url}/entries/{stored['entry_id']}", timeout=10)

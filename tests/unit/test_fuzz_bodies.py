@@ -3,8 +3,9 @@
 literals, deep nesting, wrong types for every field) sent to ``POST /chat`` and ``POST
 /v1/chat/completions``, plain and streamed (buffered ``lambda_handler`` and the live
 ``stream_handler``), and the admin routes (``/admin/flush``, ``/admin/forget``, the query of
-``GET /admin/entries``; with the admin key and a tenant's). Never a 5xx; every 4xx is a JSON error body; a rejected request changes
-neither the store's entry count nor the stats, and asks no model.
+``GET /admin/entries``; with the admin key and a tenant's). Never a 5xx; every 4xx is a JSON
+error body; a rejected request changes neither the store's entry count nor the stats, and asks
+no model.
 
 ``TEST_FUZZ_EXAMPLES`` sets the examples per route (default 200: five properties, about 20 s here).
 """

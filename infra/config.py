@@ -86,7 +86,8 @@ class StackConfig:
     streaming_timeout_seconds: int = 300
     web_adapter_layer_version: int = 30
     aws_region: str = ""
-    #: The optional admin key (promptcache:adminKey): reads every tenant's /stats and /v1/models.
+    #: The optional admin key (promptcache:adminKey): reads every tenant's /stats and /v1/models
+    #: and answers the admin API (/admin/...).
     admin_key: pulumi.Output[str] | None = None
 
     @property

@@ -1,5 +1,6 @@
 """POST /chat and the OpenAI-compatible POST /v1/chat/completions, GET /v1/models: answer a prompt
-from the cache or the LLM. GET and DELETE /entries/{id}: read or remove a stored answer."""
+from the cache or the LLM. GET and DELETE /entries/{id}: read or remove a stored answer. The admin
+API (/admin/entries, /admin/flush, /admin/forget): the admin key's."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -8,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from promptcache import api, openai_api, resolver, runtime
+from promptcache import admin_api, api, openai_api, resolver, runtime
 from promptcache.observability import count, invocation, tracer
 
 app = resolver.make_app(runtime.settings())
@@ -48,6 +49,24 @@ def forget(entry_id: str) -> Response[str]:
     return api.forget(
         app.current_event, entry_id, runtime.service(), runtime.settings(), runtime.limiter()
     )
+
+
+@app.get("/admin/entries")
+@tracer.capture_method
+def admin_entries() -> Response[str]:
+    return admin_api.entries(app.current_event, runtime.service(), runtime.settings())
+
+
+@app.post("/admin/flush")
+@tracer.capture_method
+def admin_flush() -> Response[str]:
+    return admin_api.flush(app.current_event, runtime.service(), runtime.settings())
+
+
+@app.post("/admin/forget")
+@tracer.capture_method
+def admin_forget() -> Response[str]:
+    return admin_api.forget(app.current_event, runtime.service(), runtime.settings())
 
 
 @invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

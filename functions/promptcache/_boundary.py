@@ -65,6 +65,10 @@ class GuardedStore:
         with failures_as(StoreError, "store delete"):
             return self.inner.delete(entry_id)
 
+    def entries(self, offset: int, limit: int) -> list[Entry]:
+        with failures_as(StoreError, "store entries"):
+            return self.inner.entries(offset, limit)
+
     def count(self) -> int:
         with failures_as(StoreError, "store count"):
             return self.inner.count()

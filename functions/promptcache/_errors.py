@@ -29,6 +29,8 @@ status codes in one place (``promptcache.api``).
 
 from __future__ import annotations
 
+import math
+
 
 class PromptCacheError(Exception):
     """Base class of every error promptcache raises on purpose."""
@@ -129,8 +131,17 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamRateLimited(UpstreamError):
+    """The model is rate limiting us: a 429 with ``Retry-After`` for the client (the upstream's
+    own delay when it sent one, else ``DEFAULT_RETRY_AFTER`` seconds)."""
+
     status = 429
     code = "upstream_rate_limited"
+    DEFAULT_RETRY_AFTER = 5
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        seconds = self.DEFAULT_RETRY_AFTER if retry_after is None else retry_after
+        self.retry_after = min(max(math.ceil(seconds), 1), 3600)
 
 
 class UpstreamNotConfigured(UpstreamError):

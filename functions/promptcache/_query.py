@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._keys import namespace, normalize, text_key
+from ._keys import canonical, namespace, normalize, text_key
 from ._types import CacheMode, ChatRequest
 
 
@@ -15,8 +15,10 @@ class Query:
 
     - ``namespace``: where its entries live (tenant, model, embedder, parameters, context).
     - ``key``: its exact-tier key in that namespace.
-    - ``text``: the normalized prompt: what the exact key hashes, what is embedded and stored.
-    - ``semantic``: whether the semantic tier applies (the embedder reads ``text`` whole);
+    - ``text``: the canonical prompt (``_keys.canonical``): what the exact key hashes, what is
+      stored and what the guards compare.
+    - ``folded``: the prompt as the embedder reads it (``_keys.normalize``).
+    - ``semantic``: whether the semantic tier applies (the embedder reads ``folded`` whole);
       a longer prompt is matched by the exact tier only.
     """
 
@@ -24,6 +26,7 @@ class Query:
     namespace: str
     key: str
     text: str
+    folded: str
     semantic: bool
 
     @classmethod
@@ -31,8 +34,10 @@ class Query:
         cls, request: ChatRequest, *, embedder_id: str, dim: int, semantic_max_chars: int
     ) -> Query:
         ns = namespace(request, embedder_id, dim)
-        text = normalize(request.prompt)
-        return cls(request, ns, text_key(ns, text), text, len(text) <= semantic_max_chars)
+        text = canonical(request.prompt)
+        folded = normalize(text)
+        semantic = len(folded) <= semantic_max_chars
+        return cls(request, ns, text_key(ns, text), text, folded, semantic)
 
     @property
     def mode(self) -> CacheMode:

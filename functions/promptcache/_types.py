@@ -89,7 +89,7 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stored answer. ``prompt`` is the normalized last user turn it answers."""
+    """One stored answer. ``prompt`` is the canonical last user turn it answers."""
 
     id: str
     namespace: str

@@ -20,6 +20,8 @@ from .settings import Settings
 from .wire import (
     RateLimiter,
     admit,
+    admit_chat,
+    check_threshold,
     content,
     json_body,
     json_response,
@@ -87,8 +89,9 @@ def parse_chat(body: dict[str, Any], settings: Settings, tenant: str) -> ChatReq
 def chat(
     event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
 ) -> Response[str]:
-    tenant = admit(event, settings, limiter)
+    tenant, admin = admit_chat(event, settings, limiter)
     request = parse_chat(json_body(event, settings), settings, tenant)
+    check_threshold(request.threshold, cache.threshold, admin=admin)
     result = cache.chat(request)
     count(f"tier_{result.tier.value}")
     headers = result_headers(result.tier, result.similarity, result.entry_id)

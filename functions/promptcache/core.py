@@ -2,17 +2,16 @@
 
 ``PromptCache`` decides what answers a request. Every other job has its own module:
 
-    _query       the request as one value: namespace, exact key, normalized prompt
+    _query       the request as one value: namespace, exact key, canonical prompt
     _boundary    the backends, wrapped once: whatever one raises is its BackendError
     _indexes     index sync: each namespace's in-process vector index, its cursor, the bounds
     _claim       who asks the model for a miss: single-flight and the cross-process fill lock
     _accounting  the counters, the report and each request's tally
-    _health      the health probes          _admin  entry, forget, clear
+    _health      the health probes       _admin  entry, forget, recent, flush, clear
 
-Fail-open by construction: the core sees the backends only through ``_boundary``, so the only
-failures it meets are BackendErrors. A StoreError or EmbedderError bypasses the cache (the model
-answers, the answer says why), a StatsError is logged, an UpstreamError propagates (the HTTP
-layer's 502/504). Depends only on the protocols in ``_protocols``; never on a concrete backend.
+Fail-open by construction: the core sees the backends only through ``_boundary``: a StoreError
+or EmbedderError bypasses the cache (the answer says why), a StatsError is logged, an
+UpstreamError propagates (502/504). Depends only on ``_protocols``, never on a backend.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFI
 
 log = logging.getLogger("promptcache")
 
-#: A guard: (query, a candidate's prompt), both normalized -> a reason to reject it, or None.
+#: A guard: (query, a candidate's prompt), both canonical -> a reason to reject it, or None.
 Guard = Callable[[str, str], "str | None"]
 
 
@@ -83,7 +82,7 @@ class PromptCache:
     - ``threshold``: cosine similarity at or above which a stored prompt answers (default: the
       embedder's ``default_threshold``); ``candidates``: how many of the nearest entries the
       guards may look at.
-    - ``guards``: each may reject a candidate (query and candidate prompt, both normalized ->
+    - ``guards``: each may reject a candidate (query and candidate prompt, both canonical ->
       a reason, or None). ``verifier``: more guards, asked only about borderline candidates,
       whose similarity is below ``threshold + verifier_band``.
     - ``ttl_seconds``: lifetime of a stored answer unless the request sets one (0: forever).
@@ -226,8 +225,7 @@ class PromptCache:
           requests arriving meanwhile (streamed or not) wait and get its answer as an exact hit,
           so the model is called once. If the leader is cancelled, they try again themselves.
 
-        Raises UpstreamError when the model fails before its first delta (the stream is primed),
-        so that failure can still be an HTTP error status.
+        Raises UpstreamError when the model fails before its first delta (primed: an HTTP error).
         """
         query, tally = self._query(request), Tally()
         plan = self._plan(query, tally)
@@ -256,7 +254,7 @@ class PromptCache:
         """Store an answer as the server would (``promptcache warm``). Raises BackendError."""
         query = self._query(request)
         if vector is None and query.semantic:
-            vector = self._embed(query.text, Tally())
+            vector = self._embed(query.folded, Tally())
         entry = self._entry(query, completion)
         self._store.put(entry, vector)
         return entry
@@ -306,6 +304,10 @@ class PromptCache:
         """Delete every entry and reset the counters. Raises StoreError or StatsError."""
         return self._admin.clear()
 
+    @property
+    def admin(self) -> Admin:  # entries across tenants: recent, flush (_admin.Admin)
+        return self._admin
+
     # ------------------------------------------------------------------ the policy
     def _query(self, request: ChatRequest) -> Query:
         return Query.of(
@@ -339,7 +341,7 @@ class PromptCache:
             return CacheHit(entry=exact, tier=Tier.EXACT, similarity=1.0), None
         if not query.semantic:
             return None, None
-        vector = self._embed(query.text, tally)
+        vector = self._embed(query.folded, tally)
         threshold = self.threshold if query.request.threshold is None else query.request.threshold
         found = self._indexes.search(
             query.namespace, vector, k=self.candidates, min_score=threshold, now=now
@@ -389,7 +391,7 @@ class PromptCache:
         try:
             vector = plan.vector
             if vector is None and query.semantic:
-                vector = self._embed(query.text, tally)
+                vector = self._embed(query.folded, tally)
             entry = self._entry(query, completion)
             self._store.put(entry, vector)
             if plan.old is not None and plan.old.id != entry.id:

@@ -1,7 +1,9 @@
 """False-hit guards: checks that look beyond the embedding where it is blind.
 
-A guard takes the normalized query and a candidate's normalized prompt (NFKC, whitespace
-collapsed, case-folded) and returns a reason to reject the candidate, or None. Guards are pure
+A guard takes the query and a candidate's prompt, both canonical (``_keys.canonical``: case,
+letters and code kept) and returns a reason to reject the candidate, or None. Most guards read
+words in the folded form the embedder reads (``_keys.normalize``); ``literal_guard`` compares
+what folding merges. Guards are pure
 functions of the two strings and cost microseconds; the core applies them, best candidate first,
 to every candidate at or above the threshold.
 
@@ -15,6 +17,9 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
+
+from ._keys import literal_spans, normalize
+from ._polarity import polarity_guard
 
 Guard = Callable[[str, str], "str | None"]
 
@@ -271,10 +276,13 @@ def quantities(text: str) -> Counter[str]:
     return found
 
 
+_fold = lru_cache(maxsize=8192)(normalize)
+
+
 def numbers_guard(query: str, candidate: str) -> str | None:
     """Different numbers or quantities ask different questions ("2 eggs" vs "3 eggs", "5 km" vs
     "5 miles"); the same number written differently does not ("two" = "2", "6th" = "sixth")."""
-    if quantities(query) != quantities(candidate):
+    if quantities(_fold(query)) != quantities(_fold(candidate)):
         return "numbers differ"
     return None
 
@@ -309,7 +317,7 @@ def _negations(text: str) -> int:
 
 def negation_guard(query: str, candidate: str) -> str | None:
     """One prompt negated and the other not ("... with sugar" vs "... without sugar")."""
-    if (_negations(query) > 0) != (_negations(candidate) > 0):
+    if (_negations(_fold(query)) > 0) != (_negations(_fold(candidate)) > 0):
         return "negation differs"
     return None
 
@@ -342,7 +350,7 @@ def swap_guard(query: str, candidate: str) -> str | None:
     """Two content words (or phrases) exchanged around a part both prompts share: "convert
     celsius to fahrenheit" vs "convert fahrenheit to celsius", "a born b" vs "b born a". A phrase
     moved elsewhere, or an exchange around "and"/"or"/"vs", keeps the meaning and passes."""
-    wq, wc = _WORD.findall(query), _WORD.findall(candidate)
+    wq, wc = _WORD.findall(_fold(query)), _WORD.findall(_fold(candidate))
     iq, ic = _indexed(wq), _indexed(wc)
     pos_c = {tok: i for i, tok in enumerate(ic)}
     shared = [(tok, i, pos_c[tok]) for i, tok in enumerate(iq) if tok in pos_c]
@@ -386,7 +394,7 @@ def _targets(words: list[str]) -> list[tuple[str, str]]:
 def target_guard(query: str, candidate: str) -> str | None:
     """The same request aimed elsewhere: "translate ... into spanish" vs "... into german". A
     preposition's object differs and neither prompt mentions the other's object at all."""
-    wq, wc = _WORD.findall(query), _WORD.findall(candidate)
+    wq, wc = _WORD.findall(_fold(query)), _WORD.findall(_fold(candidate))
     sq, sc = set(wq), set(wc)
     tq, tc = _targets(wq), _targets(wc)
     objects_c: dict[str, set[str]] = {}
@@ -401,19 +409,41 @@ def target_guard(query: str, candidate: str) -> str | None:
     return None
 
 
+def _letter_words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def literal_guard(query: str, candidate: str) -> str | None:
+    """What the exact tier keeps apart and the embedder cannot see: quotations and code that
+    differ letter for letter (``'ABC'`` vs ``'abc'``, code indented differently) when both
+    prompts have some, and words that only NFKC or case folding makes equal (``10²`` vs
+    ``102``, ``Maße`` vs ``Masse``)."""
+    sq, sc = sorted(literal_spans(query)), sorted(literal_spans(candidate))
+    if sq and sc and sq != sc:
+        return "quoted text or code differs"
+    wq, wc = _letter_words(query), _letter_words(candidate)
+    theirs = {_fold(w) for w in wc - wq}
+    if any(_fold(w) in theirs for w in wq - wc):
+        return "letters differ"
+    return None
+
+
 ALL_GUARDS: dict[str, Guard] = {
     "numbers_guard": numbers_guard,
     "negation_guard": negation_guard,
     "swap_guard": swap_guard,
     "target_guard": target_guard,
+    "literal_guard": literal_guard,
+    "polarity_guard": polarity_guard,
 }
 
 
 def default_guards() -> tuple[Guard, ...]:
     """The guards that pay for themselves on held-out data (fewer false hits than raising the
-    threshold to the same recall): numbers and exchanged roles. ``negation_guard`` and
+    threshold to the same recall): numbers, exchanged roles, literal differences (what the exact
+    tier keeps apart) and opposite polarity or direction. ``negation_guard`` and
     ``target_guard`` cost as much recall as a higher threshold would and stay opt-in."""
-    return (numbers_guard, swap_guard)
+    return (numbers_guard, swap_guard, literal_guard, polarity_guard)
 
 
 #: PROMPTCACHE_VERIFIER -> the extra checks it adds after the default guards.

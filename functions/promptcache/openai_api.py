@@ -43,7 +43,8 @@ from .observability import count
 from .settings import Settings
 from .wire import (
     RateLimiter,
-    admit,
+    admit_chat,
+    check_threshold,
     json_body,
     json_response,
     number,
@@ -385,8 +386,9 @@ def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]
 def chat_completions(
     event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
 ) -> Response[str]:
-    tenant = admit(event, settings, limiter)
+    tenant, admin = admit_chat(event, settings, limiter)
     request = parse_request(json_body(event, settings), settings, tenant)
+    check_threshold(request.chat.threshold, cache.threshold, admin=admin)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     if request.n > 1:

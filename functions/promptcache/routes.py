@@ -19,6 +19,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/models"): "chat",
     ("GET", "/entries/{id}"): "chat",
     ("DELETE", "/entries/{id}"): "chat",
+    ("GET", "/admin/entries"): "chat",
+    ("POST", "/admin/flush"): "chat",
+    ("POST", "/admin/forget"): "chat",
 }
 
 

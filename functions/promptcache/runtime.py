@@ -22,7 +22,7 @@ from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, verifier_guards
 from .ratelimit import RateLimiter
-from .settings import Settings, parse_api_keys
+from .settings import Settings, key_digest, parse_api_keys
 
 
 def _secret(value: str, parameter: str) -> str:
@@ -215,7 +215,8 @@ def with_secrets(parsed: Settings) -> Settings:
             where = parsed.api_keys_ssm_parameter
             raise ConfigError(f"SSM parameter {where}: {exc.message}") from None
     if not admin and parsed.admin_key_ssm_parameter:
-        admin = _secret("", parsed.admin_key_ssm_parameter).strip()
+        raw = _secret("", parsed.admin_key_ssm_parameter).strip()
+        admin = key_digest(raw, f"SSM parameter {parsed.admin_key_ssm_parameter}") if raw else ""
     if keys is parsed.api_keys and admin == parsed.admin_key:
         return parsed
     return dataclasses.replace(parsed, api_keys=keys, admin_key=admin)

@@ -6,7 +6,9 @@ from the same list (``promptcache settings``), so the two cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +94,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages accepted in one request."),
     "PROMPTCACHE_API_KEYS": (
         "",
-        "Comma-separated `key:tenant` pairs; when set, requests need `Authorization: Bearer KEY` "
-        "and each tenant gets its own cache. Empty = no auth, one tenant `default`.",
+        "Comma-separated `key:tenant` pairs (a key may be given as `sha256:<hex>`, its digest); "
+        "when set, requests need `Authorization: Bearer KEY` and each tenant gets its own cache. "
+        "Empty = no auth, one tenant `default`.",
     ),
     "PROMPTCACHE_API_KEYS_SSM_PARAMETER": (
         "",
@@ -101,9 +104,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_ADMIN_KEY": (
         "",
-        "With PROMPTCACHE_API_KEYS set: a key apart from the tenants' that reads every tenant's "
-        "`/stats` and `/v1/models` (a tenant's key reads its own only); it answers no other "
-        "route. Empty = no admin.",
+        "With PROMPTCACHE_API_KEYS set: a key apart from the tenants' (plain or `sha256:<hex>`) "
+        "that reads every tenant's `/stats` and `/v1/models` (a tenant's key reads its own "
+        "only), answers the admin API (`/admin/...`) and chats for the tenant named by "
+        "`X-Promptcache-Tenant`, where it may lower the threshold. Empty = no admin.",
     ),
     "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": (
         "",
@@ -180,14 +184,40 @@ def _str(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip() or SETTINGS[name][0]
 
 
+_HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def key_digest(key: str, where: str = "PROMPTCACHE_API_KEYS") -> str:
+    """The sha256 hex digest an API key is kept and compared as: of the key itself, or the one
+    configured as ``sha256:<64 hex>`` (so that the plain key need not be stored anywhere)."""
+    hashed = _HASHED.fullmatch(key)
+    if hashed:
+        return hashed.group(1).lower()
+    if key.startswith("sha256:"):
+        raise ConfigError(f"{where}: 'sha256:' must be followed by 64 hex digits")
+    if not key or any(c.isspace() for c in key):
+        raise ConfigError(f"{where}: an API key must be non-empty, without whitespace")
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
 def parse_api_keys(raw: str) -> dict[str, str]:
+    """``key:tenant,key:tenant`` -> {sha256 hex digest of the key: tenant}. A key may be given
+    as ``sha256:<hex>`` (``sha256:<hex>:tenant``)."""
     keys: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
-        key, sep, tenant = item.partition(":")
+        if item.startswith("sha256:"):
+            hexed, sep, tenant = item[7:].partition(":")
+            key = f"sha256:{hexed}"
+        else:
+            key, sep, tenant = item.partition(":")
         if not sep or not key.strip() or not tenant.strip():
             raise ConfigError("PROMPTCACHE_API_KEYS must be comma-separated key:tenant pairs")
-        keys[key.strip()] = tenant.strip()
+        keys[key_digest(key.strip())] = tenant.strip()
     return keys
+
+
+def _admin_digest(raw: str) -> str:
+    return key_digest(raw, "PROMPTCACHE_ADMIN_KEY") if raw else ""
 
 
 @dataclass(frozen=True)
@@ -203,7 +233,9 @@ class Settings:
     max_body_bytes: int
     max_prompt_chars: int
     max_messages: int
-    api_keys: Mapping[str, str] = field(repr=False)  # secrets: never in a repr or a log
+    #: sha256 hex digest of each tenant's key -> the tenant (``parse_api_keys``); never in a
+    #: repr or a log
+    api_keys: Mapping[str, str] = field(repr=False)
     api_keys_ssm_parameter: str
     rate_limit_per_minute: int
     cors_origins: str
@@ -223,7 +255,7 @@ class Settings:
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
     verifier: str = "off"
     verifier_band: float = VERIFIER_BAND
-    admin_key: str = field(default="", repr=False)
+    admin_key: str = field(default="", repr=False)  # its sha256 hex digest (``key_digest``)
     admin_key_ssm_parameter: str = ""
     max_namespaces: int = MAX_NAMESPACES
     max_entries_per_namespace: int = MAX_ENTRIES_PER_NAMESPACE
@@ -311,7 +343,7 @@ class Settings:
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
             verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
             verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
-            admin_key=_str(env, "PROMPTCACHE_ADMIN_KEY"),
+            admin_key=_admin_digest(_str(env, "PROMPTCACHE_ADMIN_KEY")),
             admin_key_ssm_parameter=_str(env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"),
             max_namespaces=_int(env, "PROMPTCACHE_MAX_NAMESPACES", 1, 10**6),
             max_entries_per_namespace=_int(env, "PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE", 1, 10**8),

@@ -6,6 +6,7 @@ on: the response headers, JSON bodies and the error bodies, authentication and t
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -24,6 +25,7 @@ from ._errors import (
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
+    UpstreamRateLimited,
 )
 from ._types import Message, Tier
 from .ratelimit import RateLimiter
@@ -37,7 +39,9 @@ __all__ = [
     "TIER_HEADER",
     "RateLimiter",
     "admit",
+    "admit_chat",
     "authenticate",
+    "check_threshold",
     "content",
     "error_response",
     "json_body",
@@ -92,7 +96,7 @@ def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response[s
     error = {"code": exc.code, "message": exc.message}
     if openai:
         error["type"] = openai_error_type(exc.status)
-    retry = exc.retry_after if isinstance(exc, RateLimited) else None
+    retry = exc.retry_after if isinstance(exc, (RateLimited, UpstreamRateLimited)) else None
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return json_response(exc.status, {"error": error}, headers)
 
@@ -106,32 +110,76 @@ def admit(event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimite
     return tenant
 
 
+#: The header naming the tenant the admin key asks for on the chat routes.
+TENANT_HEADER = "X-Promptcache-Tenant"
+
+
+def admit_chat(
+    event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimiter
+) -> tuple[str, bool]:
+    """The chat routes' preamble: (tenant, whether the caller holds the admin key). A tenant's
+    key chats as its tenant; the admin key as the configured tenant named by the
+    ``X-Promptcache-Tenant`` header (and may then lower the threshold, ``check_threshold``)."""
+    tenant = reader(event, settings)
+    admin = tenant is None
+    if tenant is None:
+        asked = (event.headers.get(TENANT_HEADER.lower()) or "").strip()
+        if asked not in set(settings.api_keys.values()):
+            raise Unprocessable(
+                f"the admin key chats for a tenant: send {TENANT_HEADER} with one of the "
+                "configured tenants' names"
+            )
+        tenant = asked
+    limiter.check(tenant)
+    return tenant, admin
+
+
+def check_threshold(requested: float | None, configured: float, *, admin: bool) -> None:
+    """A request's ``threshold`` may only raise the configured one, unless the admin key sent
+    it: a lower one would let any caller fish for the nearest stored answer (422)."""
+    if requested is not None and requested < configured and not admin:
+        raise Unprocessable(
+            f"'threshold' {requested:g} is below this cache's threshold {configured:g}: an "
+            "override may only raise it (the admin key may lower it)"
+        )
+
+
 def authenticate(event: APIGatewayProxyEventV2, settings: Settings) -> str:
     """The tenant of the request's API key (``default`` when no keys are configured). The admin
-    key is refused (403): it reads ``/stats`` and ``/v1/models``, see ``reader``."""
+    key is refused (403): it reads ``/stats`` and ``/v1/models`` (``reader``), chats for a
+    tenant it names (``admit_chat``) and answers the admin routes."""
     tenant = reader(event, settings)
     if tenant is None:
-        raise Forbidden("the admin key reads /stats and /v1/models only; send a tenant's key")
+        raise Forbidden(
+            "the admin key reads /stats and /v1/models, chats for a tenant it names and "
+            "answers /admin; send a tenant's key"
+        )
     return tenant
 
 
 def reader(event: APIGatewayProxyEventV2, settings: Settings) -> str | None:
     """Whose counters a ``/stats`` or ``/v1/models`` request may read: its key's tenant, or None
-    for the admin key (every tenant's). ``default`` when no keys are configured. Every key is
-    compared in constant time; no key is ever logged."""
+    for the admin key (every tenant's). ``default`` when no keys are configured.
+
+    One canonical form: a single ``Authorization: Bearer <key>`` header. Several (API Gateway
+    joins repeated headers with commas, and so does the local server) are a 400; a key with
+    whitespace around or inside it a 401. Keys are kept as sha256 digests and compared as
+    digests, in constant time; no key is ever logged."""
     if not settings.api_keys:
         return "default"
     header = event.headers.get("authorization") or ""
+    if "," in header:
+        raise BadRequest("send one Authorization header: this request has several")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    sent = token.strip().encode("utf-8")
-    admin = bool(settings.admin_key) and hmac.compare_digest(
-        sent, settings.admin_key.encode("utf-8")
-    )
+    if any(c.isspace() for c in token):
+        raise Unauthorized("the API key must have no whitespace around or inside it")
+    sent = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    admin = bool(settings.admin_key) and hmac.compare_digest(sent, settings.admin_key)
     tenant = None
-    for key, name in settings.api_keys.items():  # no early exit: the time tells nothing
-        if hmac.compare_digest(sent, key.encode("utf-8")):
+    for digest, name in settings.api_keys.items():  # no early exit: the time tells nothing
+        if hmac.compare_digest(sent, digest):
             tenant = name
     if admin:
         return None

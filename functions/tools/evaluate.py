@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from promptcache._errors import ConfigError, PromptCacheError
-from promptcache._keys import normalize
+from promptcache._keys import canonical, normalize
 from promptcache._types import ChatRequest, Completion, Message, Usage
 from promptcache.calibration import calibration_path
 
@@ -67,7 +67,8 @@ Progress = Callable[..., Any]
 # ---------------------------------------------------------------------------- reading pairs
 @dataclass(frozen=True, slots=True)
 class Pair:
-    """One labelled pair; ``a`` and ``b`` are normalized as the cache normalizes prompts."""
+    """One labelled pair; ``a`` and ``b`` are canonical, as the cache stores prompts (their
+    vectors are of the folded form the embedder reads, ``normalize``)."""
 
     a: str
     b: str
@@ -82,7 +83,7 @@ def read_pairs(path: Path) -> list[Pair]:
         b = require_text(path, lineno, obj, "b")
         if not isinstance(obj.get("duplicate"), bool):
             raise PromptCacheError(f"{path}:{lineno}: 'duplicate' must be true or false")
-        pairs.append(Pair(normalize(a), normalize(b), obj["duplicate"]))
+        pairs.append(Pair(canonical(a), canonical(b), obj["duplicate"]))
     if not pairs:
         raise PromptCacheError(f"{path}: no pairs")
     return pairs
@@ -565,9 +566,10 @@ def evaluate(
     cache.embedder = memo
     # prompts longer than the embedder reads whole get the exact tier only (as in the cache)
     longest = int(getattr(cache, "semantic_max_chars", 1 << 62))
-    semantic_entries = np.array([len(t) <= longest for t in work.entries], dtype=np.bool_)
-    semantic_queries = np.array([len(t) <= longest for t in work.queries], dtype=np.bool_)
-    to_embed = [t for t in work.entries + work.queries if len(t) <= longest]
+    folded = {t: normalize(t) for t in work.entries + work.queries}
+    semantic_entries = np.array([len(folded[t]) <= longest for t in work.entries], dtype=np.bool_)
+    semantic_queries = np.array([len(folded[t]) <= longest for t in work.queries], dtype=np.bool_)
+    to_embed = [f for f in folded.values() if len(f) <= longest]
 
     started = time.perf_counter()
     memo.prime(to_embed, workers=workers, cache_dir=vector_cache, progress=progress)
@@ -578,7 +580,7 @@ def evaluate(
     for text, label in zip(work.entries, work.entry_intent.tolist(), strict=True):
         request = ChatRequest(messages=(Message("user", text),), model=EVAL_MODEL)
         completion = Completion(f"intent:{label}", EVAL_MODEL, Usage())
-        cache.store_answer(request, completion, vector=memo._memo.get(text))
+        cache.store_answer(request, completion, vector=memo._memo.get(folded[text]))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -592,8 +594,10 @@ def evaluate(
     sims = np.full((len(work.queries), k), -np.inf, dtype=np.float32)
     if len(rows) and semantic_queries.any():
         found, found_sims = nearest(
-            memo.vectors([t for t, ok in zip(work.queries, semantic_queries, strict=True) if ok]),
-            memo.vectors([work.entries[i] for i in rows.tolist()]),
+            memo.vectors(
+                [folded[t] for t, ok in zip(work.queries, semantic_queries, strict=True) if ok]
+            ),
+            memo.vectors([folded[work.entries[i]] for i in rows.tolist()]),
             k,
             progress=progress,
         )

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
@@ -67,6 +67,16 @@ class LocalContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def joined(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as API Gateway v2 puts them in the event: names lower-cased, the values of
+    a repeated header joined with commas (so both paths see two Authorization headers alike)."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
 
 
 def to_event(
@@ -206,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         name = _module_for(urlsplit(self.path).path)
         event = to_event(
-            self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+            self.command, self.path, joined(self.headers.items()), body, self.client_address[0]
         )
         module = self.modules[name]
         live: Iterator[bytes] | None = None

@@ -223,6 +223,28 @@ def test_count(backend: Backend) -> None:
     assert backend.open().count() == 4
 
 
+def test_entries_pages_newest_first_skipping_the_expired(backend: Backend) -> None:
+    store = backend.open()
+    assert store.entries(0, 10) == []
+    made = []
+    for i in range(5):  # equal TTLs: creation order is expiry order, on every backend
+        made.append(make_entry(backend.clock, f"p{i}", ttl=3600, ns=f"{NS}{i % 2}"))
+        put(store, made[-1])
+        backend.clock.advance(1)
+    newest = list(reversed(made))
+    other = backend.open()
+    assert other.entries(0, 2) == newest[:2]
+    assert other.entries(2, 2) == newest[2:4]
+    assert other.entries(4, 2) == newest[4:]
+    assert other.entries(5, 2) == [] and other.entries(0, 0) == []
+    store.delete(made[4].id)
+    assert other.entries(0, 10) == newest[1:]
+    short = make_entry(backend.clock, "short", ttl=1)
+    put(store, short)
+    backend.clock.advance(2)
+    assert short not in other.entries(0, 10) and len(other.entries(0, 10)) == 4
+
+
 def test_clear_starts_a_new_generation(backend: Backend) -> None:
     store = backend.open()
     a, b = make_entry(backend.clock, "a"), make_entry(backend.clock, "b", ns="tenant:fake:8:two")

@@ -84,7 +84,7 @@ def test_paraphrase_is_a_semantic_hit_on_workers_ai(
     assert cloudflare_api.calls[DEFAULT_LLM_MODEL] == 1
 
     embedded = cloudflare_api.texts_embedded
-    exact = ask(cache, "what is the capital of   France?")
+    exact = ask(cache, "What is the capital of   France? ")
     assert exact.tier is Tier.EXACT
     assert cloudflare_api.texts_embedded == embedded  # no embedding call for an exact hit
 

@@ -72,7 +72,7 @@ def test_plain_completion_miss_then_hits(client: openai.OpenAI, upstream: OpenAI
     assert first.choices[0].finish_reason == "stop" and first.usage and first.usage.total_tokens > 0
 
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=user("how do I   reverse a list in python?")
+        model=MODEL, messages=user("How do I   reverse a list in Python? ")
     )
     assert raw.headers["x-promptcache-tier"] == "exact"
     assert raw.headers["x-promptcache-entry"] == entry

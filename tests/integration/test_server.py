@@ -38,7 +38,7 @@ def test_exact_repeat_is_answered_without_an_embedding(
     assert upstream.calls == 1
     embeddings_before = stats(serve)["embeddings"]
 
-    again = chat(serve, prompt="  what is the   capital of France?  ")
+    again = chat(serve, prompt="  What is the   capital of France?  ")
     assert again.status_code == 200
     assert again.json()["tier"] == "exact"
     assert again.json()["response"] == body["response"]
@@ -80,10 +80,10 @@ def test_threshold_override(serve: ServerProcess, upstream: OpenAIUpstream) -> N
     chat(serve, prompt="How do I reset my password?")
     strict = chat(serve, prompt="What is the way to reset my password?", threshold=0.999).json()
     assert strict["tier"] == "miss"
-    loose = chat(serve, prompt="How can I change the password of my account?", threshold=0.5).json()
-    assert loose["tier"] == "semantic"
-    assert loose["similarity"] >= 0.5
-    assert upstream.calls == 2
+    loose = chat(serve, prompt="How can I change the password of my account?", threshold=0.5)
+    assert loose.status_code == 422  # an override may only raise the threshold
+    assert "below this cache's threshold" in loose.json()["error"]["message"]
+    assert upstream.calls == 2 and stats(serve)["entries"] == 2
 
 
 def test_expired_entries_never_answer(serve: ServerProcess, upstream: OpenAIUpstream) -> None:
@@ -132,6 +132,19 @@ def test_failing_upstream_is_a_502_and_stores_nothing(
     limited = chat(serve, prompt="What is the boiling point of water?")
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "upstream_rate_limited"
+    assert limited.headers["Retry-After"] == "5"  # the upstream sent none: the default
+    upstream.fail_headers = {"Retry-After": "7"}
+    limited = chat(serve, prompt="What is the boiling point of water?")
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
+    v1 = httpx.post(
+        f"{serve.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "What is the boiling point of water?"}]},
+        timeout=10,
+    )
+    assert v1.status_code == 429 and v1.headers["Retry-After"] == "7"
+    assert v1.json()["error"]["type"] == "rate_limit_error"
+    assert stats(serve)["entries"] == 0
+    upstream.fail_headers = {}
 
     upstream.fail_status = None
     recovered = chat(serve, prompt="What is the boiling point of water?").json()
@@ -309,7 +322,7 @@ def test_an_entry_read_then_deleted_is_gone_for_every_server_on_the_store(
         hit = chat(b, prompt="What is the way to reset my password?").json()
         assert hit["tier"] == "semantic"
         matched = httpx.get(f"{b.url}/entries/{hit['entry_id']}", timeout=10).json()
-        assert matched["prompt"] == "how do i reset my password?"
+        assert matched["prompt"] == "How do I reset my password?"
         assert matched["response"] == stored["response"]
 
         gone = httpx.delete(f"{a.url}/entries/{stored['entry_id']}", timeout=10)

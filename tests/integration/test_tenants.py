@@ -77,7 +77,7 @@ def test_over_http_a_tenant_sees_only_its_own_and_the_admin_every_tenant(
     assert missing.headers["content-type"].startswith("application/json")
     models = [m["id"] for m in get(keyed, "/v1/models", ADMIN).json()["data"]]
     assert models == ["test-model", "alpha-m", "beta-m"]
-    assert post(keyed, "/chat", ADMIN, {"prompt": "admin asks"}).status_code == 403
+    assert post(keyed, "/chat", ADMIN, {"prompt": "admin asks"}).status_code == 422
     assert ADMIN not in (Path(keyed.log_path).read_text(errors="replace"))
 
 
@@ -156,3 +156,24 @@ def test_tenant_counters_are_exact_under_16_writers_on_upstash(upstash: Any) -> 
         )
         hammer(cache)
         assert_exact(cache)
+
+
+def test_one_canonical_authorization_over_http(keyed: ServerProcess) -> None:
+    """Two Authorization headers are a 400 (the server joins them with a comma, as API Gateway
+    does); a key with whitespace inside is a 401; neither is counted nor answered."""
+    twice = httpx.post(
+        keyed.url + "/chat",
+        json={"prompt": "alpha asks"},
+        headers=[("Authorization", "Bearer kb"), ("Authorization", "Bearer ka")],
+        timeout=30,
+    )
+    assert twice.status_code == 400 and "one Authorization header" in twice.text
+    spaced = httpx.post(
+        keyed.url + "/chat",
+        json={"prompt": "alpha asks"},
+        headers={"Authorization": "Bearer  ka"},
+        timeout=30,
+    )
+    assert spaced.status_code == 401 and "whitespace" in spaced.text
+    assert get(keyed, "/stats", ADMIN).json()["requests"] == 0
+    assert post(keyed, "/chat", "ka", {"prompt": "alpha asks"}).is_success

@@ -43,8 +43,9 @@ CONTEXTS = ["in python", "in rust", "in javascript", "on the command line"]
 
 
 def normalized(text: str) -> str:
-    """The stored prompt as ``GET /entries/{id}`` shows it (the cache's normalization)."""
-    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+    """The stored prompt as ``GET /entries/{id}`` shows it (the cache's canonical form, for the
+    one-line prompts sent here: NFC, whitespace runs made one space, trimmed; case kept)."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 @dataclass(frozen=True)

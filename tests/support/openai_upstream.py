@@ -27,6 +27,7 @@ class OpenAIUpstream:
         self.requests: list[dict[str, Any]] = []
         self.delay = 0.0
         self.fail_status: int | None = None
+        self.fail_headers: dict[str, str] = {}
         self.fail_body: dict[str, Any] = {
             "error": {"message": "injected failure", "type": "server_error"}
         }
@@ -46,9 +47,11 @@ class OpenAIUpstream:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _json(self, status: int, body: Any) -> None:
+            def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -72,7 +75,7 @@ class OpenAIUpstream:
                 if upstream.delay:
                     time.sleep(upstream.delay)
                 if upstream.fail_status is not None:
-                    self._json(upstream.fail_status, upstream.fail_body)
+                    self._json(upstream.fail_status, upstream.fail_body, upstream.fail_headers)
                     return
                 question = body["messages"][-1]["content"]
                 text = f"[test upstream answer #{n}] {question}"
@@ -176,6 +179,7 @@ class OpenAIUpstream:
             self.requests.clear()
         self.delay = 0.0
         self.fail_status = None
+        self.fail_headers = {}
         self.stream_delay = 0.0
         self.stream_break_after = None
         self.stream_break_mode = "reset"

@@ -65,7 +65,7 @@ def test_tiers(parts) -> None:  # type: ignore[no-untyped-def]
     miss = cache.chat(req("How do I reset my password?"))
     assert miss.tier is Tier.MISS and llm.calls == 1 and miss.entry_id
     calls = embedder.calls
-    exact = cache.chat(req("how do i   RESET my password?"))
+    exact = cache.chat(req("  How do I   reset my password? "))
     assert exact.tier is Tier.EXACT and exact.similarity == 1.0 and exact.entry_id == miss.entry_id
     assert embedder.calls == calls  # exact tier: no embedding
     semantic = cache.chat(req("How can I reset my password?"))
@@ -112,7 +112,7 @@ def test_forget_removes_an_entry_from_both_tiers(parts) -> None:  # type: ignore
     assert cache.entry("default", first.entry_id) == store.get(first.entry_id)
     removed = cache.forget("default", first.entry_id)
     assert removed is not None and removed.id == first.entry_id
-    assert removed.prompt == "how do i reset my password?"
+    assert removed.prompt == "How do I reset my password?"
     assert store.get(first.entry_id) is None and cache.entry("default", first.entry_id) is None
     # the paraphrase no longer finds it (the in-process index dropped it), nor does the prompt
     assert cache.chat(req("How can I reset my password?")).tier is Tier.MISS

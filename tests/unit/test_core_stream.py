@@ -127,7 +127,7 @@ def test_a_miss_passes_deltas_through_and_is_stored_only_at_the_end(
     assert result.model == "m-v1" and result.usage.total_tokens == 2 + 7
     assert upstream.closed == 1
 
-    again = cache.chat_stream(ask("why is the sky blue?"))
+    again = cache.chat_stream(ask("Why is the  sky blue? "))
     assert (
         again.tier is Tier.EXACT and again.entry_id == result.entry_id and again.similarity == 1.0
     )
@@ -149,7 +149,7 @@ def test_embeddings_are_counted_per_request_even_when_the_stream_ends_later(
     consumer.start()
     consumer.join(5)
     assert cache.report()["embeddings"] == 1  # the lookup's vector is reused to store
-    list(cache.chat_stream(ask("count my embeddings")))  # exact hit: no embedding
+    list(cache.chat_stream(ask(" Count  my embeddings")))  # exact hit: no embedding
     assert cache.report()["embeddings"] == 1
     list(cache.chat_stream(ask("Count my embeddings", cache=CacheMode.REFRESH)))  # embeds to store
     assert cache.report()["embeddings"] == 2
@@ -288,7 +288,7 @@ def test_concurrent_identical_requests_share_one_streamed_miss(
     plain: list[Any] = []
 
     def stream_and_read() -> tuple[Any, str]:
-        follower = cache.chat_stream(ask("shared question"))
+        follower = cache.chat_stream(ask("Shared  question"))
         return follower, "".join(follower)
 
     threads = [

@@ -55,7 +55,7 @@ def row(a: str, b: str, dup: bool, i: int = 0) -> dict[str, object]:
 @pytest.mark.parametrize("name", ["pairs.jsonl", "pairs.jsonl.gz"])
 def test_read_pairs_plain_and_gzip_normalizes(tmp_path: Path, name: str) -> None:
     path = write_pairs(tmp_path / name, [row("  How DO I  swim? ", "How can I swim?", True)])
-    assert read_pairs(path) == [Pair("how do i swim?", "how can i swim?", True)]
+    assert read_pairs(path) == [Pair("How DO I swim?", "How can I swim?", True)]
 
 
 @pytest.mark.parametrize(

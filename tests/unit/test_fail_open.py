@@ -197,6 +197,7 @@ _ARGS: dict[str, tuple[Any, ...]] = {
     "get": ("id",),
     "put": (None, None),
     "delete": ("id",),
+    "entries": (0, 10),
     "count": (),
     "clear": (),
     "ping": (),

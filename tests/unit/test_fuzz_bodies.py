@@ -2,10 +2,12 @@
 (arbitrary nested values with unpaired surrogates, huge and non-finite numbers, NaN/Infinity
 literals, deep nesting, wrong types for every field) sent to ``POST /chat`` and ``POST
 /v1/chat/completions``, plain and streamed (buffered ``lambda_handler`` and the live
-``stream_handler``). Never a 5xx; every 4xx is a JSON error body; a rejected request changes
-neither the store's entry count nor the stats, and asks no model.
+``stream_handler``), and the admin routes (``/admin/flush``, ``/admin/forget``, the query of
+``GET /admin/entries``; with the admin key and a tenant's). Never a 5xx; every 4xx is a JSON
+error body; a rejected request changes neither the store's entry count nor the stats, and asks
+no model.
 
-``TEST_FUZZ_EXAMPLES`` sets the examples per route (default 200: three routes, about 10 s here).
+``TEST_FUZZ_EXAMPLES`` sets the examples per route (default 200: five properties, about 20 s here).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
 
 EXAMPLES = int(os.environ.get("TEST_FUZZ_EXAMPLES") or 200)
+ADMIN_KEY = "admin-secret"
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -38,6 +41,7 @@ FUZZ = settings(
 def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setenv("PROMPTCACHE_STORE", "memory")
     monkeypatch.setenv("PROMPTCACHE_API_KEYS", "secret-key:acme")
+    monkeypatch.setenv("PROMPTCACHE_ADMIN_KEY", ADMIN_KEY)
     monkeypatch.delenv("PROMPTCACHE_RATE_LIMIT_PER_MINUTE", raising=False)
     runtime.reset()
     llm = FakeLLM()
@@ -177,11 +181,18 @@ def wire(draw: st.DrawFn, bodies: st.SearchStrategy[Any]) -> bytes:
 
 
 # ---------------------------------------------------------------- the property
-def send(app: dict[str, Any], path: str, raw: bytes, live: bool) -> tuple[int, str, bytes]:
+def send(
+    app: dict[str, Any],
+    path: str,
+    raw: bytes,
+    live: bool,
+    key: str = "secret-key",
+    method: str = "POST",
+) -> tuple[int, str, bytes]:
     event = to_event(
-        "POST",
+        method,
         path,
-        {"Content-Type": "application/json", "Authorization": "Bearer secret-key"},
+        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         raw,
     )
     module = app["chat"]
@@ -209,9 +220,16 @@ def snapshot(app: dict[str, Any]) -> tuple[Any, ...]:
     return stored_entries(cache), cache.stats.read(), app["llm"].calls
 
 
-def check(app: dict[str, Any], path: str, raw: bytes, live: bool = False) -> None:
+def check(
+    app: dict[str, Any],
+    path: str,
+    raw: bytes,
+    live: bool = False,
+    key: str = "secret-key",
+    method: str = "POST",
+) -> None:
     before = snapshot(app)
-    status, content_type, payload = send(app, path, raw, live)
+    status, content_type, payload = send(app, path, raw, live, key, method)
     assert status < 500, (status, raw[:300], payload[:300])
     if status >= 400:
         assert content_type == "application/json", (status, content_type)
@@ -237,3 +255,26 @@ def test_completion_bodies(app: dict[str, Any], raw: bytes) -> None:
 @given(raw=wire(V1_BODIES.map(lambda body: {**body, "stream": True})), live=st.booleans())
 def test_streamed_completion_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
     check(app, "/v1/chat/completions", raw, live)
+
+
+ADMIN_FIELDS = st.sampled_from(["namespace", "model", "tenant", "prompt", "everything"])
+ADMIN_BODIES = st.dictionaries(ADMIN_FIELDS, field(st.sampled_from(["acme", "m", "x", " "])))
+
+
+@FUZZ
+@given(
+    raw=wire(ADMIN_BODIES),
+    path=st.sampled_from(["/admin/flush", "/admin/forget"]),
+    key=st.sampled_from([ADMIN_KEY, "secret-key"]),
+)
+def test_admin_bodies(app: dict[str, Any], raw: bytes, path: str, key: str) -> None:
+    """The admin routes: never a 5xx; a rejected call (a tenant's key, a malformed body)
+    removes nothing."""
+    check(app, path, raw, key=key)
+
+
+@FUZZ
+@given(query=st.text(max_size=40), key=st.sampled_from([ADMIN_KEY, "secret-key"]))
+def test_admin_listing_queries(app: dict[str, Any], query: str, key: str) -> None:
+    target = "/admin/entries?" + query.encode("utf-8", "surrogatepass").decode("latin-1")
+    check(app, target, b"", key=key, method="GET")

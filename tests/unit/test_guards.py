@@ -6,12 +6,14 @@ import time
 
 import pytest
 
-from promptcache._keys import normalize
+from promptcache._keys import canonical
 from promptcache.guards import (
     ALL_GUARDS,
     default_guards,
+    literal_guard,
     negation_guard,
     numbers_guard,
+    polarity_guard,
     quantities,
     swap_guard,
     target_guard,
@@ -19,7 +21,7 @@ from promptcache.guards import (
 
 
 def check(guard, a: str, b: str) -> str | None:  # type: ignore[no-untyped-def]
-    return guard(normalize(a), normalize(b))
+    return guard(canonical(a), canonical(b))
 
 
 # ---------------------------------------------------------------- numbers
@@ -162,16 +164,16 @@ def test_target_guard_lets_paraphrases_through(a: str, b: str) -> None:
 @pytest.mark.parametrize("guard", list(ALL_GUARDS.values()))
 def test_identical_prompts_always_pass(guard) -> None:  # type: ignore[no-untyped-def]
     for text in ("", "a", "How do I convert 5 km into miles, not feet?", "x y z w v u"):
-        assert guard(normalize(text), normalize(text)) is None
+        assert guard(canonical(text), canonical(text)) is None
 
 
 @pytest.mark.parametrize("guard", list(ALL_GUARDS.values()))
 def test_guards_are_cheap(guard) -> None:  # type: ignore[no-untyped-def]
-    a = normalize(
+    a = canonical(
         "After the end of the war in June 1902, Higgins left Southampton in August, "
         "returning to Cape Town the following month."
     )
-    b = normalize(
+    b = canonical(
         "In August, after the end of the war in June 1902, Higgins left Southampton and "
         "returned to Cape Town the following month."
     )
@@ -185,3 +187,73 @@ def test_guards_are_cheap(guard) -> None:  # type: ignore[no-untyped-def]
 def test_default_guards_are_named_guards() -> None:
     names = {g.__name__ for g in default_guards()}
     assert names and names <= set(ALL_GUARDS)
+
+
+# ---------------------------------------------------------------- literal differences
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What is 10² ?", "What is 102 ?"),
+        ("Spell Maße", "Spell Masse"),
+        ("What does 'ABC' stand for?", "What does 'abc' stand for?"),
+        ("Run `ls -L`", "Run `ls -l`"),
+        ("Fix:\n```\nif x:\n    y()\nz()\n```", "Fix:\n```\nif x:\n    y()\n    z()\n```"),
+        ("Fix:\ndef f():\n  a()\nb()", "Fix:\ndef f():\n  a()\n  b()"),
+    ],
+)
+def test_literal_guard_blocks_what_folding_merges(a: str, b: str) -> None:
+    assert check(literal_guard, a, b) is not None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I reset my password?", "how do i RESET my password?"),
+        ("What does 'carpe diem' mean?", 'Meaning of "carpe diem"?'),
+        ("Translate 'Hello' into French", "Translate hello into French"),
+        ("What is 10 squared?", "What is ten squared?"),
+    ],
+)
+def test_literal_guard_passes_case_and_quote_marks(a: str, b: str) -> None:
+    assert check(literal_guard, a, b) is None
+
+
+# ---------------------------------------------------------------- polarity and direction
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Sort the list descending", "Sort the list ascending"),
+        ("is it safe to eat raw eggs?", "is it unsafe to eat raw eggs?"),
+        ("How do I increase my credit score?", "How do I decrease my credit score?"),
+        ("What happened before the war?", "What happened after the war?"),
+        ("Find the min of an array", "Find the max of an array"),
+        ("How to encrypt a file with gpg", "How to decrypt a file with gpg"),
+        ("How do I enable dark mode?", "How do I disable dark mode?"),
+        ("Is this number valid?", "Is this number invalid?"),
+        ("How to install numpy", "How to uninstall numpy"),
+    ],
+)
+def test_polarity_guard_blocks_opposites(a: str, b: str) -> None:
+    assert check(polarity_guard, a, b) is not None
+    assert check(polarity_guard, b, a) is not None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What is the largest planet?", "Which planet is the largest?"),
+        ("How do I increase and decrease volume?", "How to decrease or increase volume?"),
+        ("Is it safe to fly?", "Is flying safe?"),
+        ("Is it safe to fly?", "Is it secure to fly?"),
+        ("What is the max value?", "What is the maximum value?"),
+        ("How can I increase my height?", "How do I increase my height?"),
+    ],
+)
+def test_polarity_guard_passes_paraphrases(a: str, b: str) -> None:
+    assert check(polarity_guard, a, b) is None
+
+
+def test_literal_and_polarity_guards_are_default() -> None:
+    assert literal_guard in default_guards() and polarity_guard in default_guards()
+    assert ALL_GUARDS["literal_guard"] is literal_guard
+    assert ALL_GUARDS["polarity_guard"] is polarity_guard

@@ -56,7 +56,7 @@ def call(
 def test_chat_round_trip(handlers: dict[str, Any]) -> None:
     status, headers, body = call(handlers, "chat", "POST", "/chat", {"prompt": "hello there"})
     assert status == 200 and body["tier"] == "miss" and headers["x-promptcache-tier"] == "miss"
-    status, headers, body = call(handlers, "chat", "POST", "/chat", {"prompt": "Hello  there"})
+    status, headers, body = call(handlers, "chat", "POST", "/chat", {"prompt": " hello  there"})
     assert body["tier"] == "exact" and headers["x-promptcache-entry"] == body["entry_id"]
 
 
@@ -144,17 +144,17 @@ def test_delete_entry(handlers: dict[str, Any]) -> None:
     entry = first["entry_id"]
     status, _, body = call(handlers, "chat", "GET", f"/entries/{entry}")
     assert status == 200
-    assert body["id"] == entry and body["prompt"] == "what is a monad?"
+    assert body["id"] == entry and body["prompt"] == "What is a monad?"
     assert body["response"] == first["response"] and body["model"] == first["model"]
     assert body["usage"] == first["usage"] and body["expires_at"] > body["created_at"]
     status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
     assert status == 200
-    assert body == {"deleted": entry, "prompt": "what is a monad?", "model": first["model"]}
+    assert body == {"deleted": entry, "prompt": "What is a monad?", "model": first["model"]}
     status, _, body = call(handlers, "chat", "DELETE", f"/entries/{entry}")
     assert (
         status == 404 and body["error"]["code"] == "not_found" and entry in body["error"]["message"]
     )
-    _, _, again = call(handlers, "chat", "POST", "/chat", {"prompt": "what is a monad?"})
+    _, _, again = call(handlers, "chat", "POST", "/chat", {"prompt": "What is a monad?"})
     assert again["tier"] == "miss" and handlers["llm"].calls == 2
 
 

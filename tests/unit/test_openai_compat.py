@@ -90,3 +90,19 @@ def test_transport_errors_are_mapped() -> None:
         llm(timeout).generate(REQ)
     with pytest.raises(UpstreamError, match="unreachable"):
         llm(refused).generate(REQ)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "12"}, 12),
+        ({"Retry-After": "0.2"}, 1),
+        ({}, 5),
+        ({"Retry-After": "soon"}, 5),
+    ],
+)
+def test_a_429_carries_the_upstreams_retry_after(headers: dict[str, str], seconds: int) -> None:
+    response = httpx.Response(429, json={"error": {"message": "slow down"}}, headers=headers)
+    with pytest.raises(UpstreamRateLimited) as info:
+        llm(lambda request: response).generate(REQ)
+    assert info.value.retry_after == seconds

@@ -8,6 +8,7 @@ from moto import mock_aws
 
 from promptcache import ConfigError, Settings
 from promptcache.runtime import cloudflare_token, with_secrets
+from promptcache.settings import key_digest
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def test_api_keys_come_from_ssm() -> None:
     settings = with_secrets(
         Settings.from_env({"PROMPTCACHE_API_KEYS_SSM_PARAMETER": "/pc/t1/api-keys"})
     )
-    assert dict(settings.api_keys) == {"k1": "alpha", "k2": "beta"}
+    assert dict(settings.api_keys) == {key_digest("k1"): "alpha", key_digest("k2"): "beta"}
 
 
 @mock_aws

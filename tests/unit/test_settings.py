@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from promptcache import ConfigError, Settings
+from promptcache.settings import key_digest
 
 
 def test_defaults_are_the_embedded_ones() -> None:
@@ -42,6 +45,9 @@ def test_auto_selection_follows_credentials() -> None:
         ({"PROMPTCACHE_STORE": "upstash"}, "UPSTASH_REDIS_REST_URL"),
         ({"PROMPTCACHE_EMBEDDER": "workers-ai"}, "CLOUDFLARE_ACCOUNT_ID"),
         ({"PROMPTCACHE_API_KEYS": "justakey"}, "PROMPTCACHE_API_KEYS"),
+        ({"PROMPTCACHE_API_KEYS": "sha256:abc:alpha"}, "64 hex digits"),
+        ({"PROMPTCACHE_API_KEYS": "a key:alpha"}, "without whitespace"),
+        ({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "sha256:xyz"}, "ADMIN_KEY"),
     ],
 )
 def test_invalid_settings_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -51,7 +57,25 @@ def test_invalid_settings_name_the_setting(env: dict[str, str], message: str) ->
 
 def test_api_keys_map_to_tenants() -> None:
     s = Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:alpha, k2:beta"})
-    assert dict(s.api_keys) == {"k1": "alpha", "k2": "beta"}
+    assert dict(s.api_keys) == {key_digest("k1"): "alpha", key_digest("k2"): "beta"}
+    assert key_digest("k1") == hashlib.sha256(b"k1").hexdigest()
+
+
+def test_keys_may_be_configured_as_their_sha256() -> None:
+    """Only the digest need be stored: ``sha256:<hex>`` is the same key as the plain one."""
+    hexed = hashlib.sha256(b"k1").hexdigest()
+    s = Settings.from_env(
+        {
+            "PROMPTCACHE_API_KEYS": f"sha256:{hexed.upper()}:team:a,k2:beta",
+            "PROMPTCACHE_ADMIN_KEY": "sha256:" + hashlib.sha256(b"root").hexdigest(),
+        }
+    )
+    assert dict(s.api_keys) == {hexed: "team:a", key_digest("k2"): "beta"}
+    assert s.admin_key == key_digest("root")
+    with pytest.raises(ConfigError, match="ADMIN_KEY"):  # the same key twice, either spelling
+        Settings.from_env(
+            {"PROMPTCACHE_API_KEYS": f"sha256:{hexed}:a", "PROMPTCACHE_ADMIN_KEY": "k1"}
+        )
 
 
 def test_settings_are_frozen() -> None:

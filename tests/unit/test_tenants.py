@@ -3,6 +3,7 @@ admin key reads every tenant's. Through the Lambda handlers, in-process, and on 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Iterator
@@ -10,15 +11,19 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from moto import mock_aws
 
 from promptcache import ConfigError, PromptCache, Settings, runtime
 from promptcache._accounting import tenant_prefix
+from promptcache._errors import Forbidden
 from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.runtime import with_secrets
+from promptcache.settings import key_digest
+from promptcache.wire import reader
 from promptcache_tools.server import LocalContext, from_result, to_event
-from tests.unit.fakes import FakeEmbedder, FakeLLM
+from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 KEYS = "ka:alpha,kb:beta,kg:gamma"
 ADMIN = "admin-key"
@@ -45,9 +50,15 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 
 def call(
-    modules: dict[str, Any], name: str, method: str, path: str, auth: str | None, body: Any = None
+    modules: dict[str, Any],
+    name: str,
+    method: str,
+    path: str,
+    auth: str | None,
+    body: Any = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(extra or {})}
     if auth:
         headers["Authorization"] = f"Bearer {auth}"
     raw = b"" if body is None else json.dumps(body).encode()
@@ -125,11 +136,21 @@ def test_the_admin_key_reads_every_tenant(handlers: dict[str, Any]) -> None:
     assert model_ids(body) == ["default-model", "alpha-model", "beta-secret-model"]
 
 
-def test_the_admin_key_answers_only_the_read_routes(handlers: dict[str, Any]) -> None:
+def test_the_admin_key_chats_only_for_a_named_tenant(handlers: dict[str, Any]) -> None:
     status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"})
-    assert status == 403 and "admin key" in body["error"]["message"]
+    assert status == 422 and "X-Promptcache-Tenant" in body["error"]["message"]
     completion = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    assert call(handlers, "chat", "POST", "/v1/chat/completions", ADMIN, completion)[0] == 403
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", ADMIN, completion)[0] == 422
+    nobody = {"X-Promptcache-Tenant": "nobody"}
+    assert call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"}, nobody)[0] == 422
+    assert call(handlers, "stats", "GET", "/stats", ADMIN)[1]["requests"] == 0  # nothing counted
+    as_alpha = {"X-Promptcache-Tenant": "alpha"}
+    status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"}, as_alpha)
+    assert status == 200 and body["tier"] == "miss"
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "hi"})[1]["tier"] == "exact"
+
+
+def test_the_admin_key_answers_no_entry_route(handlers: dict[str, Any]) -> None:
     assert call(handlers, "chat", "GET", "/entries/" + "0" * 32, ADMIN)[0] == 403
     assert call(handlers, "chat", "DELETE", "/entries/" + "0" * 32, ADMIN)[0] == 403
     assert call(handlers, "stats", "GET", "/stats", None)[0] == 401
@@ -192,7 +213,8 @@ def test_the_admin_key_must_differ_from_the_tenant_keys() -> None:
     with pytest.raises(ConfigError, match="ADMIN_KEY"):
         Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "k1"})
     settings = Settings.from_env({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "k2"})
-    assert settings.admin_key == "k2" and "k2" not in repr(settings) and "k1" not in repr(settings)
+    assert settings.admin_key == key_digest("k2")
+    assert "k2" not in repr(settings) and "k1" not in repr(settings)
 
 
 @mock_aws
@@ -208,9 +230,10 @@ def test_the_admin_key_comes_from_ssm(monkeypatch: pytest.MonkeyPatch) -> None:
         "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER": "/pc/a1/admin-key",
     }
     settings = with_secrets(Settings.from_env(env))
-    assert settings.admin_key == "root" and dict(settings.api_keys) == {"k1": "alpha"}
+    assert settings.admin_key == key_digest("root")
+    assert dict(settings.api_keys) == {key_digest("k1"): "alpha"}
     direct = with_secrets(Settings.from_env({**env, "PROMPTCACHE_ADMIN_KEY": "direct"}))
-    assert direct.admin_key == "direct"
+    assert direct.admin_key == key_digest("direct")
     ssm.put_parameter(Name="/pc/a1/clash", Value="k1", Type="SecureString")
     with pytest.raises(ConfigError, match="ADMIN_KEY"):
         with_secrets(
@@ -227,3 +250,77 @@ def test_health_details_need_a_key_a_tenants_or_the_admins(handlers: dict[str, A
         status, body = call(handlers, "health", "GET", "/health", auth)
         assert status == 200
         assert ("detail" in body["dependencies"]["store"]) is detailed, auth
+
+
+# ---------------------------------------------------------------- threshold overrides
+LOWER = {"prompt": "How do I reset my password?", "threshold": 0.1}
+LOWER_V1 = {
+    "model": "default-model",
+    "messages": [{"role": "user", "content": "How do I reset my password?"}],
+    "promptcache": {"threshold": 0.1},
+}
+
+
+@pytest.mark.parametrize(("path", "body"), [("/chat", LOWER), ("/v1/chat/completions", LOWER_V1)])
+def test_a_tenant_key_may_only_raise_the_threshold(
+    handlers: dict[str, Any], path: str, body: dict[str, Any]
+) -> None:
+    """A lower threshold would serve the nearest stored answer to anything: the cache as an
+    oracle. Refused (422, naming the field and the configured threshold), nothing answered."""
+    plain = {"prompt": "Something stored"}
+    assert call(handlers, "chat", "POST", "/chat", "ka", plain)[0] == 200
+    before = call(handlers, "stats", "GET", "/stats", ADMIN)[1]
+    status, error = call(handlers, "chat", "POST", path, "ka", body)
+    assert status == 422
+    assert "'threshold' 0.1 is below this cache's threshold 0.9" in error["error"]["message"]
+    after = call(handlers, "stats", "GET", "/stats", ADMIN)[1]
+    assert after["requests"] == before["requests"] and after["entries"] == before["entries"] == 1
+    higher = {**body, "threshold": 0.95} if path == "/chat" else body | {"promptcache": {}}
+    assert call(handlers, "chat", "POST", path, "ka", higher)[0] == 200
+    as_configured = {**body, "threshold": 0.9} if path == "/chat" else higher
+    assert call(handlers, "chat", "POST", path, "ka", as_configured)[0] == 200
+
+
+@pytest.mark.parametrize(("path", "body"), [("/chat", LOWER), ("/v1/chat/completions", LOWER_V1)])
+def test_the_admin_key_may_lower_it(
+    handlers: dict[str, Any], path: str, body: dict[str, Any]
+) -> None:
+    embedder = runtime.service().embedder
+    assert isinstance(embedder, FakeEmbedder)
+    far = blend(unit("something stored"), unit("x"), 0.5)  # similarity 0.5 to the stored one
+    embedder.fixed["how do i reset my password?"] = far
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "Something stored"})[0] == 200
+    assert call(handlers, "chat", "POST", path, "ka", body)[0] == 422
+    as_alpha = {"X-Promptcache-Tenant": "alpha"}
+    assert call(handlers, "chat", "POST", path, ADMIN, body, as_alpha)[0] == 200
+    report = call(handlers, "stats", "GET", "/stats", "ka")[1]
+    assert report["hits"]["semantic"] == 1 and report["misses"] == 1  # the only stored answer
+
+
+# ---------------------------------------------------------------- the key's one canonical form
+def test_one_canonical_authorization_on_the_lambda_path(handlers: dict[str, Any]) -> None:
+    """API Gateway v2 puts repeated headers in the event joined with commas: a 400; a key with
+    whitespace around or inside it: a 401; a key differing in case: unknown (403)."""
+    joined = {"Authorization": "Bearer kb,Bearer ka"}
+    status, body = call(handlers, "chat", "POST", "/chat", None, {"prompt": "hi"}, joined)
+    assert status == 400 and "one Authorization header" in body["error"]["message"]
+    for header in ("Bearer  ka", "Bearer ka\t", "Bearer k a", "Bearer \u00a0ka"):
+        status, body = call(
+            handlers, "chat", "POST", "/chat", None, {"prompt": "hi"}, {"Authorization": header}
+        )
+        assert status == 401 and "whitespace" in body["error"]["message"], header
+    assert call(handlers, "chat", "POST", "/chat", "KA", {"prompt": "hi"})[0] == 403
+    assert call(handlers, "stats", "GET", "/stats", ADMIN)[1]["requests"] == 0
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "hi"})[0] == 200
+    scheme = {"Authorization": "bearer ka"}  # the scheme is case-insensitive (RFC 9110)
+    assert call(handlers, "chat", "POST", "/chat", None, {"prompt": "hi"}, scheme)[0] == 200
+
+
+def test_keys_configured_as_digests_authenticate(monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = hashlib.sha256(b"secret-alpha").hexdigest()
+    settings = Settings.from_env({"PROMPTCACHE_API_KEYS": f"sha256:{digest}:alpha"})
+    event = to_event("GET", "/stats", {"Authorization": "Bearer secret-alpha"}, b"")
+    assert reader(APIGatewayProxyEventV2(event), settings) == "alpha"
+    wrong = to_event("GET", "/stats", {"Authorization": f"Bearer sha256:{digest}"}, b"")
+    with pytest.raises(Forbidden):  # the digest itself is no key
+        reader(APIGatewayProxyEventV2(wrong), settings)

@@ -161,6 +161,11 @@ class CircuitBreaker:
         self._probing = False
 
 
+def retry_after(response: httpx.Response) -> float | None:
+    """The response's ``Retry-After`` in seconds, or None (absent, or an HTTP date)."""
+    return _retry_after(response)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("retry-after")
     if raw is None:

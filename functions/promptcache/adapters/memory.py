@@ -64,6 +64,13 @@ class MemoryStore:
             self._logs[entry.namespace].append(LogRecord(entry_id, None))
             return True
 
+    def entries(self, offset: int, limit: int) -> list[Entry]:
+        now = self._clock()
+        with self._lock:
+            live = [e for e in self._entries.values() if not e.expired(now)]
+        live.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+        return live[offset : offset + limit]
+
     def count(self) -> int:
         now = self._clock()
         with self._lock:

@@ -21,6 +21,7 @@ from .._errors import (
 )
 from .._types import ChatRequest, Completion, Usage
 from ._chat import chat_body
+from ._http import retry_after
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -38,7 +39,10 @@ def _error_message(response: httpx.Response) -> str:
 
 def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code == 429:
-        raise UpstreamRateLimited(f"the LLM upstream is rate limiting: {_error_message(response)}")
+        raise UpstreamRateLimited(
+            f"the LLM upstream is rate limiting: {_error_message(response)}",
+            retry_after=retry_after(response),
+        )
     if response.status_code in (408, 504):
         raise UpstreamTimeout(f"the LLM upstream timed out: {_error_message(response)}")
     if response.status_code in (401, 403):  # our credentials, not the client's request

@@ -170,6 +170,15 @@ class SQLiteStore:
             ).fetchone()
         return Entry.from_json(json.loads(row[0])) if row else None
 
+    def entries(self, offset: int, limit: int) -> list[Entry]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT data FROM entries WHERE expires_at IS NULL OR expires_at > ? "
+                "ORDER BY json_extract(data, '$.created_at') DESC, id DESC LIMIT ? OFFSET ?",
+                (self._clock(), limit, offset),
+            ).fetchall()
+        return [Entry.from_json(json.loads(row[0])) for row in rows]
+
     def put(self, entry: Entry, vector: npt.NDArray[np.float32] | None) -> None:
         data = json.dumps(entry.to_json(), ensure_ascii=False)
         with self._tx() as db:

@@ -45,7 +45,7 @@ from .._errors import (
 from .._types import ChatRequest, Completion, Usage
 from . import _cloudflare as cf
 from ._chat import chat_body
-from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy
+from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy, retry_after
 
 DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
 DEFAULT_LLM_MODEL = "@cf/meta/llama-3.1-8b-instruct"
@@ -344,7 +344,10 @@ def _llm_error(response: httpx.Response, model: str) -> UpstreamError:
     if CODE_TIMEOUT in codes or status in (408, 504):
         return UpstreamTimeout(f"Workers AI timed out running {model} ({detail})")
     if CODE_QUOTA in codes or CODE_CAPACITY in codes or status == 429:
-        return UpstreamRateLimited(f"Workers AI is out of capacity or quota for {model} ({detail})")
+        return UpstreamRateLimited(
+            f"Workers AI is out of capacity or quota for {model} ({detail})",
+            retry_after=retry_after(response),
+        )
     if status in (401, 403):
         return UpstreamError(
             f"Workers AI refused the credentials: check CLOUDFLARE_API_TOKEN and "

@@ -174,6 +174,22 @@ class UpstashStore(Compaction):
             self._reappend(nsid, record)
         return bool(removed)
 
+    def entries(self, offset: int, limit: int) -> list[Entry]:
+        """The ids' sorted set by expiry, latest first (entries without a TTL first), then one
+        MGET of the entries."""
+        if limit <= 0:
+            return []
+        ids = self._rest.command(
+            "ZREVRANGEBYSCORE", self._keys.ids, "+inf", f"({self._clock()!r}",
+            "LIMIT", offset, limit,
+        )  # fmt: skip
+        if not ids:
+            return []
+        names = (i.decode() if isinstance(i, bytes) else str(i) for i in ids)
+        raws = self._rest.command("MGET", *(self._keys.entry(name) for name in names))
+        found = (self._live_entry(raw) for raw in raws)
+        return [entry for entry in found if entry is not None]
+
     def count(self) -> int:
         return int(self._rest.command("ZCOUNT", self._keys.ids, f"({self._clock()!r}", "+inf"))
 

@@ -11,15 +11,13 @@ import pytest
 import redis
 
 from promptcache.adapters.upstash import UpstashStore
-from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.redis_server import RedisServer
 from tests.support.upstash_standin import UpstashStandIn
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with RedisServer() as server:
+    with RedisServer(modules=True) as server:
         yield server
 
 

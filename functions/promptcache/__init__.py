@@ -28,7 +28,16 @@ if TYPE_CHECKING:
         UpstreamRateLimited,
         UpstreamTimeout,
     )
-    from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
+    from ._protocols import (
+        LLM,
+        Embedder,
+        Index,
+        Locks,
+        RateWindows,
+        Stats,
+        Store,
+        StreamingLLM,
+    )
     from ._stream import ChatStream
     from ._types import (
         CacheHit,
@@ -64,6 +73,7 @@ _EXPORTS = {
     "EmbedderError": "._errors",
     "Entry": "._types",
     "LLM": "._protocols",
+    "Index": "._protocols",
     "Locks": "._protocols",
     "LogRecord": "._types",
     "Message": "._types",
@@ -103,6 +113,7 @@ __all__ = [
     "Embedder",
     "EmbedderError",
     "Entry",
+    "Index",
     "LLM",
     "Locks",
     "LogRecord",

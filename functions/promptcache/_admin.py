@@ -1,7 +1,7 @@
 """Admin: read or remove one stored answer of a tenant, or clear the whole cache.
 
 What is removed is gone everywhere: from the store (so from every process sharing it), from this
-process's index and from the answers single-flight still shares.
+index and from the answers single-flight still shares.
 """
 
 from __future__ import annotations

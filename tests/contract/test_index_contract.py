@@ -76,13 +76,18 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     clock = Clock()
     store = MemoryStore(clock=clock)
     clients: list[httpx.Client] = []
+    indexes: list[RedisIndex] = []
     if request.param == "process":
         make: Callable[[], Index | None] = lambda: None  # noqa: E731
     elif request.param.startswith("redis-"):
         server = request.getfixturevalue("redis_server")
         request.getfixturevalue("redis_client")  # an empty Redis
         algorithm = request.param.removeprefix("redis-")
-        make = lambda: RedisIndex(server.client(), algorithm=algorithm)  # noqa: E731
+
+        def make() -> Index:
+            indexes.append(RedisIndex(server.client(), algorithm=algorithm))
+            return indexes[-1]
+
     else:
         standin = request.getfixturevalue("upstash_vector")
 
@@ -94,6 +99,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     yield Backend(request.param, clock, store, make)
     for client in clients:
         client.close()
+    for index in indexes:
+        index.close()
 
 
 def ask(prompt: str, *, tenant: str = "t", model: str = "m", ttl: int | None = None) -> ChatRequest:

@@ -134,6 +134,10 @@ class RedisIndex:
     def ping(self) -> None:
         self._run(self._client.ping)
 
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
     # ------------------------------------------------------------------ internals
     def _ensure(self, dim: int) -> None:
         if dim in self._ready:

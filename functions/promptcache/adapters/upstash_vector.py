@@ -100,3 +100,7 @@ class UpstashVectorIndex:
 
     def ping(self) -> None:
         self._ops.info()
+
+    def close(self) -> None:
+        """Close the HTTP client (given to the constructor)."""
+        self._ops._client.close()

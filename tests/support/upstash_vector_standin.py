@@ -456,3 +456,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, {"result": result})
 
     do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until stdin closes or SIGTERM: ``python -m tests.support.upstash_vector_standin
+    --redis-port PORT --dim 384`` (a Redis with the query engine and JSON modules); prints
+    ``URL TOKEN`` first."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-port", type=int, required=True)
+    parser.add_argument("--dim", type=int, required=True)
+    parser.add_argument("--token", default="vector-token")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with UpstashVectorStandIn(args.redis_port, dim=args.dim, token=args.token) as standin:
+        print(standin.url, standin.token, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

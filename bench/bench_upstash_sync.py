@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python -m bench.bench_upstash_sync`` (about two minutes; ``--sizes 10000`` for
 less). Its redis-server is the dev extras' (tests/support/redis_server.py). The REST stand-in
 (tests/support/upstash_standin.py) and its redis-server run in a child process on loopback;
-this process is the client, so its RSS is the client's alone. Measured in the same run, on the same random 384-d unit vectors:
+this process is the client, so its RSS is the client's alone. Measured in the same run, on the
+same random 384-d unit vectors:
 
 - cold load: a new ``UpstashStore`` reads the namespace's whole vector log (chunked GETRANGE,
   ``Upstash-Encoding: base64``; once more with plain JSON answers) and builds the ``VectorIndex``
@@ -348,9 +349,7 @@ def run(sizes: list[int], seed_max: int, chunk: int, reps: int, rounds: int) -> 
 
 
 def server_version() -> str:
-    out = subprocess.run(
-        [redis_server_path(), "--version"], capture_output=True, text=True
-    ).stdout
+    out = subprocess.run([redis_server_path(), "--version"], capture_output=True, text=True).stdout
     return next((p.split("=")[1] for p in out.split() if p.startswith("v=")), "?")
 
 

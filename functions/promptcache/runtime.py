@@ -89,7 +89,10 @@ def _redis_index(settings: Settings) -> Index:
         url, protocol=2, socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0)
     )
     return RedisIndex(
-        client, algorithm=settings.redis_algorithm, ef_runtime=settings.redis_ef_runtime
+        client,
+        algorithm=settings.redis_algorithm,
+        ef_runtime=settings.redis_ef_runtime,
+        timeout_ms=int(timeout * 1000),
     )
 
 

@@ -303,3 +303,14 @@ def test_the_setting_chooses_the_index(
     finally:
         assert isinstance(index, RedisIndex | UpstashVectorIndex)
         index.close()
+
+
+def test_a_timed_out_search_is_a_store_error_not_a_miss() -> None:
+    from promptcache.adapters.redis_index import _hits
+
+    reply = {b"total_results": 0, b"results": [], b"warning": [b"Timeout limit was reached"]}
+    with pytest.raises(StoreError, match="timed out"):
+        _hits(reply)
+    assert _hits({b"results": [], b"warning": []}) == []
+    with pytest.raises(StoreError, match="unexpected FT.SEARCH reply"):
+        _hits(b"OK")

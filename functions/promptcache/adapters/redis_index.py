@@ -18,6 +18,10 @@ KNN, never a range query (``VECTOR_RANGE``): Redis's HNSW range queries ignore E
 at EPSILON, and at the default they miss most neighbours; a KNN query searches ``ef`` candidates
 (``ef_runtime``, at least ``k``) and the threshold is applied to its answers here. ``algorithm``:
 ``HNSW`` (sub-linear, approximate) or ``FLAT`` (exact scan on the server).
+
+Every query carries its own ``TIMEOUT`` (``timeout_ms``, the backend timeout): at the module's
+default (500 ms, ON_TIMEOUT ``return``) a slow query answers with no results and no error, which
+would read as a miss; a RESP3 reply's timeout warning is a StoreError.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class RedisIndex:
         m: int = 16,
         ef_construction: int = 200,
         prefix: str = "promptcache:vec",
+        timeout_ms: int = 5000,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ConfigError(f"Redis index algorithm must be one of {ALGORITHMS}: {algorithm!r}")
@@ -65,6 +70,7 @@ class RedisIndex:
         self.m = m
         self.ef_construction = ef_construction
         self.prefix = prefix
+        self.timeout_ms = max(1, int(timeout_ms))
         self._ready: set[int] = set()
         self._lock = threading.Lock()
 
@@ -112,6 +118,7 @@ class RedisIndex:
             "FT.SEARCH", self.name(q.size), query,
             "PARAMS", 2, "q", q.tobytes(),
             "SORTBY", "d", "ASC", "RETURN", 1, "d", "LIMIT", 0, k, "DIALECT", 2,
+            "TIMEOUT", self.timeout_ms,
         )  # fmt: skip
         found = []
         for key, distance in _hits(reply):
@@ -178,6 +185,9 @@ def _hits(reply: Any) -> list[tuple[str, float]]:
     """(key, distance) of an FT.SEARCH reply, RESP2 (a flat list) or RESP3 (a map)."""
     out: list[tuple[str, float]] = []
     if isinstance(reply, dict):
+        warnings = [_text(w) for w in reply.get(b"warning") or []]
+        if any("timeout" in w.lower() for w in warnings):
+            raise StoreError(f"redis index: FT.SEARCH timed out: {warnings}")
         for row in reply.get(b"results") or []:
             fields = {_text(k): v for k, v in (row.get(b"extra_attributes") or {}).items()}
             out.append((_text(row.get(b"id")), float(_text(fields["d"]))))

@@ -1,9 +1,10 @@
 """Index sync through Upstash's REST protocol: cold load, steady state, versus the seed's approach.
 
 Run: ``.venv/bin/python -m bench.bench_upstash_sync`` (about two minutes; ``--sizes 10000`` for
-less). Needs ``redis-server``. The REST stand-in (tests/support/upstash_standin.py) and its
-redis-server run in a child process on loopback; this process is the client, so its RSS is the
-client's alone. Measured in the same run, on the same random 384-d unit vectors:
+less). Its redis-server is the dev extras' (tests/support/redis_server.py). The REST stand-in
+(tests/support/upstash_standin.py) and its redis-server run in a child process on loopback;
+this process is the client, so its RSS is the client's alone. Measured in the same run, on the
+same random 384-d unit vectors:
 
 - cold load: a new ``UpstashStore`` reads the namespace's whole vector log (chunked GETRANGE,
   ``Upstash-Encoding: base64``; once more with plain JSON answers) and builds the ``VectorIndex``
@@ -42,7 +43,7 @@ import redis
 from promptcache import Entry, Usage
 from promptcache.adapters.upstash import DEFAULT_CHUNK_BYTES, UpstashStore
 from promptcache.index import VectorIndex
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, redis_server_path
 
 DIM = 384
 NS = "bench:fake:384:upstash-sync"
@@ -348,7 +349,7 @@ def run(sizes: list[int], seed_max: int, chunk: int, reps: int, rounds: int) -> 
 
 
 def server_version() -> str:
-    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([redis_server_path(), "--version"], capture_output=True, text=True).stdout
     return next((p.split("=")[1] for p in out.split() if p.startswith("v=")), "?")
 
 

@@ -42,6 +42,10 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: promptcache:semanticIndex: each function's own in-process index, or an Upstash Vector index.
+SEMANTIC_INDEXES = ("process", "upstash-vector")
+#: Upstash Vector plans (the provider's ``type``).
+VECTOR_INDEX_PLANS = ("free", "paid", "fixed", "pro")
 #: An HTTP API waits for an integration 30 s at most (not adjustable).
 HTTP_API_MAX_TIMEOUT_SECONDS = 30
 #: A Lambda function runs 900 s at most; a Function URL waits as long.
@@ -89,6 +93,9 @@ class StackConfig:
     #: The optional admin key (promptcache:adminKey): reads every tenant's /stats and /v1/models
     #: and answers the admin API (/admin/...).
     admin_key: pulumi.Output[str] | None = None
+    #: Where the semantic tier searches (promptcache:semanticIndex): process or upstash-vector.
+    semantic_index: str = "process"
+    vector_index_plan: str = "paid"
 
     @property
     def prefix(self) -> str:
@@ -185,6 +192,8 @@ class StackConfig:
         streaming_timeout = integer("streamingTimeoutSeconds", 3, LAMBDA_MAX_TIMEOUT_SECONDS)
         adapter_version = integer("webAdapterLayerVersion", WEB_ADAPTER_MIN_LAYER_VERSION, 10_000)
         aws_region = (pulumi.Config("aws").get("region") or "").strip()
+        semantic_index = choice("semanticIndex", SEMANTIC_INDEXES)
+        vector_plan = choice("vectorIndexPlan", VECTOR_INDEX_PLANS)
         if streaming and (not aws_region or aws_region.startswith(_OTHER_PARTITIONS)):
             raise ConfigError(
                 f"{PROJECT}:streamingUrl needs aws:region set to a region of the aws partition, "
@@ -219,4 +228,6 @@ class StackConfig:
             streaming_timeout_seconds=streaming_timeout,
             web_adapter_layer_version=adapter_version,
             aws_region=aws_region,
+            semantic_index=semantic_index,
+            vector_index_plan=vector_plan,
         )

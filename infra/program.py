@@ -25,7 +25,12 @@ from infra.components.streaming import (
     StreamingEndpointArgs,
     web_adapter_layer_arn,
 )
-from infra.components.upstash import CacheDatabase, CacheDatabaseArgs
+from infra.components.upstash import (
+    CacheDatabase,
+    CacheDatabaseArgs,
+    CacheVectorIndex,
+    CacheVectorIndexArgs,
+)
 from infra.config import StackConfig
 from promptcache.routes import RESULT_HEADERS, ROUTES
 
@@ -36,6 +41,9 @@ EXPOSE_HEADERS = tuple(header.lower() for header in RESULT_HEADERS)
 #: SSM parameter names (under /promptcache/<stage>) of the secrets.
 CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
 UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
+VECTOR_TOKEN_PARAMETER = "upstash-vector-rest-token"
+#: The deployed embedder's dimension (Workers AI @cf/baai/bge-base-en-v1.5).
+DEPLOYED_EMBEDDER_DIM = 768
 API_KEYS_PARAMETER = "api-keys"
 ADMIN_KEY_PARAMETER = "admin-key"
 #: The streaming function's name after the prefix (promptcache:streamingUrl).
@@ -53,6 +61,7 @@ def function_environment(
     kv_namespace_id: pulumi.Input[str],
     upstash_rest_url: pulumi.Input[str],
     secret_parameter_names: Mapping[str, pulumi.Input[str]],
+    vector_rest_url: pulumi.Input[str] | None = None,
 ) -> dict[str, pulumi.Input[str]]:
     """The functions' settings (names from promptcache.settings.SETTINGS): secrets only by the
     name of the SSM parameter that holds them."""
@@ -77,6 +86,12 @@ def function_environment(
         env["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] = secret_parameter_names[API_KEYS_PARAMETER]
     if ADMIN_KEY_PARAMETER in secret_parameter_names:
         env["PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"] = secret_parameter_names[ADMIN_KEY_PARAMETER]
+    env["PROMPTCACHE_INDEX"] = cfg.semantic_index
+    if vector_rest_url is not None:
+        env["UPSTASH_VECTOR_REST_URL"] = vector_rest_url
+        env["UPSTASH_VECTOR_REST_TOKEN_SSM_PARAMETER"] = secret_parameter_names[
+            VECTOR_TOKEN_PARAMETER
+        ]
     if cfg.model:
         env["PROMPTCACHE_MODEL"] = cfg.model
     if cfg.threshold:
@@ -106,12 +121,15 @@ class Deployment:
     api: HttpApi
     environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     streaming: StreamingEndpoint | None = None
+    vector: CacheVectorIndex | None = None
 
     @property
     def outputs(self) -> dict[str, pulumi.Input[object]]:
         """The stack outputs: endpoints and names, never a secret."""
         names: dict[str, pulumi.Input[str]] = {m: fn.name for m, fn in self.functions.items()}
         streaming: dict[str, pulumi.Input[object]] = {}
+        if self.vector is not None:
+            streaming["upstashVectorEndpoint"] = self.vector.endpoint
         if self.streaming is not None:
             names[STREAMING_FUNCTION] = self.streaming.function_name
             streaming["streamingUrl"] = self.streaming.url
@@ -146,6 +164,17 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             eviction=cfg.upstash_eviction,
         ),
     )
+    vector = None
+    if cfg.semantic_index == "upstash-vector":
+        vector = CacheVectorIndex(
+            f"{cfg.prefix}-index",
+            CacheVectorIndexArgs(
+                name=f"{cfg.prefix}-index",
+                region=cfg.upstash_primary_region,
+                dimension=DEPLOYED_EMBEDDER_DIM,
+                plan=cfg.vector_index_plan,
+            ),
+        )
     secrets = SecretParameters(
         f"{cfg.prefix}-secrets",
         SecretParametersArgs(
@@ -153,6 +182,7 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             values={
                 CLOUDFLARE_TOKEN_PARAMETER: cfg.cloudflare_api_token,
                 UPSTASH_TOKEN_PARAMETER: database.rest_token,
+                **({VECTOR_TOKEN_PARAMETER: vector.rest_token} if vector is not None else {}),
                 **({API_KEYS_PARAMETER: cfg.api_keys} if cfg.api_keys is not None else {}),
                 **({ADMIN_KEY_PARAMETER: cfg.admin_key} if cfg.admin_key is not None else {}),
             },
@@ -175,6 +205,7 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
         kv_namespace_id=kv.id,
         upstash_rest_url=database.rest_url,
         secret_parameter_names=secrets.names,
+        vector_rest_url=None if vector is None else vector.rest_url,
     )
 
     def function_args(
@@ -242,4 +273,6 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
                 cors_expose_headers=EXPOSE_HEADERS,
             ),
         )
-    return Deployment(cfg, kv, database, secrets, layer, functions, api, environment, streaming)
+    return Deployment(
+        cfg, kv, database, secrets, layer, functions, api, environment, streaming, vector
+    )

@@ -29,7 +29,16 @@ if TYPE_CHECKING:
         UpstreamTimeout,
     )
     from ._indexes import Bounds
-    from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
+    from ._protocols import (
+        LLM,
+        Embedder,
+        Index,
+        Locks,
+        RateWindows,
+        Stats,
+        Store,
+        StreamingLLM,
+    )
     from ._stream import ChatStream
     from ._types import (
         CacheHit,
@@ -66,6 +75,7 @@ _EXPORTS = {
     "EmbedderError": "._errors",
     "Entry": "._types",
     "LLM": "._protocols",
+    "Index": "._protocols",
     "Locks": "._protocols",
     "LogRecord": "._types",
     "Message": "._types",
@@ -106,6 +116,7 @@ __all__ = [
     "Embedder",
     "EmbedderError",
     "Entry",
+    "Index",
     "LLM",
     "Locks",
     "LogRecord",

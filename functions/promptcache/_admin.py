@@ -2,7 +2,7 @@
 of a namespace, a model or a tenant, or of one prompt, or clear the whole cache.
 
 What is removed is gone everywhere: from the store (so from every process sharing it), from this
-process's index and from the answers single-flight still shares.
+index and from the answers single-flight still shares.
 """
 
 from __future__ import annotations

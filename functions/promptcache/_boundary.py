@@ -4,7 +4,8 @@ PromptCache wraps each injected backend once, here, so that fail-open holds by c
 not by the habit of each call site: whatever a backend method raises (an adapter's StoreError,
 or a bug's KeyError, or a driver's OSError) leaves the wrapper as that backend's error
 
-    Store, Locks, RateWindows -> StoreError    Embedder -> EmbedderError
+    Store, Locks, RateWindows,
+    Index                     -> StoreError    Embedder -> EmbedderError
     Stats                     -> StatsError    LLM      -> UpstreamError
 
 with the original chained (``raise ... from exc``). The core then catches only BackendError:
@@ -28,7 +29,7 @@ from ._errors import (
     UpstreamError,
     UpstreamNotConfigured,
 )
-from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
+from ._protocols import LLM, Embedder, Index, Locks, RateWindows, Stats, Store, StreamingLLM
 from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult, Vector
 
 
@@ -79,6 +80,35 @@ class GuardedStore:
 
     def ping(self) -> None:
         with failures_as(StoreError, "store ping"):
+            self.inner.ping()
+
+
+class GuardedIndex:
+    """An Index whose every failure is a StoreError (the index is part of the store's tier)."""
+
+    def __init__(self, inner: Index) -> None:
+        self.inner = inner
+
+    def add(self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None) -> None:
+        with failures_as(StoreError, "index add"):
+            self.inner.add(namespace, entry_id, vector, expires_at)
+
+    def remove(self, namespace: str, entry_id: str) -> None:
+        with failures_as(StoreError, "index remove"):
+            self.inner.remove(namespace, entry_id)
+
+    def search(
+        self, namespace: str, vector: Vector, *, k: int, min_score: float, now: float
+    ) -> list[tuple[str, float]]:
+        with failures_as(StoreError, "index search"):
+            return self.inner.search(namespace, vector, k=k, min_score=min_score, now=now)
+
+    def clear(self) -> None:
+        with failures_as(StoreError, "index clear"):
+            self.inner.clear()
+
+    def ping(self) -> None:
+        with failures_as(StoreError, "index ping"):
             self.inner.ping()
 
 

@@ -1,12 +1,20 @@
-"""Index sync: each namespace's in-process vector index, kept in step with the store's vector log,
-within two bounds.
+"""The semantic tier's index, one of two kinds behind the same methods (``indexes_for``):
 
-A namespace's state is its index and its cursor in the log. Every request's ``sync`` is the one
-store round trip of the chat path (the exact-key lookup pipelined with the log records appended
-since the cursor); its records are applied to the index, or, when the log started over (a new
-generation, or the first load), replace it.
+- ``ProcessIndexes`` (``PROMPTCACHE_INDEX=process``, the default): each namespace's in-process
+  vector index (``index.py``), kept in step with the store's vector log. A namespace's state is
+  its index and its cursor in the log. Every request's ``sync`` is the one store round trip of
+  the chat path (the exact-key lookup pipelined with the log records appended since the cursor);
+  its records are applied to the index, or, when the log started over (a new generation, or the
+  first load), replace it.
+- ``ServerIndexes`` (``redis``, ``upstash-vector``): an ``Index`` that serves every process
+  (``_protocols.Index``). Vectors go to it, not to the store's log, so a cold process loads
+  nothing: ``sync`` is the exact-key lookup (plus the log's few tombstones, read from a cursor).
 
-Bounds (``Bounds``; settings PROMPTCACHE_MAX_NAMESPACES and PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE):
+Either way the entries, exact keys, stats and locks stay in the store, and search answers the
+same question: the ``k`` nearest live entries of a namespace at or above ``min_score``.
+
+Bounds of the process index (``Bounds``; settings PROMPTCACHE_MAX_NAMESPACES and
+PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE):
 
 - ``namespaces``: how many namespaces' indexes one process keeps. Past it, the least recently
   used namespace's index is dropped from memory (its entries stay in the store) and reloaded
@@ -26,9 +34,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ._boundary import GuardedStore
+from ._boundary import GuardedIndex, GuardedStore
 from ._errors import StoreError
-from ._types import Cursor, LogRecord, SyncResult, Vector
+from ._protocols import Index
+from ._types import Cursor, Entry, LogRecord, SyncResult, Vector
 from .index import VectorIndex
 from .settings import MAX_ENTRIES_PER_NAMESPACE, MAX_NAMESPACES
 
@@ -48,6 +57,55 @@ class Bounds:
 
 
 DEFAULT_BOUNDS = Bounds()
+
+
+class Indexes:
+    """What the core asks of the semantic tier's index (both kinds below)."""
+
+    #: Called after entries were evicted past a bound (the process index's).
+    evicted: Callable[[], None]
+
+    def sync(self, namespace: str, key: str | None) -> SyncResult:
+        """One store round trip: the exact-key lookup (+ the index's sync). Raises StoreError."""
+        raise NotImplementedError
+
+    def search(
+        self, namespace: str, vector: Vector, *, k: int, min_score: float, now: float
+    ) -> list[tuple[str, float]]:
+        """The ``k`` nearest live entries at or above ``min_score``: (entry id, similarity)."""
+        raise NotImplementedError
+
+    def put(self, entry: Entry, vector: Vector | None) -> None:
+        """Store ``entry`` and index its vector (None: the exact tier only). Raises StoreError."""
+        raise NotImplementedError
+
+    def delete(self, entry: Entry) -> bool:
+        """Delete ``entry`` from the store and the index. Raises StoreError."""
+        raise NotImplementedError
+
+    def remove(self, namespace: str, entry_id: str) -> None:
+        """Drop an entry from the index (gone from the store, or expired)."""
+        raise NotImplementedError
+
+    def hit(self, namespace: str, entry_id: str) -> None:
+        """``entry_id`` answered a request (the process index's recency; a no-op elsewhere)."""
+
+    def clear(self) -> None:
+        """Forget every namespace (the store was cleared)."""
+        raise NotImplementedError
+
+
+def indexes_for(
+    store: GuardedStore,
+    index: Index | None,
+    dim: Callable[[], int],
+    bounds: Bounds = DEFAULT_BOUNDS,
+) -> Indexes:
+    """The process's own indexes (``index`` None) within ``bounds``, or the server-side
+    ``index`` (whose size is the server's to bound: TTL and its own limits)."""
+    if index is None:
+        return ProcessIndexes(store, dim, bounds)
+    return ServerIndexes(store, GuardedIndex(index))
 
 
 @dataclass
@@ -77,7 +135,7 @@ class _Namespace:
         return victims
 
 
-class Indexes:
+class ProcessIndexes(Indexes):
     """The namespaces' indexes of one process. ``dim`` is read when a namespace is first seen."""
 
     def __init__(
@@ -86,7 +144,7 @@ class Indexes:
         self._store = store
         self._dim = dim
         self.bounds = bounds
-        self.evicted: Callable[[], None] = lambda: None  # called after entries were evicted
+        self.evicted = lambda: None
         self._namespaces: OrderedDict[str, _Namespace] = OrderedDict()  # least recent first
         self._lock = threading.Lock()
 
@@ -128,7 +186,6 @@ class Indexes:
     def search(
         self, namespace: str, vector: Vector, *, k: int, min_score: float, now: float
     ) -> list[tuple[str, float]]:
-        """The ``k`` nearest live entries at or above ``min_score``: (entry id, similarity)."""
         return self._state(namespace).index.search(vector, k=k, min_score=min_score, now=now)
 
     def hit(self, namespace: str, entry_id: str) -> None:
@@ -139,6 +196,12 @@ class Indexes:
                 if entry_id in state.recency:
                     state.recency.move_to_end(entry_id)
 
+    def put(self, entry: Entry, vector: Vector | None) -> None:
+        self._store.put(entry, vector)  # the vector reaches the index through the store's log
+
+    def delete(self, entry: Entry) -> bool:
+        return self._store.delete(entry.id)  # its tombstone reaches the index through the log
+
     def remove(self, namespace: str, entry_id: str) -> None:
         """Drop an entry from this process's index (gone from the store, or expired)."""
         state = self._known(namespace)
@@ -148,7 +211,7 @@ class Indexes:
                 state.recency.pop(entry_id, None)
 
     def clear(self) -> None:
-        """Forget every namespace: the next request of each reloads it from the store."""
+        """The next request of each namespace reloads it from the store."""
         with self._lock:
             self._namespaces.clear()
 
@@ -178,3 +241,51 @@ class Indexes:
                 log.warning("evicting %s from %s failed: %s", entry_id, namespace, exc)
         if victims:
             self.evicted()
+
+
+class ServerIndexes(Indexes):
+    """A server-side index shared by every process; the store keeps everything else.
+
+    ``put`` indexes the vector first, then stores the entry without it: a vector whose entry
+    never got stored is found by a search, missed by the store and removed by the core (the same
+    path as an expired entry), while the opposite order would leave an answer no search finds.
+    """
+
+    def __init__(self, store: GuardedStore, index: GuardedIndex) -> None:
+        self._store = store
+        self.index = index
+        self.evicted = lambda: None  # never: the server bounds its own size
+        self._cursors: dict[str, Cursor] = {}
+        self._lock = threading.Lock()
+
+    def sync(self, namespace: str, key: str | None) -> SyncResult:
+        with self._lock:
+            cursor = self._cursors.get(namespace)
+        result = self._store.sync(namespace, key, cursor)
+        with self._lock:
+            if self._cursors.get(namespace) == cursor:
+                self._cursors[namespace] = result.cursor
+        return result
+
+    def search(
+        self, namespace: str, vector: Vector, *, k: int, min_score: float, now: float
+    ) -> list[tuple[str, float]]:
+        return self.index.search(namespace, vector, k=k, min_score=min_score, now=now)
+
+    def put(self, entry: Entry, vector: Vector | None) -> None:
+        if vector is not None:
+            self.index.add(entry.namespace, entry.id, vector, entry.expires_at)
+        self._store.put(entry, None)
+
+    def delete(self, entry: Entry) -> bool:
+        removed = self._store.delete(entry.id)
+        self.index.remove(entry.namespace, entry.id)
+        return removed
+
+    def remove(self, namespace: str, entry_id: str) -> None:
+        self.index.remove(namespace, entry_id)
+
+    def clear(self) -> None:
+        self.index.clear()
+        with self._lock:
+            self._cursors.clear()

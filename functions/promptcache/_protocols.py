@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult
+from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult, Vector
 
 
 @runtime_checkable
@@ -61,6 +61,38 @@ class Store(Protocol):
     def count(self) -> int: ...
 
     def clear(self) -> int: ...
+
+    def ping(self) -> None: ...
+
+
+@runtime_checkable
+class Index(Protocol):
+    """A vector index that serves every process: the nearest entries of a namespace.
+
+    The core's contract for the semantic tier, served server-side (Redis's query engine, Upstash
+    Vector) instead of by each process's own copy of the store's vector log. It holds, per
+    namespace, entry ids with a unit vector and an expiry; entries themselves, exact keys, stats
+    and locks stay in the Store.
+
+    - ``add``: insert or replace ``entry_id`` (``expires_at``: epoch seconds, None = never).
+    - ``remove``: forget ``entry_id`` (absent: nothing happens).
+    - ``search``: up to ``k`` entries of ``namespace`` with cosine similarity >= ``min_score``
+      and not expired at ``now`` (``expires_at`` None or > ``now``), as (entry id, cosine),
+      best first. Another namespace's entries are never returned.
+    - ``clear``: forget every namespace.
+    """
+
+    def add(
+        self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None
+    ) -> None: ...
+
+    def remove(self, namespace: str, entry_id: str) -> None: ...
+
+    def search(
+        self, namespace: str, vector: Vector, *, k: int, min_score: float, now: float
+    ) -> list[tuple[str, float]]: ...
+
+    def clear(self) -> None: ...
 
     def ping(self) -> None: ...
 

@@ -4,7 +4,7 @@
 
     _query       the request as one value: namespace, exact key, canonical prompt
     _boundary    the backends, wrapped once: whatever one raises is its BackendError
-    _indexes     index sync: each namespace's in-process vector index, its cursor, the bounds
+    _indexes     the index: in-process per namespace (synced, bounded), or a server-side Index
     _claim       who asks the model for a miss: single-flight and the cross-process fill lock
     _accounting  the counters, the report and each request's tally
     _health      the health probes       _admin  entry, forget, recent, flush, clear
@@ -31,9 +31,9 @@ from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, 
 from ._claim import Claims, Filled, Lead, lock_ttl
 from ._errors import BackendError
 from ._health import Health
-from ._indexes import DEFAULT_BOUNDS, Bounds, Indexes
+from ._indexes import DEFAULT_BOUNDS, Bounds, indexes_for
 from ._keys import namespace, normalize
-from ._protocols import LLM, Embedder, Locks, Stats, Store
+from ._protocols import LLM, Embedder, Index, Locks, Stats, Store
 from ._query import Query
 from ._stream import ChatStream, passthrough
 from ._types import (
@@ -47,6 +47,7 @@ from ._types import (
     Tier,
     Vector,
 )
+from .guards import rejection
 from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFIER_BAND
 
 log = logging.getLogger("promptcache")
@@ -71,8 +72,9 @@ class PromptCache:
     Backends (each wrapped once by ``_boundary``; the attributes of the same names read and
     replace the backends themselves):
 
-    - ``store``: entries, exact keys and vector logs. ``locks``: the cross-process fill locks
-      (default: the store, when it has them; without any, each process answers its own misses).
+    - ``store``: entries, exact keys and vector logs; ``index``: a server-side Index for the
+      vectors (default None: each process its own, synced from the logs). ``locks``: fill locks
+      across processes (default: the store's if any; without, each process fills its own).
     - ``embedder``; ``stats``: the counters; ``llm``: the model. With no model, a miss raises
       UpstreamNotConfigured; ``llm_hint`` (from the composition root) ends its message with how
       to configure one.
@@ -102,6 +104,7 @@ class PromptCache:
         stats: Stats,
         llm: LLM | None = None,
         locks: Locks | None = None,
+        index: Index | None = None,
         threshold: float | None = None,
         ttl_seconds: float = TTL_SECONDS,
         guards: Sequence[Guard] = (),
@@ -132,7 +135,7 @@ class PromptCache:
             embedder.max_input_chars if semantic_max_chars is None else semantic_max_chars
         )
         self.clock = clock
-        self._indexes = Indexes(self._store, dim=lambda: self._embedder.dim, bounds=bounds)
+        self._indexes = indexes_for(self._store, index, lambda: self._embedder.dim, bounds)
         self._claims = Claims(
             locks=self._locks,
             peek=lambda query: self._indexes.sync(query.namespace, query.key).exact,
@@ -256,7 +259,7 @@ class PromptCache:
         if vector is None and query.semantic:
             vector = self._embed(query.folded, Tally())
         entry = self._entry(query, completion)
-        self._store.put(entry, vector)
+        self._indexes.put(entry, vector)
         return entry
 
     def embed_many(self, texts: Sequence[str]) -> np.ndarray:
@@ -351,9 +354,9 @@ class PromptCache:
             if entry is None or entry.expired(now):
                 self._indexes.remove(query.namespace, entry_id)
                 continue
-            reason = _rejection(self.guards, query.text, entry.prompt)
+            reason = rejection(self.guards, query.text, entry.prompt)
             if reason is None and self.verifier and similarity < threshold + self.verifier_band:
-                reason = _rejection(self.verifier, query.text, entry.prompt)  # borderline only
+                reason = rejection(self.verifier, query.text, entry.prompt)  # borderline only
             if reason is not None:
                 log.info("candidate %s rejected by guard: %s", entry_id, reason)
                 continue
@@ -393,9 +396,9 @@ class PromptCache:
             if vector is None and query.semantic:
                 vector = self._embed(query.folded, tally)
             entry = self._entry(query, completion)
-            self._store.put(entry, vector)
+            self._indexes.put(entry, vector)
             if plan.old is not None and plan.old.id != entry.id:
-                self._store.delete(plan.old.id)
+                self._indexes.delete(plan.old)
         except BackendError as exc:
             log.warning("storing the answer failed, bypassing: %s", exc)
             return Filled(completion, None, _reason(exc))
@@ -436,15 +439,6 @@ class PromptCache:
 
 def _locks_of(store: Store) -> Locks | None:
     return store if isinstance(store, Locks) else None
-
-
-def _rejection(guards: Sequence[Guard], query: str, candidate: str) -> str | None:
-    """The first guard's reason to reject ``candidate`` for ``query``, or None."""
-    for guard in guards:
-        reason = guard(query, candidate)
-        if reason is not None:
-            return reason
-    return None
 
 
 def _reason(exc: BackendError) -> str:

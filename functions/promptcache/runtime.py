@@ -16,7 +16,7 @@ import httpx
 from ._claim import lock_ttl
 from ._errors import ConfigError
 from ._indexes import Bounds
-from ._protocols import LLM, Embedder, RateWindows, Stats, Store
+from ._protocols import LLM, Embedder, Index, RateWindows, Stats, Store
 from .adapters._http import RetryPolicy
 from .calibration import read_calibration
 from .core import PromptCache
@@ -77,6 +77,33 @@ def _upstash(settings: Settings) -> tuple[Store, Stats]:
         client, settings.upstash_url, token, chunk_bytes=settings.upstash_chunk_bytes
     )
     return store, UpstashStats(client, settings.upstash_url, token)
+
+
+def _redis_index(settings: Settings) -> Index:
+    import redis
+
+    from .adapters.redis_index import RedisIndex
+
+    url = _secret(settings.redis_url, settings.redis_url_ssm_parameter)
+    timeout = settings.backend_timeout
+    client = redis.Redis.from_url(
+        url, protocol=2, socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0)
+    )
+    return RedisIndex(
+        client,
+        algorithm=settings.redis_algorithm,
+        ef_runtime=settings.redis_ef_runtime,
+        timeout_ms=int(timeout * 1000),
+    )
+
+
+def _upstash_vector_index(settings: Settings) -> Index:
+    from .adapters.upstash_vector import UpstashVectorIndex
+
+    token = _secret(settings.upstash_vector_token, settings.upstash_vector_token_ssm_parameter)
+    return UpstashVectorIndex(
+        _http(settings, settings.backend_timeout), settings.upstash_vector_url, token
+    )
 
 
 def _local_embedder(settings: Settings) -> Embedder:
@@ -145,6 +172,11 @@ STORES: dict[str, Callable[[Settings], tuple[Store, Stats]]] = {
     "memory": _memory,
     "upstash": _upstash,
 }
+INDEXES: dict[str, Callable[[Settings], Index | None]] = {
+    "process": lambda settings: None,  # each process its own, synced from the store
+    "redis": _redis_index,
+    "upstash-vector": _upstash_vector_index,
+}
 EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
     "local": _local_embedder,
     "workers-ai": _workers_ai_embedder,
@@ -186,8 +218,10 @@ def build(settings: Settings) -> PromptCache:
     stats = _pick(STATS, settings.stats, "stats backend")(settings, store, store_stats)
     embedder = _pick(EMBEDDERS, settings.embedder, "embedder")(settings)
     llm = None if settings.llm == "none" else _pick(LLMS, settings.llm, "LLM")(settings)
+    index = _pick(INDEXES, settings.index, "index")(settings)
     return PromptCache(
         store=store,
+        index=index,
         embedder=embedder,
         stats=stats,
         llm=llm,

@@ -24,6 +24,7 @@ PRICE_PER_1K_TOKENS = 0.002
 UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_NAMESPACES = 256
 MAX_ENTRIES_PER_NAMESPACE = 100_000
+REDIS_EF_RUNTIME = 64
 
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -35,6 +36,38 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "auto",
         "`sqlite`, `memory` or `upstash`; `auto` = `upstash` when UPSTASH_REDIS_REST_URL is set, "
         "else `sqlite`.",
+    ),
+    "PROMPTCACHE_INDEX": (
+        "process",
+        "Where the semantic tier searches: `process` (each process holds its namespaces' vectors, "
+        "synced from the store), `redis` (Redis's query engine, PROMPTCACHE_REDIS_URL) or "
+        "`upstash-vector` (Upstash Vector, UPSTASH_VECTOR_REST_URL). Entries stay in the store.",
+    ),
+    "PROMPTCACHE_REDIS_URL": (
+        "",
+        "`redis://` or `rediss://` URL of a Redis with the query engine (FT.*), for "
+        "PROMPTCACHE_INDEX=redis.",
+    ),
+    "PROMPTCACHE_REDIS_URL_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding PROMPTCACHE_REDIS_URL (it may carry a password).",
+    ),
+    "PROMPTCACHE_REDIS_ALGORITHM": (
+        "hnsw",
+        "`hnsw` (approximate, sub-linear) or `flat` (exact scan on the server).",
+    ),
+    "PROMPTCACHE_REDIS_EF_RUNTIME": (
+        str(REDIS_EF_RUNTIME),
+        "HNSW candidates a KNN query explores (more: better recall, slower); see README.",
+    ),
+    "UPSTASH_VECTOR_REST_URL": (
+        "",
+        "Upstash Vector REST endpoint (PROMPTCACHE_INDEX=upstash-vector; a COSINE index).",
+    ),
+    "UPSTASH_VECTOR_REST_TOKEN": ("", "Upstash Vector REST token."),
+    "UPSTASH_VECTOR_REST_TOKEN_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding the Upstash Vector token (deployed: read once per cold start).",
     ),
     "PROMPTCACHE_EMBEDDER": (
         "auto",
@@ -259,6 +292,14 @@ class Settings:
     admin_key_ssm_parameter: str = ""
     max_namespaces: int = MAX_NAMESPACES
     max_entries_per_namespace: int = MAX_ENTRIES_PER_NAMESPACE
+    index: str = "process"
+    redis_url: str = field(default="", repr=False)  # may hold a password
+    redis_url_ssm_parameter: str = ""
+    redis_algorithm: str = "hnsw"
+    redis_ef_runtime: int = REDIS_EF_RUNTIME
+    upstash_vector_url: str = ""
+    upstash_vector_token: str = field(default="", repr=False)
+    upstash_vector_token_ssm_parameter: str = ""
 
     def __post_init__(self) -> None:
         if self.admin_key and self.admin_key in self.api_keys:
@@ -301,6 +342,26 @@ class Settings:
             raise ConfigError(
                 "Workers AI / KV need CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN "
                 "(or CLOUDFLARE_API_TOKEN_SSM_PARAMETER)"
+            )
+        index = _choice(env, "PROMPTCACHE_INDEX", ("process", "redis", "upstash-vector"))
+        redis_url = _str(env, "PROMPTCACHE_REDIS_URL")
+        redis_url_param = _str(env, "PROMPTCACHE_REDIS_URL_SSM_PARAMETER")
+        vector_url = _str(env, "UPSTASH_VECTOR_REST_URL")
+        vector_token = _str(env, "UPSTASH_VECTOR_REST_TOKEN")
+        vector_token_param = _str(env, "UPSTASH_VECTOR_REST_TOKEN_SSM_PARAMETER")
+        if index == "redis" and not (redis_url or redis_url_param):
+            raise ConfigError(
+                "PROMPTCACHE_INDEX=redis needs PROMPTCACHE_REDIS_URL "
+                "(or PROMPTCACHE_REDIS_URL_SSM_PARAMETER)"
+            )
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                "PROMPTCACHE_REDIS_URL must start with redis://, rediss:// or unix://"
+            )
+        if index == "upstash-vector" and not (vector_url and (vector_token or vector_token_param)):
+            raise ConfigError(
+                "PROMPTCACHE_INDEX=upstash-vector needs UPSTASH_VECTOR_REST_URL and "
+                "UPSTASH_VECTOR_REST_TOKEN (or UPSTASH_VECTOR_REST_TOKEN_SSM_PARAMETER)"
             )
         if stats == "cloudflare-kv" and not kv_ns:
             raise ConfigError("PROMPTCACHE_STATS=cloudflare-kv needs CLOUDFLARE_KV_NAMESPACE_ID")
@@ -347,4 +408,12 @@ class Settings:
             admin_key_ssm_parameter=_str(env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"),
             max_namespaces=_int(env, "PROMPTCACHE_MAX_NAMESPACES", 1, 10**6),
             max_entries_per_namespace=_int(env, "PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE", 1, 10**8),
+            index=index,
+            redis_url=redis_url,
+            redis_url_ssm_parameter=redis_url_param,
+            redis_algorithm=_choice(env, "PROMPTCACHE_REDIS_ALGORITHM", ("hnsw", "flat")),
+            redis_ef_runtime=_int(env, "PROMPTCACHE_REDIS_EF_RUNTIME", 1, 100_000),
+            upstash_vector_url=vector_url.rstrip("/"),
+            upstash_vector_token=vector_token,
+            upstash_vector_token_ssm_parameter=vector_token_param,
         )

@@ -46,7 +46,8 @@ CF_ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
 CF_TOKEN = "cf-runtime-token-for-tests-7f3a9c"
 UPSTASH_TOKEN = "upstash-rest-token-for-tests-91bc2e"
 UPSTASH_PASSWORD = "upstash-password-for-tests-55d0aa"
-SECRET_VALUES = (CF_TOKEN, UPSTASH_TOKEN, UPSTASH_PASSWORD)
+VECTOR_TOKEN = "upstash-vector-token-for-tests-3c7d41"
+SECRET_VALUES = (CF_TOKEN, UPSTASH_TOKEN, UPSTASH_PASSWORD, VECTOR_TOKEN)
 
 _SIG, _SECRET = rpc._special_sig_key, rpc._special_secret_sig
 
@@ -172,6 +173,10 @@ class Recorder(pulumi.runtime.Mocks):
             state["endpoint"] = f"{inputs['databaseName']}-12345.upstash.io"
             state["restToken"] = UPSTASH_TOKEN
             state["password"] = UPSTASH_PASSWORD
+        elif args.typ == "upstash:index/vectorIndex:VectorIndex":
+            state["endpoint"] = f"{inputs['name']}-67890-vector.upstash.io"
+            state["token"] = VECTOR_TOKEN
+            state["readOnlyToken"] = VECTOR_TOKEN + "-read-only"
         elif args.typ == "cloudflare:index/workersKvNamespace:WorkersKvNamespace":
             rid = kv_namespace_id(inputs["title"])
         if arn:

@@ -24,6 +24,7 @@ from tests.infra.conftest import (
     REPO,
     SECRET_VALUES,
     UPSTASH_TOKEN,
+    VECTOR_TOKEN,
     ProgramRun,
     api_id,
     clear_strings,
@@ -49,6 +50,7 @@ STAGE = "aws:apigatewayv2/stage:Stage"
 PERMISSION = "aws:lambda/permission:Permission"
 KV = "cloudflare:index/workersKvNamespace:WorkersKvNamespace"
 REDIS = "upstash:index/redisDatabase:RedisDatabase"
+VECTOR = "upstash:index/vectorIndex:VectorIndex"
 MODULES = sorted(set(ROUTES.values()) | {"health"})
 STAGES = ("dev", "staging", "prod")
 
@@ -570,3 +572,50 @@ def test_the_admin_key_is_an_optional_secret_read_from_ssm(artifacts_dir: Path) 
         assert not any(ADMIN_KEY in text for text in clear_strings(resource.inputs))
     for text in clear_strings(run.outputs):
         assert ADMIN_KEY not in text
+
+
+def test_the_semantic_index_is_in_process_unless_the_stack_chooses_upstash_vector(
+    dev: ProgramRun, artifacts_dir: Path
+) -> None:
+    assert dev.of_type(VECTOR) == []
+    for fn in dev.of_type(FUNCTION):
+        variables = fn.inputs["environment"]["variables"]
+        assert variables["PROMPTCACHE_INDEX"] == "process"
+        assert "UPSTASH_VECTOR_REST_URL" not in variables
+    assert "upstashVectorEndpoint" not in dev.outputs
+
+    run = run_program("dev", artifacts_dir, {"promptcache:semanticIndex": "upstash-vector"})
+    (index,) = run.inputs(VECTOR)
+    assert index["name"] == "promptcache-dev-index"
+    assert (index["similarityFunction"], index["dimensionCount"]) == ("COSINE", 768)
+    assert index["type"] == "paid" and index["region"] == REGION
+    parameters = {r.inputs["name"]: r.inputs for r in run.of_type(PARAMETER)}
+    token = parameters["/promptcache/dev/upstash-vector-rest-token"]
+    assert token["type"] == "SecureString" and is_secret(token["value"])
+    assert token["value"]["value"] == VECTOR_TOKEN
+    arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/promptcache/dev/upstash-vector-rest-token"
+    for policy in run.inputs(ROLE_POLICY):
+        (read,) = [
+            s for s in json.loads(policy["policy"])["Statement"] if s["Sid"] == "ReadSecrets"
+        ]
+        assert arn in read["Resource"]
+    for fn in run.of_type(FUNCTION):
+        assert not any(VECTOR_TOKEN in text for text in clear_strings(fn.inputs))
+    for fn in run.inputs(FUNCTION):
+        settings = Settings.from_env(fn["environment"]["variables"])
+        assert settings.index == "upstash-vector"
+        assert (
+            settings.upstash_vector_url == "https://promptcache-dev-index-67890-vector.upstash.io"
+        )
+        assert settings.upstash_vector_token_ssm_parameter == (
+            "/promptcache/dev/upstash-vector-rest-token"
+        )
+        assert settings.upstash_vector_token == ""
+    assert run.outputs["upstashVectorEndpoint"] == "promptcache-dev-index-67890-vector.upstash.io"
+    for text in clear_strings(run.outputs):
+        assert VECTOR_TOKEN not in text
+
+
+def test_an_unknown_semantic_index_stops_the_program(artifacts_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="semanticIndex must be one of process, upstash-vector"):
+        run_program("dev", artifacts_dir, {"promptcache:semanticIndex": "redis"})

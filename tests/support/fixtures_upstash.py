@@ -1,5 +1,6 @@
-"""Fixtures for the Upstash store: one real redis-server and one REST stand-in per session,
-emptied before each test that uses them."""
+"""Fixtures for the Upstash store and the server-side indexes: one real Redis 8 (with the query
+engine) and the REST stand-ins (Upstash Redis, Upstash Vector) per session, emptied before each
+test that uses them."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import pytest
 import redis
 
 from promptcache.adapters.upstash import UpstashStore
-from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.redis_server import RedisServer
 from tests.support.upstash_standin import UpstashStandIn
+from tests.support.upstash_vector_standin import UpstashVectorStandIn
+
+#: The Upstash Vector stand-in's index dimension (the tests' fake embedder's).
+VECTOR_DIM = 8
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with RedisServer() as server:
+    with RedisServer(modules=True) as server:
         yield server
 
 
@@ -59,3 +62,18 @@ def make_upstash_store(upstash: UpstashStandIn) -> Iterator[Callable[..., Upstas
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def _vector_session(redis_server: RedisServer) -> Iterator[UpstashVectorStandIn]:
+    with UpstashVectorStandIn(redis_server.port, dim=VECTOR_DIM) as standin:
+        yield standin
+
+
+@pytest.fixture
+def upstash_vector(
+    _vector_session: UpstashVectorStandIn, redis_client: redis.Redis
+) -> UpstashVectorStandIn:
+    """The Upstash Vector stand-in over an empty Redis (its search index made again)."""
+    _vector_session.reset_index()
+    return _vector_session

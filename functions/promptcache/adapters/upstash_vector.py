@@ -1,0 +1,106 @@
+"""The semantic index on Upstash Vector over its REST API (``PROMPTCACHE_INDEX=upstash-vector``).
+
+The official SDK (``upstash-vector``) builds the requests and reads the answers: ``_Operations``
+is its ``IndexOperations`` with the one transport method it leaves to subclasses implemented on
+the injected ``httpx.Client`` (the SDK's own ``Index`` makes a client of its own with a 600 s
+timeout, retries only transport errors with a sleep, and fails on a non-JSON error body; here
+the backend timeout holds, and every failure is a StoreError naming the HTTP status).
+
+Mapping:
+
+- one Upstash namespace per cache namespace (the namespace's text, URL-quoted in the path);
+- the vector id is the entry id; metadata ``{"exp": expiry}`` (epoch seconds, ``_NEVER`` for
+  none) and every query filters ``exp > now``, so an expired entry is never returned;
+- the index must be created with the COSINE similarity function, whose score is
+  ``(1 + cos) / 2`` in [0, 1]: converted back to the cosine here (``2 * score - 1``), so the
+  threshold means what it means for the other indexes.
+
+Upstash Vector has no TTL: expired vectors stay until their entry is removed (the core removes
+one whenever a search finds it and the store no longer has it) or ``clear``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from upstash_vector.core.index_operations import IndexOperations
+from upstash_vector.types import Vector as UpstashVector
+
+from .._errors import StoreError
+from .._types import Vector
+
+_NEVER = 1e10
+
+
+class _Operations(IndexOperations):
+    """The SDK's operations over an injected client."""
+
+    def __init__(self, client: httpx.Client, url: str, token: str) -> None:
+        self._client = client
+        self._url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def _execute_request(self, payload: Any, path: str) -> Any:
+        try:
+            response = self._client.post(f"{self._url}{path}", headers=self._headers, json=payload)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"upstash vector: {type(exc).__name__}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict) or "error" in body:
+            detail = body.get("error") if isinstance(body, dict) else response.text[:200]
+            raise StoreError(f"upstash vector: HTTP {response.status_code}: {detail}")
+        if "result" not in body:
+            raise StoreError(f"upstash vector: answer without a result: {response.text[:200]}")
+        return body["result"]
+
+
+class UpstashVectorIndex:
+    """``Index`` on Upstash Vector (a COSINE index of the embedder's dimension)."""
+
+    def __init__(self, client: httpx.Client, url: str, token: str) -> None:
+        self._ops = _Operations(client, url, token)
+
+    @staticmethod
+    def _ns(namespace: str) -> str:
+        return quote(namespace, safe="")
+
+    def add(self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None) -> None:
+        metadata = {"exp": _NEVER if expires_at is None else expires_at}
+        item = UpstashVector(id=entry_id, vector=[float(x) for x in vector], metadata=metadata)
+        self._ops.upsert([item], namespace=self._ns(namespace))
+
+    def remove(self, namespace: str, entry_id: str) -> None:
+        self._ops.delete(entry_id, namespace=self._ns(namespace))
+
+    def search(
+        self, namespace: str, vector: Vector, *, k: int, min_score: float, now: float
+    ) -> list[tuple[str, float]]:
+        if k <= 0:
+            return []
+        results = self._ops.query(
+            vector=[float(x) for x in vector],
+            top_k=k,
+            filter=f"exp > {now!r}",
+            namespace=self._ns(namespace),
+        )
+        found = []
+        for r in results:
+            cosine = 2.0 * float(r.score) - 1.0
+            if cosine >= min_score:
+                found.append((str(r.id), cosine))
+        return found
+
+    def clear(self) -> None:
+        self._ops.reset(all=True)
+
+    def ping(self) -> None:
+        self._ops.info()
+
+    def close(self) -> None:
+        """Close the HTTP client (given to the constructor)."""
+        self._ops._client.close()

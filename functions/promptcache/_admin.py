@@ -67,9 +67,9 @@ class Admin:
                     found.append(entry)
                     if len(found) == limit:
                         return found, offset + i + 1
-            if len(page) < _PAGE:
+            if not page:  # a short page need not be the last (Upstash skips a vanished entry)
                 return found, None
-            offset += len(page)
+            offset += _PAGE
         return found, offset
 
     def flush(
@@ -98,9 +98,9 @@ class Admin:
                 and (tenant is None or tenant_of(e.namespace) == tenant)
                 and (text is None or e.prompt == text)
             ]
-            if len(page) < _PAGE:
+            if not page:
                 break
-            offset += len(page)
+            offset += _PAGE
         removed = 0
         for entry in doomed:
             removed += bool(self._store.delete(entry.id))

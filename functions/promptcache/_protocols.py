@@ -54,8 +54,10 @@ class Store(Protocol):
 
     def entries(self, offset: int, limit: int) -> list[Entry]:
         """Up to ``limit`` live entries from position ``offset`` of every namespace's, newest
-        first (by creation; Upstash by expiry, the same order when TTLs are equal). Positions
-        shift as entries come and go: a page boundary may repeat or skip one."""
+        first (by creation; Upstash by expiry, the same order when TTLs are equal); an empty
+        list past the end. Positions shift as entries come and go: a page boundary may repeat
+        or skip one, and a page may hold fewer than ``limit`` before the end (an entry gone
+        between reading the order and the entries)."""
         ...
 
     def count(self) -> int: ...

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from promptcache import PromptCache, runtime
+from promptcache import PromptCache, _admin, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
@@ -150,3 +150,23 @@ def test_without_an_admin_key_the_admin_api_is_closed(monkeypatch: pytest.Monkey
     assert cache.store.count() == 1
     monkeypatch.undo()
     runtime.reset()
+
+
+def test_listing_and_flushing_read_the_store_page_by_page(
+    chat: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store pages smaller than the entries (2 at a time): every entry listed once, in order,
+    and a flush finds the matches on every page."""
+    fill(chat)
+    everything = listed(chat)
+    monkeypatch.setattr(_admin, "_PAGE", 2)
+    assert listed(chat) == everything
+    alpha = [e for e in everything if e["tenant"] == "alpha"]
+    assert listed(chat, "tenant=alpha&limit=3") == alpha[:3]
+    _, page = call(chat, "GET", "/admin/entries", ADMIN, query="tenant=alpha&limit=3")
+    _, rest = call(
+        chat, "GET", "/admin/entries", ADMIN, query=f"tenant=alpha&cursor={page['next_cursor']}"
+    )
+    assert rest["entries"] == alpha[3:] and rest["next_cursor"] is None
+    assert call(chat, "POST", "/admin/flush", ADMIN, {"model": "m1"})[1]["deleted"] == 5
+    assert [e["prompt"] for e in listed(chat)] == ["alpha other model"]

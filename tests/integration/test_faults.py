@@ -13,7 +13,6 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,24 +31,38 @@ CLIENTS = 8
 PER_PHASE = 16
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[OpenAIUpstream]:
+    with OpenAIUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cloudflare_api(local_embedder: Any) -> Iterator[CloudflareAPIStandIn]:
+    with CloudflareAPIStandIn(local_embedder) as server:
+        yield server  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
 def redis_alone() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: it is paused (SIGSTOP) here."""
+    """A redis-server of this module's own: it is paused (SIGSTOP) here."""
     with RedisServer() as server:
         yield server
 
 
-@pytest.fixture
-def faulty(
-    tmp_path: Path,
+@pytest.fixture(scope="module")
+def _server(
+    tmp_path_factory: pytest.TempPathFactory,
     upstream: OpenAIUpstream,
     redis_alone: RedisServer,
     cloudflare_api: CloudflareAPIStandIn,
 ) -> Iterator[tuple[ServerProcess, UpstashStandIn]]:
+    """One server for the module (each test asks prompts of its own); the embedder's test goes
+    last: its circuit breaker stays open for 30 s after the fault."""
     with (
         UpstashStandIn(redis_alone.port) as upstash,
         local_server(
-            tmp_path,
+            tmp_path_factory.mktemp("faults"),
             upstream.base_url,
             PROMPTCACHE_STORE="upstash",
             UPSTASH_REDIS_REST_URL=upstash.url,
@@ -65,6 +78,24 @@ def faulty(
         ) as server,
     ):
         yield server, upstash
+
+
+@pytest.fixture
+def faulty(
+    _server: tuple[ServerProcess, UpstashStandIn],
+    upstream: OpenAIUpstream,
+    cloudflare_api: CloudflareAPIStandIn,
+) -> Iterator[tuple[ServerProcess, UpstashStandIn]]:
+    """The module's server, every fault cleared before and after each test."""
+
+    def clear() -> None:
+        _server[1].fail_all(None)
+        upstream.fail_status, upstream.delay = None, 0.0
+        cloudflare_api.clear_failures()
+
+    clear()
+    yield _server
+    clear()
 
 
 def ask(url: str, prompts: list[str]) -> list[tuple[int, dict[str, Any]]]:
@@ -152,31 +183,6 @@ def test_store_slow_mid_traffic_times_out_to_bypasses(
     assert tiers(paused) == {"miss": PER_PHASE}  # nothing was stored while the store hung
 
 
-def test_embedder_down_serves_exact_hits_and_bypasses_the_rest(
-    faulty: tuple[ServerProcess, UpstashStandIn],
-    upstream: OpenAIUpstream,
-    cloudflare_api: CloudflareAPIStandIn,
-    redis_alone: RedisServer,
-) -> None:
-    server, _ = faulty
-    healthy = prompts("embedder up")
-    assert tiers(ask(server.url, healthy)) == {"miss": PER_PHASE}
-    stored = entries(redis_alone)
-    cloudflare_api.fail(500, 7000, "embedder down", times=10**6, path="/ai/run/@cf/baai")
-    try:
-        calls = upstream.calls
-        answers = ask(server.url, healthy + prompts("embedder down"))
-        assert tiers(answers) == {"exact": PER_PHASE, "bypass": PER_PHASE}, tiers(answers)
-        assert upstream.calls - calls == PER_PHASE
-        assert entries(redis_alone) == stored
-    finally:
-        cloudflare_api.clear_failures()
-    # The embedder's circuit breaker lets a probe through 30 s after it opened: until then the
-    # cache is still bypassed, never an error, and exact hits are served throughout.
-    after = tiers(ask(server.url, prompts("embedder down") + healthy))
-    assert after["exact"] == PER_PHASE and after["miss"] + after["bypass"] == PER_PHASE, after
-
-
 def test_model_down_or_slow_is_502_or_504_and_stores_nothing(
     faulty: tuple[ServerProcess, UpstashStandIn],
     upstream: OpenAIUpstream,
@@ -203,3 +209,28 @@ def test_model_down_or_slow_is_502_or_504_and_stores_nothing(
     back = ask(server.url, prompts("model down") + prompts("model slow", CLIENTS))
     assert tiers(back) == {"miss": PER_PHASE + CLIENTS}
     assert upstream.calls - calls == PER_PHASE + CLIENTS
+
+
+def test_embedder_down_serves_exact_hits_and_bypasses_the_rest(
+    faulty: tuple[ServerProcess, UpstashStandIn],
+    upstream: OpenAIUpstream,
+    cloudflare_api: CloudflareAPIStandIn,
+    redis_alone: RedisServer,
+) -> None:
+    server, _ = faulty
+    healthy = prompts("embedder up")
+    assert tiers(ask(server.url, healthy)) == {"miss": PER_PHASE}
+    stored = entries(redis_alone)
+    cloudflare_api.fail(500, 7000, "embedder down", times=10**6, path="/ai/run/@cf/baai")
+    try:
+        calls = upstream.calls
+        answers = ask(server.url, healthy + prompts("embedder down"))
+        assert tiers(answers) == {"exact": PER_PHASE, "bypass": PER_PHASE}, tiers(answers)
+        assert upstream.calls - calls == PER_PHASE
+        assert entries(redis_alone) == stored
+    finally:
+        cloudflare_api.clear_failures()
+    # The embedder's circuit breaker lets a probe through 30 s after it opened: until then the
+    # cache is still bypassed, never an error, and exact hits are served throughout.
+    after = tiers(ask(server.url, prompts("embedder down") + healthy))
+    assert after["exact"] == PER_PHASE and after["miss"] + after["bypass"] == PER_PHASE, after

@@ -24,7 +24,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -360,18 +360,34 @@ class Workload:
     }
 
     # ---------------------------------------------------------------- the run
-    def run(self, clients: int, requests: int, seed: int = 11) -> Outcome:
+    def run(
+        self, clients: int, requests: int, seed: int = 11, seconds: float | None = None
+    ) -> Outcome:
+        """``requests`` requests from ``clients`` clients; with ``seconds``, as many as the
+        clients send in that time instead."""
         out = Outcome()
         names = list(self.OPERATIONS)
         weights = [self.OPERATIONS[n][0] for n in names]
         per_client = [requests // clients + (i < requests % clients) for i in range(clients)]
         start = threading.Barrier(clients)
+        deadline = [0.0]
+
+        def turns(i: int) -> Iterator[int]:
+            if seconds is None:
+                yield from range(per_client[i])
+                return
+            n = 0
+            while time.monotonic() < deadline[0]:
+                yield n
+                n += 1
 
         def client(i: int) -> None:
             rnd = random.Random(seed * 1000 + i)
             with httpx.Client(timeout=self.timeout) as c:
+                if start.wait() == 0:
+                    deadline[0] = time.monotonic() + (seconds or 0.0)
                 start.wait()
-                for _ in range(per_client[i]):
+                for _ in turns(i):
                     name = rnd.choices(names, weights)[0]
                     tenant = rnd.choice(self.tenants)
                     try:

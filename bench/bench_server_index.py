@@ -220,6 +220,15 @@ def run_size(n: int, args: argparse.Namespace, server: RedisServer) -> list[dict
                 )["recall"]
                 row["recall_range"] = range_recall(r, writer.name(DIM), queries, want)
                 default.close()
+                for ef in args.sweep:
+                    swept = RedisIndex(server.client(), algorithm="hnsw", ef_runtime=ef)
+                    res_ef = steady(
+                        lambda q, x=swept: x.search(NS, q, k=K, min_score=THRESHOLD, now=now),
+                        queries,
+                        want,
+                    )
+                    row[f"ef{ef}"] = res_ef
+                    swept.close()
             reader.close()
             out.append(row)
             print(out[-1], file=sys.stderr)
@@ -343,6 +352,13 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         for r in rows
         if "recall_ef10" in r
     ]
+    sweep = [
+        f"| {int(r['n']):,} | {ef} | {100 * r[f'ef{ef}']['recall']:.1f}% | "  # type: ignore[index]
+        f"{r[f'ef{ef}']['p50']:.2f} ms | {r[f'ef{ef}']['p95']:.2f} ms |"  # type: ignore[index]
+        for r in rows
+        for ef in args.sweep
+        if f"ef{ef}" in r
+    ]
     out = [
         f"Semantic index per PROMPTCACHE_INDEX, {DIM}-d, one namespace, {args.queries} "
         f"paraphrase-like queries (cosine 0.9 to a stored entry; k {K}, threshold {THRESHOLD}); "
@@ -358,6 +374,17 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         "|---|---|---|---|",
         *trap,
         "",
+        *(
+            [
+                "HNSW EF_RUNTIME sweep (KNN, k 4, threshold 0.8):\n",
+                "| entries | EF_RUNTIME | top-1 = exact scan | p50 | p95 |",
+                "|---|---|---|---|---|",
+                *sweep,
+                "",
+            ]
+            if sweep
+            else []
+        ),
         "Crossover on cold start (server-side index first answers sooner than loading the "
         "namespace into the process):\n",
         *(
@@ -382,9 +409,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--ef", type=int, default=64)
+    parser.add_argument(
+        "--sweep", default="", help="more HNSW EF_RUNTIME values to measure, e.g. 128,256,512"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.kinds = args.kinds.split(",")
+    args.sweep = [int(x) for x in args.sweep.split(",") if x]
     rows: list[dict[str, object]] = []
     from threadpoolctl import threadpool_limits
 

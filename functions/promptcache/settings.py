@@ -49,8 +49,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "SSM SecureString holding PROMPTCACHE_REDIS_URL (it may carry a password).",
     ),
     "PROMPTCACHE_REDIS_ALGORITHM": (
-        "hnsw",
-        "`hnsw` (approximate, sub-linear) or `flat` (exact scan on the server).",
+        "flat",
+        "`flat` (exact scan on the server) or `hnsw` (approximate, sub-linear; tune "
+        "PROMPTCACHE_REDIS_EF_RUNTIME: see README).",
     ),
     "PROMPTCACHE_REDIS_EF_RUNTIME": (
         str(REDIS_EF_RUNTIME),
@@ -248,7 +249,7 @@ class Settings:
     index: str = "process"
     redis_url: str = field(default="", repr=False)  # may hold a password
     redis_url_ssm_parameter: str = ""
-    redis_algorithm: str = "hnsw"
+    redis_algorithm: str = "flat"
     redis_ef_runtime: int = REDIS_EF_RUNTIME
     upstash_vector_url: str = ""
     upstash_vector_token: str = field(default="", repr=False)
@@ -362,7 +363,7 @@ class Settings:
             index=index,
             redis_url=redis_url,
             redis_url_ssm_parameter=redis_url_param,
-            redis_algorithm=_choice(env, "PROMPTCACHE_REDIS_ALGORITHM", ("hnsw", "flat")),
+            redis_algorithm=_choice(env, "PROMPTCACHE_REDIS_ALGORITHM", ("flat", "hnsw")),
             redis_ef_runtime=_int(env, "PROMPTCACHE_REDIS_EF_RUNTIME", 1, 100_000),
             upstash_vector_url=vector_url.rstrip("/"),
             upstash_vector_token=vector_token,

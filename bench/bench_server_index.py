@@ -10,8 +10,8 @@ the hardest case for a filtered HNSW search):
 - ``process``: cold start = a new UpstashStore reads the namespace's whole vector log over
   REST (the deployed path), builds the VectorIndex and answers the first search;
 - ``redis-hnsw`` / ``redis-flat``: RedisIndex over RESP (KNN with the namespace and expiry as
-  pre-filters; HNSW M 16, EF_CONSTRUCTION 200, EF_RUNTIME ``--ef``); cold start = a new
-  client's first search;
+  pre-filters; HNSW M 16, EF_CONSTRUCTION 200, EF_RUNTIME ``--ef`` (64; ``--sweep`` for
+  more values)); cold start = a new client's first search;
 - ``upstash-vector``: UpstashVectorIndex (the SDK on httpx) against the Upstash Vector stand-in
   (its index: the query engine's FLAT, exact); cold start = a new client's first search.
 
@@ -370,7 +370,7 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         "",
         "HNSW recall (top-1 found = the exact scan's), M 16, EF_CONSTRUCTION 200:\n",
         "| entries | KNN, EF_RUNTIME 10 (Redis default) "
-        f"| VECTOR_RANGE 0.2, EPSILON 0.01 (default) | KNN, EF_RUNTIME {args.ef} (chosen) |",
+        f"| VECTOR_RANGE 0.2, EPSILON 0.01 (default) | KNN, EF_RUNTIME {args.ef} (--ef) |",
         "|---|---|---|---|",
         *trap,
         "",

@@ -20,7 +20,7 @@ VERIFIER_BAND = 0.04
 UPSTREAM_TIMEOUT = 60.0
 PRICE_PER_1K_TOKENS = 0.002
 UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
-REDIS_EF_RUNTIME = 64
+REDIS_EF_RUNTIME = 512
 
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {

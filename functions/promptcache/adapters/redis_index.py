@@ -55,7 +55,7 @@ class RedisIndex:
         client: redis.Redis,
         *,
         algorithm: str = "flat",
-        ef_runtime: int = 64,
+        ef_runtime: int = 512,
         m: int = 16,
         ef_construction: int = 200,
         prefix: str = "promptcache:vec",

@@ -10,8 +10,8 @@ the hardest case for a filtered HNSW search):
 - ``process``: cold start = a new UpstashStore reads the namespace's whole vector log over
   REST (the deployed path), builds the VectorIndex and answers the first search;
 - ``redis-hnsw`` / ``redis-flat``: RedisIndex over RESP (KNN with the namespace and expiry as
-  pre-filters; HNSW M 16, EF_CONSTRUCTION 200, EF_RUNTIME ``--ef``); cold start = a new
-  client's first search;
+  pre-filters; HNSW M 16, EF_CONSTRUCTION 200, EF_RUNTIME ``--ef`` (64; ``--sweep`` for
+  more values)); cold start = a new client's first search;
 - ``upstash-vector``: UpstashVectorIndex (the SDK on httpx) against the Upstash Vector stand-in
   (its index: the query engine's FLAT, exact); cold start = a new client's first search.
 
@@ -220,6 +220,15 @@ def run_size(n: int, args: argparse.Namespace, server: RedisServer) -> list[dict
                 )["recall"]
                 row["recall_range"] = range_recall(r, writer.name(DIM), queries, want)
                 default.close()
+                for ef in args.sweep:
+                    swept = RedisIndex(server.client(), algorithm="hnsw", ef_runtime=ef)
+                    res_ef = steady(
+                        lambda q, x=swept: x.search(NS, q, k=K, min_score=THRESHOLD, now=now),
+                        queries,
+                        want,
+                    )
+                    row[f"ef{ef}"] = res_ef
+                    swept.close()
             reader.close()
             out.append(row)
             print(out[-1], file=sys.stderr)
@@ -343,6 +352,13 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         for r in rows
         if "recall_ef10" in r
     ]
+    sweep = [
+        f"| {int(r['n']):,} | {ef} | {100 * r[f'ef{ef}']['recall']:.1f}% | "  # type: ignore[index]
+        f"{r[f'ef{ef}']['p50']:.2f} ms | {r[f'ef{ef}']['p95']:.2f} ms |"  # type: ignore[index]
+        for r in rows
+        for ef in args.sweep
+        if f"ef{ef}" in r
+    ]
     out = [
         f"Semantic index per PROMPTCACHE_INDEX, {DIM}-d, one namespace, {args.queries} "
         f"paraphrase-like queries (cosine 0.9 to a stored entry; k {K}, threshold {THRESHOLD}); "
@@ -354,10 +370,21 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         "",
         "HNSW recall (top-1 found = the exact scan's), M 16, EF_CONSTRUCTION 200:\n",
         "| entries | KNN, EF_RUNTIME 10 (Redis default) "
-        f"| VECTOR_RANGE 0.2, EPSILON 0.01 (default) | KNN, EF_RUNTIME {args.ef} (chosen) |",
+        f"| VECTOR_RANGE 0.2, EPSILON 0.01 (default) | KNN, EF_RUNTIME {args.ef} (--ef) |",
         "|---|---|---|---|",
         *trap,
         "",
+        *(
+            [
+                "HNSW EF_RUNTIME sweep (KNN, k 4, threshold 0.8):\n",
+                "| entries | EF_RUNTIME | top-1 = exact scan | p50 | p95 |",
+                "|---|---|---|---|---|",
+                *sweep,
+                "",
+            ]
+            if sweep
+            else []
+        ),
         "Crossover on cold start (server-side index first answers sooner than loading the "
         "namespace into the process):\n",
         *(
@@ -382,9 +409,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--ef", type=int, default=64)
+    parser.add_argument(
+        "--sweep", default="", help="more HNSW EF_RUNTIME values to measure, e.g. 128,256,512"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.kinds = args.kinds.split(",")
+    args.sweep = [int(x) for x in args.sweep.split(",") if x]
     rows: list[dict[str, object]] = []
     from threadpoolctl import threadpool_limits
 

@@ -24,7 +24,7 @@ PRICE_PER_1K_TOKENS = 0.002
 UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_NAMESPACES = 256
 MAX_ENTRIES_PER_NAMESPACE = 100_000
-REDIS_EF_RUNTIME = 64
+REDIS_EF_RUNTIME = 512
 
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -53,8 +53,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "SSM SecureString holding PROMPTCACHE_REDIS_URL (it may carry a password).",
     ),
     "PROMPTCACHE_REDIS_ALGORITHM": (
-        "hnsw",
-        "`hnsw` (approximate, sub-linear) or `flat` (exact scan on the server).",
+        "flat",
+        "`flat` (exact scan on the server) or `hnsw` (approximate, sub-linear; tune "
+        "PROMPTCACHE_REDIS_EF_RUNTIME: see README).",
     ),
     "PROMPTCACHE_REDIS_EF_RUNTIME": (
         str(REDIS_EF_RUNTIME),
@@ -295,7 +296,7 @@ class Settings:
     index: str = "process"
     redis_url: str = field(default="", repr=False)  # may hold a password
     redis_url_ssm_parameter: str = ""
-    redis_algorithm: str = "hnsw"
+    redis_algorithm: str = "flat"
     redis_ef_runtime: int = REDIS_EF_RUNTIME
     upstash_vector_url: str = ""
     upstash_vector_token: str = field(default="", repr=False)
@@ -411,7 +412,7 @@ class Settings:
             index=index,
             redis_url=redis_url,
             redis_url_ssm_parameter=redis_url_param,
-            redis_algorithm=_choice(env, "PROMPTCACHE_REDIS_ALGORITHM", ("hnsw", "flat")),
+            redis_algorithm=_choice(env, "PROMPTCACHE_REDIS_ALGORITHM", ("flat", "hnsw")),
             redis_ef_runtime=_int(env, "PROMPTCACHE_REDIS_EF_RUNTIME", 1, 100_000),
             upstash_vector_url=vector_url.rstrip("/"),
             upstash_vector_token=vector_token,

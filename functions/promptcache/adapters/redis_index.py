@@ -17,7 +17,8 @@ FILTER @dim==dim``), created on first use, so two embedders never meet. A search
 KNN, never a range query (``VECTOR_RANGE``): Redis's HNSW range queries ignore EF_RUNTIME and stop
 at EPSILON, and at the default they miss most neighbours; a KNN query searches ``ef`` candidates
 (``ef_runtime``, at least ``k``) and the threshold is applied to its answers here. ``algorithm``:
-``HNSW`` (sub-linear, approximate) or ``FLAT`` (exact scan on the server).
+``FLAT`` (exact scan on the server, the default) or ``HNSW`` (sub-linear, approximate: its
+top-1 recall depends on ``ef_runtime``; measured in bench/bench_server_index.py).
 
 Every query carries its own ``TIMEOUT`` (``timeout_ms``, the backend timeout): at the module's
 default (500 ms, ON_TIMEOUT ``return``) a slow query answers with no results and no error, which
@@ -39,7 +40,7 @@ from .._types import Vector
 
 #: "never expires" as a number RediSearch compares exactly (epoch seconds, year ~2286).
 _NEVER = 1e10
-ALGORITHMS = ("hnsw", "flat")
+ALGORITHMS = ("flat", "hnsw")
 
 
 def _digest(namespace: str) -> str:
@@ -53,8 +54,8 @@ class RedisIndex:
         self,
         client: redis.Redis,
         *,
-        algorithm: str = "hnsw",
-        ef_runtime: int = 64,
+        algorithm: str = "flat",
+        ef_runtime: int = 512,
         m: int = 16,
         ef_construction: int = 200,
         prefix: str = "promptcache:vec",

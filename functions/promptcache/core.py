@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._accounting import Accounting, Tally
+from ._accounting import Accounting, Guard, Tally
 from ._admin import Admin
 from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, GuardedStore
 from ._claim import Claims, Filled, Lead, lock_ttl
@@ -52,10 +52,6 @@ from ._types import (
 from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFIER_BAND
 
 log = logging.getLogger("promptcache")
-
-#: A guard looks at the query and a candidate's prompt (both normalized) and returns a reason to
-#: reject the candidate, or None to accept it.
-Guard = Callable[[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,7 @@ class PromptCache:
             lock_ttl=fill_lock_ttl,
             wait=fill_lock_ttl if fill_wait is None else fill_wait,
         )
-        self._accounting = Accounting(self._stats, price_per_1k_tokens)
+        self._accounting = Accounting(self._stats, price_per_1k_tokens, clock, self._store)
         self._health = Health(
             store=self._store, embedder=self._embedder, stats=self._stats, llm=self._llm
         )
@@ -213,7 +209,8 @@ class PromptCache:
         if isinstance(lead, Filled):
             return self._shared(query, tally, lead)
         with lead:
-            return self._settle(query, tally, plan, lead, self._llm.generate(request))
+            completion = tally.call("model", self._llm.generate, request)
+            return self._settle(query, tally, plan, lead, completion)
 
     def chat_stream(self, request: ChatRequest) -> ChatStream:
         """``chat``, streamed: same tiers, counters and fail-open, decided before the first delta.
@@ -270,18 +267,27 @@ class PromptCache:
         return namespace(request, self._embedder.id, self._embedder.dim)
 
     # ------------------------------------------------------------------ reporting and admin
-    def report(self, tenants: Collection[str] | None = None) -> dict[str, Any]:
-        """The counters' report (``Accounting``), ``tenants``: per tenant. Raises StatsError."""
+    def report(
+        self, tenants: Collection[str] | None = None, since: float | None = None
+    ) -> dict[str, Any]:
+        """The counters' report (``Accounting``), ``tenants``: per tenant, the series from
+        ``since``. Raises StatsError."""
         try:
             entries: int | None = self._store.count()
         except BackendError:
             entries = None
-        return self._accounting.report(self._about(entries), tenants)
+        return self._accounting.report(self._about(entries), tenants, since)
 
-    def tenant_report(self, tenant: str, known: Collection[str] = ()) -> dict[str, Any] | None:
+    def tenant_report(
+        self, tenant: str, known: Collection[str] = (), since: float | None = None
+    ) -> dict[str, Any] | None:
         """``tenant``'s alone (``entries`` None: stores count every tenant's entries together),
         or None if it is neither in ``known`` nor counted. Raises StatsError."""
-        return self._accounting.tenant_report(tenant, known, self._about(None))
+        return self._accounting.tenant_report(tenant, known, self._about(None), since)
+
+    @property
+    def accounting(self) -> Accounting:
+        return self._accounting
 
     def _about(self, entries: int | None) -> dict[str, Any]:
         embedder = {"id": self._embedder.id, "dim": self._embedder.dim}
@@ -327,7 +333,8 @@ class PromptCache:
                 log.warning("refresh lookup failed: %s", exc)
                 return _Plan()
         try:
-            hit, vector = self._lookup(query, tally)
+            with tally.timed("lookup"):
+                hit, vector = self._lookup(query, tally)
         except BackendError as exc:
             log.warning("cache lookup failed, bypassing: %s", exc)
             return _Plan(bypass=_reason(exc))
@@ -350,9 +357,9 @@ class PromptCache:
             if entry is None or entry.expired(now):
                 self._indexes.remove(query.namespace, entry_id)
                 continue
-            reason = _rejection(self.guards, query.text, entry.prompt)
+            reason = tally.screen(self.guards, query.text, entry.prompt)
             if reason is None and self.verifier and similarity < threshold + self.verifier_band:
-                reason = _rejection(self.verifier, query.text, entry.prompt)  # borderline only
+                reason = tally.screen(self.verifier, query.text, entry.prompt)  # borderline only
             if reason is not None:
                 log.info("candidate %s rejected by guard: %s", entry_id, reason)
                 continue
@@ -370,7 +377,8 @@ class PromptCache:
         """The model's deltas, then the whole answer settled as a plain one. A broken or closed
         stream settles ``lead`` by its exception (see ``Lead``) and stores nothing."""
         with lead:
-            completion = yield from passthrough(self._llm.stream(query.request), query.model)
+            deltas = passthrough(self._llm.stream(query.request), query.model)
+            completion = yield from tally.clocked("model", deltas)
             return self._settle(query, tally, plan, lead, completion)
 
     def _settle(
@@ -401,7 +409,8 @@ class PromptCache:
 
     def _embed(self, text: str, tally: Tally) -> Vector:
         tally.embeddings += 1
-        return np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
+        with tally.timed("embed"):
+            return np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
 
     def _entry(self, query: Query, completion: Completion) -> Entry:
         now = self.clock()
@@ -434,15 +443,6 @@ class PromptCache:
 
 def _locks_of(store: Store) -> Locks | None:
     return store if isinstance(store, Locks) else None
-
-
-def _rejection(guards: Sequence[Guard], query: str, candidate: str) -> str | None:
-    """The first guard's reason to reject ``candidate`` for ``query``, or None."""
-    for guard in guards:
-        reason = guard(query, candidate)
-        if reason is not None:
-            return reason
-    return None
 
 
 def _reason(exc: BackendError) -> str:

@@ -198,7 +198,7 @@ def send(app: dict[str, Any], path: str, raw: bytes, live: bool) -> tuple[int, s
 
 def snapshot(app: dict[str, Any]) -> tuple[Any, ...]:
     cache: PromptCache = app["cache"]
-    return cache.store.count(), json.dumps(cache.report(), sort_keys=True), app["llm"].calls
+    return cache.store.count(), sorted(cache.stats.read().items()), app["llm"].calls
 
 
 def check(app: dict[str, Any], path: str, raw: bytes, live: bool = False) -> None:

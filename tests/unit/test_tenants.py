@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -125,6 +126,36 @@ def test_the_admin_key_reads_every_tenant(handlers: dict[str, Any]) -> None:
     assert model_ids(body) == ["default-model", "alpha-model", "beta-secret-model"]
 
 
+def test_top_entries_series_and_since_are_the_callers_own(handlers: dict[str, Any]) -> None:
+    traffic(handlers)
+    body = {"model": "beta-secret-model", "messages": [{"role": "user", "content": "beta q"}]}
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+    status, alpha = call(handlers, "stats", "GET", "/stats", "ka")
+    assert [(e["prompt"], e["hits"]) for e in alpha["top_entries"]] == [("alpha one", 1)]
+    assert sum(p["requests"] for p in alpha["series"]["points"]) == 2
+    status, beta = call(handlers, "stats", "GET", "/stats", "kb")
+    assert [e["prompt"] for e in beta["top_entries"]] == ["beta q"]
+    beta_entry = beta["top_entries"][0]["id"]
+    status, shown = call(handlers, "chat", "GET", f"/entries/{beta_entry}", "ka")
+    assert status == 404  # alpha cannot read beta's top entry either
+    status, admin = call(handlers, "stats", "GET", "/stats", ADMIN)
+    assert {e["prompt"] for e in admin["top_entries"]} == {"alpha one", "beta q"}
+    assert [e["id"] for e in admin["tenants"]["alpha"]["top_entries"]] == [
+        e["id"] for e in alpha["top_entries"]
+    ]
+    for since in ("1800000000x", "nan", "inf", "0", "2001-01-01T00:00:00", "9" * 20):
+        status, error = call(handlers, "stats", "GET", f"/stats?since={since}", "ka")
+        assert status == 400 and "'since'" in error["error"]["message"], since
+    now = runtime.service().clock()
+    status, recent = call(handlers, "stats", "GET", f"/stats?since={int(now) - 7200}", "ka")
+    assert status == 200 and recent["series"]["step_s"] == 60
+    assert sum(p["requests"] for p in recent["series"]["points"]) == 2
+    iso = datetime.fromtimestamp(now - 3 * 86400, UTC).isoformat().replace("+00:00", "Z")
+    status, daily = call(handlers, "stats", "GET", f"/stats?since={iso}&tenant=beta", ADMIN)
+    assert status == 200 and daily["series"]["step_s"] == 3600
+    assert sum(p["requests"] for p in daily["series"]["points"]) == 2
+
+
 def test_the_admin_key_answers_only_the_read_routes(handlers: dict[str, Any]) -> None:
     status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"})
     assert status == 403 and "admin key" in body["error"]["message"]
@@ -163,8 +194,12 @@ def request(tenant: str, model: str) -> ChatRequest:
 
 
 def test_any_tenant_name_gets_its_own_counters() -> None:
-    cache = PromptCache(
-        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
+    cache = PromptCache(  # a still clock: the reports' entry ages do not move between reads
+        store=MemoryStore(),
+        embedder=FakeEmbedder(),
+        stats=MemoryStats(),
+        llm=FakeLLM(),
+        clock=lambda: 1_800_000_000.0,
     )
     for n, tenant in enumerate(ODD_TENANTS):
         for _ in range(n + 1):

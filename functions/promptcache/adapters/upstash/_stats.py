@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import httpx
 
@@ -50,3 +50,7 @@ class UpstashStats:
 
     def reset(self) -> None:
         self._rest.command("DEL", self._key)
+
+    def drop(self, names: Collection[str]) -> None:
+        if names:
+            self._rest.command("HDEL", self._key, *names)

@@ -249,6 +249,16 @@ class Accounting:
             return None
         return self._tenant(tenant, counters or {}, {"tenant": tenant, **extra}, since, now)
 
+    def entries(self) -> int | None:
+        """The store's entry count, None when it cannot tell."""
+        if self.store is None:
+            return None
+        try:
+            return self.store.count()
+        except StoreError as exc:
+            log.warning("counting entries failed: %s", exc)
+            return None
+
     def counters(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """The overall counters and each tenant's (stale ones dropped first). Raises
         StatsError."""
@@ -327,7 +337,7 @@ class Accounting:
         except StatsError as exc:
             log.warning("reading stats failed: %s", exc)
             return []
-        return _models(overall if tenant is None else per_tenant.get(tenant, {}))
+        return models_in(overall if tenant is None else per_tenant.get(tenant, {}))
 
     def reset(self) -> None:
         """Raises StatsError."""
@@ -437,11 +447,11 @@ def _split(
 def _report(counters: Mapping[str, float], extra: Mapping[str, Any]) -> dict[str, Any]:
     body = _summarize(counters, "")
     body.update(extra)
-    body["models"] = {m: _summarize(counters, f"{_MODEL}{m}|") for m in _models(counters)}
+    body["models"] = {m: _summarize(counters, f"{_MODEL}{m}|") for m in models_in(counters)}
     return body
 
 
-def _models(counters: Mapping[str, float]) -> list[str]:
+def models_in(counters: Mapping[str, float]) -> list[str]:
     return sorted({k[len(_MODEL) :].rsplit("|", 1)[0] for k in counters if k.startswith(_MODEL)})
 
 

@@ -14,6 +14,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from ._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
+from ._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
+from ._prometheus import render
 from ._timeline import HOUR, HOURS_KEPT
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
@@ -203,6 +205,18 @@ def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings)
     if body is None:
         raise NotFound(f"no tenant {asked!r} in this cache's keys or counters")
     return json_response(200, body)
+
+
+def metrics(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+    """GET /metrics: the counters in Prometheus' text format, every tenant's. With API keys
+    configured only the admin key reads it (a tenant's key would see the others')."""
+    if reader(event, settings) is not None and settings.api_keys:
+        raise Forbidden("/metrics shows every tenant: it needs the admin key")
+    return Response(
+        status_code=200,
+        content_type=PROMETHEUS_TYPE,
+        body=render(cache.accounting.counters()[1], cache.accounting.entries()),
+    )
 
 
 def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:

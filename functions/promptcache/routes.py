@@ -14,6 +14,7 @@ import re
 ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/chat"): "chat",
     ("GET", "/stats"): "stats",
+    ("GET", "/metrics"): "stats",
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
     ("GET", "/v1/models"): "chat",

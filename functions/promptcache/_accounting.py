@@ -172,6 +172,7 @@ class Accounting:
             similarity=hit.similarity,
             entry_id=entry.id,
             timings=tally.timings(),
+            saved_tokens=saved,
         )
 
     def answered(

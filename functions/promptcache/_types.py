@@ -185,6 +185,7 @@ class ChatResult:
     - ``finish_reason``: the model's, on a miss or bypass; a stored answer is a finished one.
     - ``timings``: milliseconds spent in each part of the answer that ran: ``lookup`` (store
       and index, without the rest), ``embed``, ``verify`` (the guards), ``model``.
+    - ``saved_tokens``: on a hit, the tokens the stored answer cost when it was made.
     """
 
     response: str
@@ -197,6 +198,7 @@ class ChatResult:
     bypass_reason: str | None = None
     finish_reason: str = "stop"
     timings: Mapping[str, float] = field(default_factory=dict)
+    saved_tokens: int = 0
 
     @property
     def cached(self) -> bool:

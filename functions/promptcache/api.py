@@ -19,7 +19,7 @@ from ._prometheus import render
 from ._timeline import HOUR, HOURS_KEPT
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
-from .observability import count
+from .observability import record
 from .routes import ENTRY_HEADER
 from .settings import Settings
 from .wire import (
@@ -95,8 +95,8 @@ def chat(
     tenant = admit(event, settings, limiter)
     request = parse_chat(json_body(event, settings), settings, tenant)
     result = cache.chat(request)
-    count(f"tier_{result.tier.value}")
-    headers = result_headers(result.tier, result.similarity, result.entry_id)
+    record(result)
+    headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
     return json_response(200, result.as_dict(), headers)
 
 

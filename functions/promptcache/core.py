@@ -30,7 +30,7 @@ import numpy as np
 from ._accounting import Accounting, Guard, Tally
 from ._admin import Admin
 from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, GuardedStore
-from ._claim import Claims, Filled, Lead, lock_ttl
+from ._claim import Claims, Filled, Lead, lock_ttl, locks_of
 from ._errors import BackendError
 from ._health import Health
 from ._indexes import Indexes
@@ -116,7 +116,7 @@ class PromptCache:
     ) -> None:
         self._store = GuardedStore(store)
         self._locks_follow_store = locks is None
-        self._locks = GuardedLocks(locks if locks is not None else _locks_of(store))
+        self._locks = GuardedLocks(locks if locks is not None else locks_of(store))
         self._embedder = GuardedEmbedder(embedder)
         self._stats = GuardedStats(stats)
         self._llm = GuardedLLM(llm, llm_hint)
@@ -159,7 +159,7 @@ class PromptCache:
     def store(self, store: Store) -> None:
         self._store.inner = store
         if self._locks_follow_store:
-            self._locks.inner = _locks_of(store)
+            self._locks.inner = locks_of(store)
 
     @property
     def locks(self) -> Locks | None:
@@ -238,6 +238,7 @@ class PromptCache:
             model=request.model,
             deltas=self._relay(query, tally, plan, lead),
             bypass_reason=plan.bypass,
+            timings=tally.timings,
         )
         stream.prime()
         return stream
@@ -439,10 +440,6 @@ class PromptCache:
         return self._accounting.answered(
             query.request, filled.completion, tally, entry=filled.entry, reason=filled.reason
         )
-
-
-def _locks_of(store: Store) -> Locks | None:
-    return store if isinstance(store, Locks) else None
 
 
 def _reason(exc: BackendError) -> str:

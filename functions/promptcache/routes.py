@@ -39,4 +39,7 @@ def route_path(path: str) -> str | None:
 TIER_HEADER = "X-Promptcache-Tier"
 SIMILARITY_HEADER = "X-Promptcache-Similarity"
 ENTRY_HEADER = "X-Promptcache-Entry"
-RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER)
+#: Where the answer's time went: lookup, embed, verify, model (milliseconds, W3C Server Timing).
+TIMING_HEADER = "Server-Timing"
+TIMING_PARTS = ("lookup", "embed", "verify", "model")
+RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER, TIMING_HEADER)

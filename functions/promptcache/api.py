@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from ._dashboard import HEADERS, asset
 from ._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
 from ._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 from ._prometheus import render
@@ -217,6 +218,13 @@ def metrics(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Setting
         content_type=PROMETHEUS_TYPE,
         body=render(cache.accounting.counters()[1], cache.accounting.entries()),
     )
+
+
+def dashboard(path: str) -> Response[str]:
+    """GET /dashboard and its script and stylesheet: static, open to every caller (the page
+    holds no data; it reads /stats with the key the user pastes in)."""
+    text, content_type = asset(path)
+    return Response(status_code=200, content_type=content_type, body=text, headers=dict(HEADERS))
 
 
 def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:

@@ -17,6 +17,7 @@ from promptcache import ConfigError, PromptCache, Settings, runtime
 from promptcache._accounting import tenant_prefix
 from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.routes import ROUTES
 from promptcache.runtime import with_secrets
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
@@ -154,6 +155,40 @@ def test_top_entries_series_and_since_are_the_callers_own(handlers: dict[str, An
     status, daily = call(handlers, "stats", "GET", f"/stats?since={iso}&tenant=beta", ADMIN)
     assert status == 200 and daily["series"]["step_s"] == 3600
     assert sum(p["requests"] for p in daily["series"]["points"]) == 2
+
+
+def test_no_route_shows_a_tenant_anything_of_another(handlers: dict[str, Any]) -> None:
+    """Every route of ROUTES, called with alpha's key after beta's traffic: nothing of beta's
+    (its model, its prompt, its entry, its name) in any answer."""
+    body = {"model": "beta-secret-model", "messages": [{"role": "user", "content": "beta q"}]}
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+    _, beta = call(handlers, "stats", "GET", "/stats", "kb")
+    beta_entry = beta["top_entries"][0]["id"]
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "alpha one"})[0] == 200
+    secrets = ("beta", beta_entry)
+    bodies = {
+        "/chat": {"prompt": "alpha asks"},
+        "/v1/chat/completions": {"model": "m", "messages": [{"role": "user", "content": "a"}]},
+    }
+    for (method, template), module in ROUTES.items():
+        path = template.replace("{id}", beta_entry)
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer ka"}
+        raw = json.dumps(bodies[path]).encode() if path in bodies else b""
+        event = to_event(method, path, headers, raw)
+        result = handlers[module].lambda_handler(event, LocalContext(module))
+        status, _, payload = from_result(result)
+        text = payload.decode("utf-8", "replace")
+        if path.startswith("/entries/"):  # the same 404 as for an id that never existed
+            assert status == 404, (method, path, status)
+            never = to_event(method, template.replace("{id}", "f" * 32), headers, raw)
+            other = from_result(handlers[module].lambda_handler(never, LocalContext(module)))
+            assert text.replace(beta_entry, "f" * 32) == other[2].decode(), (method, path)
+            text = text.replace(beta_entry, "")  # its own request's id, echoed
+        for secret in secrets:
+            assert secret not in text, (method, path, secret)
+    # beta's entry is still there for beta (alpha's DELETE removed nothing)
+    assert call(handlers, "chat", "GET", f"/entries/{beta_entry}", "kb")[0] == 200
 
 
 def test_the_admin_key_answers_only_the_read_routes(handlers: dict[str, Any]) -> None:

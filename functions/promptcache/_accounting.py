@@ -334,7 +334,7 @@ class Accounting:
         """The models counted so far (only ``tenant``'s when given); empty when the stats cannot
         be read."""
         try:
-            overall, per_tenant = _split(self.stats.read())  # stale ones: no model named only there
+            overall, per_tenant = _split(self.stats.read())
         except StatsError as exc:
             log.warning("reading stats failed: %s", exc)
             return []

@@ -217,6 +217,8 @@ def test_routes_point_at_the_right_functions(dev: ProgramRun) -> None:
     expected = {f"{m} {p}": f"promptcache-dev-{module}" for (m, p), module in ROUTES.items()}
     expected["$default"] = "promptcache-dev-health"  # answers the JSON 404/405
     assert set(routes) == set(expected)
+    for path in ("/metrics", "/dashboard", "/dashboard.js", "/dashboard.css"):  # the stats function
+        assert expected[f"GET {path}"] == "promptcache-dev-stats", path
     for key, function in expected.items():
         target = routes[key]["target"]
         assert target.startswith("integrations/")

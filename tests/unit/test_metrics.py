@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from promptcache import runtime
 from promptcache._prometheus import render
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.test_tenants import ADMIN, call, handlers, traffic  # noqa: F401 - the fixture
@@ -91,6 +93,20 @@ def test_metrics_need_the_admin_key(handlers: dict[str, Any]) -> None:  # noqa: 
     assert "alpha" not in text and "beta" not in text
     assert scrape(handlers, None)[0] == 401
     assert scrape(handlers, "wrong")[0] == 403
+
+
+def test_without_api_keys_metrics_are_open(
+    handlers: dict[str, Any],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMPTCACHE_API_KEYS")
+    runtime.settings.cache_clear()
+    assert call(handlers, "chat", "POST", "/chat", None, {"prompt": "open"})[0] == 200
+    status, _, text = scrape(handlers, None)
+    assert status == 200
+    found = samples(text)
+    name = "promptcache_cache_requests"
+    assert value(found, name, name + "_total", tenant="default", tier="miss") == 1
 
 
 def test_label_values_are_escaped() -> None:

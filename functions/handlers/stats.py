@@ -1,4 +1,5 @@
-"""GET /stats: hits by tier, misses, bypasses, hit rate, latency and savings."""
+"""GET /stats: hits by tier, misses, bypasses, hit rate, latency and savings, over time;
+GET /metrics: the same counters for Prometheus; GET /dashboard: the page that draws them."""
 
 from typing import Any
 
@@ -16,6 +17,27 @@ app = resolver.make_app(runtime.settings())
 @tracer.capture_method
 def stats() -> Response[str]:
     return api.stats(app.current_event, runtime.service(), runtime.settings())
+
+
+@app.get("/metrics")
+@tracer.capture_method
+def metrics() -> Response[str]:
+    return api.metrics(app.current_event, runtime.service(), runtime.settings())
+
+
+@app.get("/dashboard")
+def dashboard() -> Response[str]:
+    return api.dashboard("/dashboard")
+
+
+@app.get("/dashboard.js")
+def dashboard_script() -> Response[str]:
+    return api.dashboard("/dashboard.js")
+
+
+@app.get("/dashboard.css")
+def dashboard_style() -> Response[str]:
+    return api.dashboard("/dashboard.css")
 
 
 @invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

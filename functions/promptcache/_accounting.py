@@ -13,19 +13,42 @@ Counting never breaks an answer: a stats failure is logged and the answer goes o
 A report stays small however many models and tenants were counted: it lists the ``LISTED`` with
 the most requests by name, and sums the rest into ``other_models`` (``other_tenants``), which
 also says how many there are.
+
+Overall and per tenant only (not per model): the time buckets, the latency and token histograms,
+the guards' rejections (``rejected.{guard}``) and, per tenant, each entry's hits (``_timeline``
+names them). Once an hour per process (and on every report) stale buckets and the entry
+counters beyond the most hit are dropped, so storage stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from ._boundary import GuardedStats
-from ._errors import StatsError
+from ._boundary import GuardedStats, GuardedStore
+from ._errors import StatsError, StoreError
+from ._keys import tenant_of
+from ._timeline import (
+    ENTRY_PREFIX,
+    HOUR,
+    LATENCY_BOUNDS_MS,
+    PHASES,
+    TOKEN_BOUNDS,
+    buckets,
+    extra_entries,
+    histogram,
+    observe,
+    series,
+    stale,
+    top,
+)
 from ._types import CacheHit, ChatRequest, ChatResult, Completion, Entry, Tier, Usage
 
 log = logging.getLogger("promptcache")
@@ -36,24 +59,97 @@ _TENANT = "t|"  # prefix of the per-tenant copies: t|{escaped tenant}|{name}, t|
 LISTED = 100
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+#: A guard looks at the query and a candidate's prompt (both canonical) and returns a reason to
+#: reject the candidate, or None to accept it.
+Guard = Callable[[str, str], "str | None"]
+_GUARD_NAME = re.compile(r"[^a-z0-9_]")
+TOP_ENTRIES = 10  # entries listed in a report's top_entries
+
+
 @dataclass
 class Tally:
-    """One request's running account: when it started, how many embeddings it has made."""
+    """One request's running account: when it started, how many embeddings it has made, the
+    milliseconds spent in each phase (``lookup``, ``embed``, ``verify``, ``model``) and the
+    guards that rejected a candidate."""
 
     started: float = field(default_factory=time.perf_counter)
     embeddings: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to ``phase``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._add(phase, start)
+
+    def call(self, phase: str, fn: Callable[[T], R], arg: T) -> R:
+        with self.timed(phase):
+            return fn(arg)
+
+    def clocked(self, phase: str, deltas: Generator[str, None, T]) -> Generator[str, None, T]:
+        """``deltas`` passed through, the time from the first ``next`` to its end in ``phase``."""
+        start = time.perf_counter()
+        try:
+            return (yield from deltas)
+        finally:
+            self._add(phase, start)
+
+    def screen(self, guards: Sequence[Guard], query: str, candidate: str) -> str | None:
+        """The first guard's reason to reject ``candidate`` for ``query`` (that guard's name
+        recorded), or None; the time it takes in ``verify``."""
+        with self.timed("verify"):
+            for guard in guards:
+                reason = guard(query, candidate)
+                if reason is not None:
+                    self.rejected.append(guard_name(guard))
+                    return reason
+        return None
+
+    def timings(self) -> dict[str, float]:
+        """Milliseconds per phase; ``lookup`` without the embedding and the guards in it."""
+        out = dict(self.phases)
+        if "lookup" in out:
+            inner = out.get("embed", 0.0) + out.get("verify", 0.0)
+            out["lookup"] = max(0.0, out["lookup"] - inner)
+        return out
+
+    def _add(self, phase: str, start: float) -> None:
+        ms = (time.perf_counter() - start) * 1000
+        self.phases[phase] = self.phases.get(phase, 0.0) + ms
+
+
+def guard_name(guard: Guard) -> str:
+    """A guard's name in counters: its function's name without ``_guard`` (``numbers``)."""
+    name = str(getattr(guard, "__name__", type(guard).__name__)).lower()
+    return _GUARD_NAME.sub("_", name.removesuffix("_guard"))[:40] or "guard"
 
 
 class Accounting:
     """Closes each request's books: its ChatResult (latency from its tally), counted into
     ``stats``. Reads the report and the models back."""
 
-    def __init__(self, stats: GuardedStats, price_per_1k_tokens: float) -> None:
+    def __init__(
+        self,
+        stats: GuardedStats,
+        price_per_1k_tokens: float,
+        clock: Callable[[], float] = time.time,
+        store: GuardedStore | None = None,
+    ) -> None:
         self.stats = stats
         self.price_per_1k_tokens = price_per_1k_tokens
+        self.clock = clock
+        self.store = store  # where the top entries' prompts are read
+        self._lock = threading.Lock()
+        self._pruned_hour = int(clock() // HOUR)
 
     def hit(self, request: ChatRequest, hit: CacheHit, tally: Tally) -> ChatResult:
         """A stored answer goes out (tier exact or semantic) for ``request``."""
@@ -69,6 +165,9 @@ class Accounting:
                 "tokens_saved": saved,
                 "cost_saved_usd": saved / 1000 * self.price_per_1k_tokens,
             },
+            tally,
+            "hit",
+            {f"{ENTRY_PREFIX}{entry.id}": 1},
         )
         return ChatResult(
             response=entry.response,
@@ -78,6 +177,8 @@ class Accounting:
             latency_ms=latency,
             similarity=hit.similarity,
             entry_id=entry.id,
+            timings=tally.timings(),
+            saved_tokens=saved,
         )
 
     def answered(
@@ -102,6 +203,10 @@ class Accounting:
                 "latency_ms.miss": latency,
                 "tokens_used": completion.usage.total_tokens,
             },
+            tally,
+            "miss",
+            {},
+            completion.usage,
         )
         return ChatResult(
             response=completion.text,
@@ -112,19 +217,26 @@ class Accounting:
             entry_id=entry.id if entry is not None else None,
             bypass_reason=reason,
             finish_reason=completion.finish_reason,
+            timings=tally.timings(),
         )
 
     def report(
-        self, extra: Mapping[str, Any], tenants: Collection[str] | None = None
+        self,
+        extra: Mapping[str, Any],
+        tenants: Collection[str] | None = None,
+        since: float | None = None,
     ) -> dict[str, Any]:
         """The overall summary, then ``extra`` (entries, threshold, embedder), then one summary
         per model; with ``tenants`` (the configured ones), ``tenants``: one report per tenant
-        configured or counted. Raises StatsError."""
-        overall, per_tenant = _split(self.stats.read())
-        body = _report(overall, extra)
+        configured or counted. Each has its time series from ``since`` (default: the last hour),
+        histograms, rejections and top entries. Raises StatsError."""
+        now = self.clock()
+        overall, per_tenant = self._read(now)
+        body = self._scope(overall, extra, since, now)
+        body["top_entries"] = self._top(per_tenant, list(per_tenant), now)
         if tenants is not None:
             names = sorted(set(tenants) | set(per_tenant))
-            reports = {t: _report(per_tenant.get(t, {}), {}) for t in names}
+            reports = {t: self._tenant(t, per_tenant.get(t, {}), {}, since, now) for t in names}
             listed = set(sorted(names, key=lambda t: -reports[t]["requests"])[:LISTED])
             body["tenants"] = {t: reports[t] for t in names if t in listed}
             others = [per_tenant.get(t, {}) for t in names if t not in listed]
@@ -133,14 +245,99 @@ class Accounting:
         return body
 
     def tenant_report(
-        self, tenant: str, known: Collection[str], extra: Mapping[str, Any]
+        self,
+        tenant: str,
+        known: Collection[str],
+        extra: Mapping[str, Any],
+        since: float | None = None,
     ) -> dict[str, Any] | None:
-        """``tenant``'s own summary (``tenant``: its name, then ``extra``, then its models), or
+        """``tenant``'s own report (``tenant``: its name, then ``extra``, then its models), or
         None when it is neither in ``known`` nor counted. Raises StatsError."""
-        counters = _split(self.stats.read())[1].get(tenant)
+        now = self.clock()
+        counters = self._read(now)[1].get(tenant)
         if counters is None and tenant not in known:
             return None
-        return _report(counters or {}, {"tenant": tenant, **extra})
+        return self._tenant(tenant, counters or {}, {"tenant": tenant, **extra}, since, now)
+
+    def entries(self) -> int | None:
+        """The store's entry count, None when it cannot tell."""
+        if self.store is None:
+            return None
+        try:
+            return self.store.count()
+        except StoreError as exc:
+            log.warning("counting entries failed: %s", exc)
+            return None
+
+    def counters(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """The overall counters and each tenant's (stale ones dropped first). Raises
+        StatsError."""
+        return self._read(self.clock())
+
+    def _tenant(
+        self,
+        tenant: str,
+        counters: Mapping[str, float],
+        extra: Mapping[str, Any],
+        since: float | None,
+        now: float,
+    ) -> dict[str, Any]:
+        body = self._scope(counters, extra, since, now)
+        body["top_entries"] = self._top({tenant: counters}, [tenant], now)
+        return body
+
+    def _scope(
+        self,
+        counters: Mapping[str, float],
+        extra: Mapping[str, Any],
+        since: float | None,
+        now: float,
+    ) -> dict[str, Any]:
+        body = _report(counters, extra)
+        body["rejections"] = {
+            k[len("rejected.") :]: int(v)
+            for k, v in sorted(counters.items())
+            if k[:9] == "rejected."
+        }
+        body["latency_ms"] = {p: histogram(counters, p, LATENCY_BOUNDS_MS) for p in PHASES}
+        body["series"] = series(counters, now - HOUR if since is None else since, now)
+        return body
+
+    def _top(
+        self, per_tenant: Mapping[str, Mapping[str, float]], tenants: Sequence[str], now: float
+    ) -> list[dict[str, Any]]:
+        """The most hit entries of ``tenants``: id, tenant, hits, and (when the store has it
+        still) prompt, model, created_at and age_s."""
+        ranked = sorted(
+            (
+                (hits, entry_id, t)
+                for t in tenants
+                for entry_id, hits in top(per_tenant[t], TOP_ENTRIES)
+            ),
+            key=lambda x: (-x[0], x[1]),
+        )[:TOP_ENTRIES]
+        out = []
+        for hits, entry_id, t in ranked:
+            item: dict[str, Any] = {"id": entry_id, "tenant": t, "hits": hits}
+            entry = self._entry(t, entry_id, now)
+            if entry is not None:
+                item.update(
+                    prompt=entry.prompt,
+                    model=entry.model,
+                    created_at=entry.created_at,
+                    age_s=round(max(0.0, now - entry.created_at), 3),
+                )
+            out.append(item)
+        return out
+
+    def _entry(self, tenant: str, entry_id: str, now: float) -> Entry | None:
+        if self.store is None:
+            return None
+        try:
+            return live_entry(self.store, tenant, entry_id, now)
+        except StoreError as exc:
+            log.warning("reading a top entry failed: %s", exc)
+            return None
 
     def models(self, tenant: str | None = None) -> list[str]:
         """The models counted so far (only ``tenant``'s when given); empty when the stats cannot
@@ -150,22 +347,90 @@ class Accounting:
         except StatsError as exc:
             log.warning("reading stats failed: %s", exc)
             return []
-        return _models(overall if tenant is None else per_tenant.get(tenant, {}))
+        return models_in(overall if tenant is None else per_tenant.get(tenant, {}))
 
     def reset(self) -> None:
         """Raises StatsError."""
         self.stats.reset()
 
-    def _add(self, request: ChatRequest, counters: Mapping[str, float]) -> None:
+    def _add(
+        self,
+        request: ChatRequest,
+        counters: Mapping[str, float],
+        tally: Tally,
+        kind: str,
+        per_tenant: Mapping[str, float],
+        usage: Usage | None = None,
+    ) -> None:
+        """``counters`` four times (overall, model, tenant, tenant and model); ``kind``'s
+        (``hit`` or ``miss``) and the phases' histograms, the rejections, the time buckets and
+        ``usage``'s token histograms overall and per tenant; ``per_tenant`` for the tenant only."""
+        now = self.clock()
         model = f"{_MODEL}{request.model}|"
         tenant = tenant_prefix(request.tenant)
-        merged = dict(counters)
-        for prefix in (model, tenant, tenant + model):
+        scoped = {**buckets(counters, now), **_shapes(counters, tally, kind, usage)}
+        merged = {**counters, **scoped}
+        for prefix in (model, tenant + model):
             merged.update({prefix + k: v for k, v in counters.items()})
+        merged.update({tenant + k: v for k, v in counters.items()})
+        merged.update({tenant + k: v for k, v in scoped.items()})
+        merged.update({tenant + k: v for k, v in per_tenant.items()})
         try:
             self.stats.add(merged)
         except StatsError as exc:  # stats never break an answer
             log.warning("stats update failed: %s", exc)
+            return
+        hour = int(now // HOUR)
+        with self._lock:
+            due, self._pruned_hour = hour != self._pruned_hour, hour
+        if due:
+            try:
+                self._read(now)
+            except StatsError as exc:
+                log.warning("dropping stale counters failed: %s", exc)
+
+    def _read(self, now: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """The counters split, after dropping stale buckets and the least hit entry counters."""
+        counters = self.stats.read()
+        overall, per_tenant = _split(counters)
+        drop = stale(overall, now)
+        for t, mine in per_tenant.items():
+            prefix = tenant_prefix(t)
+            drop += [prefix + k for k in stale(mine, now) + extra_entries(mine)]
+        if drop:
+            self.stats.drop(drop)
+            for name in drop:
+                counters.pop(name, None)
+            overall, per_tenant = _split(counters)
+        return overall, per_tenant
+
+
+def live_entry(store: GuardedStore, tenant: str, entry_id: str, now: float) -> Entry | None:
+    """One of ``tenant``'s live stored answers, or None (another tenant's entries are
+    invisible). Raises StoreError."""
+    entry = store.get(entry_id)
+    if entry is None or tenant_of(entry.namespace) != tenant or entry.expired(now):
+        return None
+    return entry
+
+
+def _shapes(
+    counters: Mapping[str, float], tally: Tally, kind: str, usage: Usage | None
+) -> dict[str, float]:
+    """The histograms' and rejections' counters of one answer."""
+    out: dict[str, float] = {}
+    for name in tally.rejected:
+        out[f"rejected.{name}"] = out.get(f"rejected.{name}", 0.0) + 1
+    timings = {kind: float(counters[f"latency_ms.{kind}"]), **tally.timings()}
+    for phase, ms in timings.items():
+        out[observe(phase, ms, LATENCY_BOUNDS_MS)] = 1
+        if phase != kind:
+            out[f"latency_ms.{phase}"] = ms
+    if usage is not None and usage.total_tokens:
+        for name, tokens in (("input", usage.prompt_tokens), ("output", usage.completion_tokens)):
+            out[observe(name, tokens, TOKEN_BOUNDS)] = 1
+            out[f"tokens.{name}"] = tokens
+    return out
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -220,7 +485,7 @@ def _sum(parts: list[dict[str, float]]) -> dict[str, float]:
     return total
 
 
-def _models(counters: Mapping[str, float]) -> list[str]:
+def models_in(counters: Mapping[str, float]) -> list[str]:
     return sorted({k[len(_MODEL) :].rsplit("|", 1)[0] for k in counters if k.startswith(_MODEL)})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._accounting import Accounting
+from ._accounting import Accounting, live_entry
 from ._boundary import GuardedStore
 from ._claim import Claims
 from ._indexes import Indexes
@@ -39,10 +39,7 @@ class Admin:
     def entry(self, tenant: str, entry_id: str) -> Entry | None:
         """One of ``tenant``'s live stored answers, or None (another tenant's entries are
         invisible). Raises StoreError."""
-        entry = self._store.get(entry_id)
-        if entry is None or tenant_of(entry.namespace) != tenant or entry.expired(self._clock()):
-            return None
-        return entry
+        return live_entry(self._store, tenant, entry_id, self._clock())
 
     def forget(self, tenant: str, entry_id: str) -> Entry | None:
         """Remove one of ``tenant``'s stored answers (a wrong one, say): neither tier serves it

@@ -17,7 +17,7 @@ closed generator's GeneratorExit) pass through untouched.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -192,6 +192,10 @@ class GuardedStats:
     def reset(self) -> None:
         with failures_as(StatsError, "stats reset"):
             self.inner.reset()
+
+    def drop(self, names: Collection[str]) -> None:
+        with failures_as(StatsError, "stats drop"):
+            self.inner.drop(names)
 
 
 class GuardedLLM:

@@ -25,6 +25,7 @@ from types import TracebackType
 
 from ._boundary import GuardedLocks
 from ._errors import BackendError
+from ._protocols import Locks, Store
 from ._query import Query
 from ._singleflight import Lease, SingleFlight
 from ._types import CacheMode, Completion, Entry, Usage
@@ -187,3 +188,8 @@ class Claims:
             self.locks.unlock(name, token)
         except BackendError as exc:  # it expires by itself
             log.warning("releasing the fill lock failed: %s", exc)
+
+
+def locks_of(store: Store) -> Locks | None:
+    """The store's own fill locks, when it has them."""
+    return store if isinstance(store, Locks) else None

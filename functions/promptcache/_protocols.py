@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -152,9 +152,13 @@ class StreamingLLM(LLM, Protocol):
 
 @runtime_checkable
 class Stats(Protocol):
-    """Counters that lose no update under concurrency."""
+    """Counters that lose no update under concurrency. ``drop`` forgets the named counters (the
+    accounting drops stale time buckets with it; a backend whose counters have several writers
+    drops what this writer wrote)."""
 
     def add(self, counters: Mapping[str, float]) -> None: ...
+
+    def drop(self, names: Collection[str]) -> None: ...
 
     def read(self) -> dict[str, float]: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 
 from ._types import ChatResult, Completion, Tier, Usage
 
@@ -76,6 +76,7 @@ class ChatStream:
         entry_id: str | None = None,
         bypass_reason: str | None = None,
         result: ChatResult | None = None,
+        timings: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.tier = tier
         self.model = model
@@ -83,6 +84,7 @@ class ChatStream:
         self.entry_id = entry_id
         self.bypass_reason = bypass_reason
         self.result = result
+        self._timings = timings
         self._deltas = deltas
         self._pending: deque[str] = deque()
         self._exhausted = False
@@ -103,6 +105,14 @@ class ChatStream:
     @property
     def cached(self) -> bool:
         return self.tier in (Tier.EXACT, Tier.SEMANTIC)
+
+    @property
+    def timings(self) -> Mapping[str, float]:
+        """Milliseconds per part so far (a replay: the hit's; a live miss: what ran before the
+        model's first delta, and the model's time once it ended)."""
+        if self.result is not None:
+            return self.result.timings
+        return self._timings() if self._timings is not None else {}
 
     def __iter__(self) -> ChatStream:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,9 @@ class ChatResult:
       exact hit), else None.
     - ``entry_id``: the stored entry that answered (a hit) or now holds the answer (a miss).
     - ``finish_reason``: the model's, on a miss or bypass; a stored answer is a finished one.
+    - ``timings``: milliseconds spent in each part of the answer that ran: ``lookup`` (store
+      and index, without the rest), ``embed``, ``verify`` (the guards), ``model``.
+    - ``saved_tokens``: on a hit, the tokens the stored answer cost when it was made.
     """
 
     response: str
@@ -193,6 +197,8 @@ class ChatResult:
     entry_id: str | None = None
     bypass_reason: str | None = None
     finish_reason: str = "stop"
+    timings: Mapping[str, float] = field(default_factory=dict)
+    saved_tokens: int = 0
 
     @property
     def cached(self) -> bool:

@@ -5,16 +5,22 @@
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from ._dashboard import HEADERS, asset
 from ._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
+from ._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
+from ._prometheus import render
+from ._timeline import HOUR, HOURS_KEPT
 from ._types import CacheMode, ChatRequest, Message
 from .core import PromptCache
-from .observability import count
+from .observability import record
 from .routes import ENTRY_HEADER
 from .settings import Settings
 from .wire import (
@@ -93,8 +99,8 @@ def chat(
     request = parse_chat(json_body(event, settings), settings, tenant)
     check_threshold(request.threshold, cache.threshold, admin=admin)
     result = cache.chat(request)
-    count(f"tier_{result.tier.value}")
-    headers = result_headers(result.tier, result.similarity, result.entry_id)
+    record(result)
+    headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
     return json_response(200, result.as_dict(), headers)
 
 
@@ -155,25 +161,73 @@ def forget(
     )
 
 
+def since_param(event: APIGatewayProxyEventV2, now: float) -> float | None:
+    """``?since=``: Unix seconds or an ISO 8601 time (with its offset, else UTC), at most
+    HOURS_KEPT hours back (older buckets are gone); None when absent."""
+    raw = (event.query_string_parameters or {}).get("since")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise BadRequest(
+                f"'since' must be Unix seconds or an ISO 8601 time, got {raw[:64]!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        value = parsed.timestamp()
+    oldest = now - HOURS_KEPT * HOUR
+    if not math.isfinite(value) or not oldest <= value <= now + 60:
+        raise BadRequest(
+            f"'since' must be within the last {HOURS_KEPT // 24} days (the hourly buckets kept), "
+            f"and not in the future; got {raw[:64]!r}"
+        )
+    return value
+
+
 def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
     """GET /stats: a tenant's key reads its own tenant's report; the admin key the overall one
-    with every tenant's (``?tenant=NAME``: that tenant's). Without API keys: the overall one."""
+    with every tenant's (``?tenant=NAME``: that tenant's). Without API keys: the overall one.
+    ``?since=`` starts the bucketed series (default: the last hour)."""
     caller = reader(event, settings)
+    since = since_param(event, cache.clock())
     if not settings.api_keys:
-        return json_response(200, cache.report())
+        return json_response(200, cache.report(since=since))
     tenants = set(settings.api_keys.values())
     asked = (event.query_string_parameters or {}).get("tenant")
     if caller is not None:
         if asked is not None and asked != caller:
             raise Forbidden("a tenant's key reads its own tenant's stats only")
-        body = cache.tenant_report(caller, tenants)
+        body = cache.tenant_report(caller, tenants, since)
     elif asked is None:
-        return json_response(200, cache.report(tenants))
+        return json_response(200, cache.report(tenants, since))
     else:
-        body = cache.tenant_report(asked, tenants)
+        body = cache.tenant_report(asked, tenants, since)
     if body is None:
         raise NotFound(f"no tenant {asked!r} in this cache's keys or counters")
     return json_response(200, body)
+
+
+def metrics(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+    """GET /metrics: the counters in Prometheus' text format, every tenant's. With API keys
+    configured only the admin key reads it (a tenant's key would see the others')."""
+    if reader(event, settings) is not None and settings.api_keys:
+        raise Forbidden("/metrics shows every tenant: it needs the admin key")
+    return Response(
+        status_code=200,
+        content_type=PROMETHEUS_TYPE,
+        body=render(cache.accounting.counters()[1], cache.accounting.entries()),
+    )
+
+
+def dashboard(path: str) -> Response[str]:
+    """GET /dashboard and its script and stylesheet: static, open to every caller (the page
+    holds no data; it reads /stats with the key the user pastes in)."""
+    text, content_type = asset(path)
+    return Response(status_code=200, content_type=content_type, body=text, headers=dict(HEADERS))
 
 
 def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:

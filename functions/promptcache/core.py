@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ._accounting import Accounting, Tally
+from ._accounting import Accounting, Guard, Tally
 from ._admin import Admin
 from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, GuardedStore
-from ._claim import Claims, Filled, Lead, lock_ttl
+from ._claim import Claims, Filled, Lead, lock_ttl, locks_of
 from ._errors import BackendError
 from ._health import Health
 from ._indexes import DEFAULT_BOUNDS, Bounds, indexes_for
@@ -47,13 +47,9 @@ from ._types import (
     Tier,
     Vector,
 )
-from .guards import rejection
 from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFIER_BAND
 
 log = logging.getLogger("promptcache")
-
-#: A guard: (query, a candidate's prompt), both canonical -> a reason to reject it, or None.
-Guard = Callable[[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +117,7 @@ class PromptCache:
     ) -> None:
         self._store = GuardedStore(store)
         self._locks_follow_store = locks is None
-        self._locks = GuardedLocks(locks if locks is not None else _locks_of(store))
+        self._locks = GuardedLocks(locks if locks is not None else locks_of(store))
         self._embedder = GuardedEmbedder(embedder)
         self._stats = GuardedStats(stats)
         self._llm = GuardedLLM(llm, llm_hint)
@@ -144,7 +140,7 @@ class PromptCache:
             wait=fill_lock_ttl if fill_wait is None else fill_wait,
         )
         self._indexes.evicted = self._claims.forget  # a lingering shared answer may be evicted
-        self._accounting = Accounting(self._stats, price_per_1k_tokens)
+        self._accounting = Accounting(self._stats, price_per_1k_tokens, clock, self._store)
         self._health = Health(
             store=self._store, embedder=self._embedder, stats=self._stats, llm=self._llm
         )
@@ -165,7 +161,7 @@ class PromptCache:
     def store(self, store: Store) -> None:
         self._store.inner = store
         if self._locks_follow_store:
-            self._locks.inner = _locks_of(store)
+            self._locks.inner = locks_of(store)
 
     @property
     def locks(self) -> Locks | None:
@@ -215,7 +211,8 @@ class PromptCache:
         if isinstance(lead, Filled):
             return self._shared(query, tally, lead)
         with lead:
-            return self._settle(query, tally, plan, lead, self._llm.generate(request))
+            completion = tally.call("model", self._llm.generate, request)
+            return self._settle(query, tally, plan, lead, completion)
 
     def chat_stream(self, request: ChatRequest) -> ChatStream:
         """``chat``, streamed: same tiers, counters and fail-open, decided before the first delta.
@@ -242,6 +239,7 @@ class PromptCache:
             model=request.model,
             deltas=self._relay(query, tally, plan, lead),
             bypass_reason=plan.bypass,
+            timings=tally.timings,
         )
         stream.prime()
         return stream
@@ -270,18 +268,27 @@ class PromptCache:
         return namespace(request, self._embedder.id, self._embedder.dim)
 
     # ------------------------------------------------------------------ reporting and admin
-    def report(self, tenants: Collection[str] | None = None) -> dict[str, Any]:
-        """The counters' report (``Accounting``), ``tenants``: per tenant. Raises StatsError."""
+    def report(
+        self, tenants: Collection[str] | None = None, since: float | None = None
+    ) -> dict[str, Any]:
+        """The counters' report (``Accounting``), ``tenants``: per tenant, the series from
+        ``since``. Raises StatsError."""
         try:
             entries: int | None = self._store.count()
         except BackendError:
             entries = None
-        return self._accounting.report(self._about(entries), tenants)
+        return self._accounting.report(self._about(entries), tenants, since)
 
-    def tenant_report(self, tenant: str, known: Collection[str] = ()) -> dict[str, Any] | None:
+    def tenant_report(
+        self, tenant: str, known: Collection[str] = (), since: float | None = None
+    ) -> dict[str, Any] | None:
         """``tenant``'s alone (``entries`` None: stores count every tenant's entries together),
         or None if it is neither in ``known`` nor counted. Raises StatsError."""
-        return self._accounting.tenant_report(tenant, known, self._about(None))
+        return self._accounting.tenant_report(tenant, known, self._about(None), since)
+
+    @property
+    def accounting(self) -> Accounting:
+        return self._accounting
 
     def _about(self, entries: int | None) -> dict[str, Any]:
         embedder = {"id": self._embedder.id, "dim": self._embedder.dim}
@@ -331,7 +338,8 @@ class PromptCache:
                 log.warning("refresh lookup failed: %s", exc)
                 return _Plan()
         try:
-            hit, vector = self._lookup(query, tally)
+            with tally.timed("lookup"):
+                hit, vector = self._lookup(query, tally)
         except BackendError as exc:
             log.warning("cache lookup failed, bypassing: %s", exc)
             return _Plan(bypass=_reason(exc))
@@ -354,9 +362,9 @@ class PromptCache:
             if entry is None or entry.expired(now):
                 self._indexes.remove(query.namespace, entry_id)
                 continue
-            reason = rejection(self.guards, query.text, entry.prompt)
+            reason = tally.screen(self.guards, query.text, entry.prompt)
             if reason is None and self.verifier and similarity < threshold + self.verifier_band:
-                reason = rejection(self.verifier, query.text, entry.prompt)  # borderline only
+                reason = tally.screen(self.verifier, query.text, entry.prompt)  # borderline only
             if reason is not None:
                 log.info("candidate %s rejected by guard: %s", entry_id, reason)
                 continue
@@ -375,7 +383,8 @@ class PromptCache:
         """The model's deltas, then the whole answer settled as a plain one. A broken or closed
         stream settles ``lead`` by its exception (see ``Lead``) and stores nothing."""
         with lead:
-            completion = yield from passthrough(self._llm.stream(query.request), query.model)
+            deltas = passthrough(self._llm.stream(query.request), query.model)
+            completion = yield from tally.clocked("model", deltas)
             return self._settle(query, tally, plan, lead, completion)
 
     def _settle(
@@ -406,7 +415,8 @@ class PromptCache:
 
     def _embed(self, text: str, tally: Tally) -> Vector:
         tally.embeddings += 1
-        return np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
+        with tally.timed("embed"):
+            return np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
 
     def _entry(self, query: Query, completion: Completion) -> Entry:
         now = self.clock()
@@ -435,10 +445,6 @@ class PromptCache:
         return self._accounting.answered(
             query.request, filled.completion, tally, entry=filled.entry, reason=filled.reason
         )
-
-
-def _locks_of(store: Store) -> Locks | None:
-    return store if isinstance(store, Locks) else None
 
 
 def _reason(exc: BackendError) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import lru_cache
 
 from ._keys import literal_spans, normalize
@@ -458,12 +458,3 @@ def verifier_guards(kind: str) -> tuple[Guard, ...]:
     changed-target checks: on held-out data they trade recall for precision at about the rate a
     higher threshold does, so they are opt-in, for traffic where these mistakes cost most."""
     return VERIFIERS[kind]
-
-
-def rejection(guards: Sequence[Guard], query: str, candidate: str) -> str | None:
-    """The first guard's reason to reject ``candidate`` for ``query``, or None."""
-    for guard in guards:
-        reason = guard(query, candidate)
-        if reason is not None:
-            return reason
-    return None

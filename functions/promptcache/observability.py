@@ -26,6 +26,8 @@ from aws_lambda_powertools.logging.lambda_context import build_lambda_context_mo
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities import jmespath_utils
 
+from ._types import ChatResult
+
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "promptcache"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "promptcache"
 
@@ -43,6 +45,35 @@ def count(name: str, value: float = 1) -> None:
     current = _METRICS.get()
     if current is not None:
         current.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+#: The EMF metric of each part of an answer (milliseconds).
+_DURATIONS = {
+    "lookup": "LookupDuration",
+    "embed": "EmbeddingDuration",
+    "verify": "VerifyDuration",
+    "model": "ModelDuration",
+}
+
+
+def record(result: ChatResult) -> None:
+    """The current invocation's metrics of one answer, from its result: ``tier_{tier}`` (a
+    count), ``AnswerDuration`` and each part's duration (milliseconds), ``TokensUsed`` and, for a
+    hit, ``TokensSaved``. One dimension besides the service: ``tier`` (four values). Nothing that
+    grows with traffic (prompt, entry id, tenant, model) is a dimension."""
+    current = _METRICS.get()
+    if current is None:
+        return
+    current.add_dimension(name="tier", value=result.tier.value)
+    current.add_metric(name=f"tier_{result.tier.value}", unit=MetricUnit.Count, value=1)
+    current.add_metric(name="AnswerDuration", unit=MetricUnit.Milliseconds, value=result.latency_ms)
+    for part, ms in result.timings.items():
+        name = _DURATIONS.get(part)
+        if name is not None:
+            current.add_metric(name=name, unit=MetricUnit.Milliseconds, value=ms)
+    current.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total_tokens)
+    if result.cached and result.saved_tokens:
+        current.add_metric(name="TokensSaved", unit=MetricUnit.Count, value=result.saved_tokens)
 
 
 def invocation(correlation_id_path: str) -> Callable[[Handler], Handler]:

@@ -39,7 +39,7 @@ from ._errors import PromptCacheError, Unprocessable
 from ._stream import ChatStream
 from ._types import CacheMode, ChatRequest, ChatResult, Tier, Usage
 from .core import PromptCache
-from .observability import count
+from .observability import count, record
 from .settings import Settings
 from .wire import (
     RateLimiter,
@@ -393,24 +393,27 @@ def chat_completions(
 
     if request.n > 1:
         results = _samples(cache, request)
-        count(f"tier_{Tier.BYPASS.value}")
-        headers = result_headers(Tier.BYPASS, None, None)
+        for one in results:
+            record(one)
+        headers = result_headers(Tier.BYPASS, None, None, _slowest(results))
         if not request.stream:
             body = completion_object(results, completion_id=completion_id, created=created)
             return json_response(200, body, headers)
         streams = [ChatStream.replay(r) for r in results]
     elif request.stream:
         stream = cache.chat_stream(request.chat)  # primed: an early upstream failure raises here
-        count(f"tier_{stream.tier.value}")
-        headers = result_headers(stream.tier, stream.similarity, stream.entry_id)
+        if stream.result is not None:
+            record(stream.result)
+        else:  # a live miss: its parts are in the counters once it ends
+            count(f"tier_{stream.tier.value}")
+        headers = result_headers(stream.tier, stream.similarity, stream.entry_id, stream.timings)
         streams = [stream]
     else:
         result = cache.chat(request.chat)
-        count(f"tier_{result.tier.value}")
+        record(result)
         body = completion_object([result], completion_id=completion_id, created=created)
-        return json_response(
-            200, body, result_headers(result.tier, result.similarity, result.entry_id)
-        )
+        headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
+        return json_response(200, body, headers)
 
     headers["Cache-Control"] = "no-cache"
     slot = _LIVE.get()
@@ -427,6 +430,14 @@ def chat_completions(
     else:  # Lambda behind API Gateway: the whole event stream in one body
         text = b"".join(events).decode("utf-8")
     return Response(status_code=200, content_type="text/event-stream", body=text, headers=headers)
+
+
+def _slowest(results: list[ChatResult]) -> dict[str, float]:
+    """n parallel answers: each part's longest (the time the caller waited for it)."""
+    return {
+        part: max(r.timings.get(part, 0.0) for r in results)
+        for part in {p for r in results for p in r.timings}
+    }
 
 
 def models(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:

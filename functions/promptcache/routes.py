@@ -14,6 +14,10 @@ import re
 ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/chat"): "chat",
     ("GET", "/stats"): "stats",
+    ("GET", "/metrics"): "stats",
+    ("GET", "/dashboard"): "stats",
+    ("GET", "/dashboard.js"): "stats",
+    ("GET", "/dashboard.css"): "stats",
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
     ("GET", "/v1/models"): "chat",
@@ -41,4 +45,7 @@ def route_path(path: str) -> str | None:
 TIER_HEADER = "X-Promptcache-Tier"
 SIMILARITY_HEADER = "X-Promptcache-Similarity"
 ENTRY_HEADER = "X-Promptcache-Entry"
-RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER)
+#: Where the answer's time went: lookup, embed, verify, model (milliseconds, W3C Server Timing).
+TIMING_HEADER = "Server-Timing"
+TIMING_PARTS = ("lookup", "embed", "verify", "model")
+RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER, TIMING_HEADER)

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -29,7 +30,14 @@ from ._errors import (
 )
 from ._types import Message, Tier
 from .ratelimit import RateLimiter
-from .routes import ENTRY_HEADER, RESULT_HEADERS, SIMILARITY_HEADER, TIER_HEADER
+from .routes import (
+    ENTRY_HEADER,
+    RESULT_HEADERS,
+    SIMILARITY_HEADER,
+    TIER_HEADER,
+    TIMING_HEADER,
+    TIMING_PARTS,
+)
 from .settings import Settings
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "parse_messages",
     "reader",
     "result_headers",
+    "server_timing",
 ]
 
 log = logging.getLogger("promptcache")
@@ -58,14 +67,26 @@ log = logging.getLogger("promptcache")
 _ROLES = ("system", "user", "assistant")
 
 
-def result_headers(tier: Tier, similarity: float | None, entry_id: str | None) -> dict[str, str]:
-    """The headers naming what the cache did: the tier, a hit's similarity, the stored entry."""
+def result_headers(
+    tier: Tier,
+    similarity: float | None,
+    entry_id: str | None,
+    timings: Mapping[str, float] | None = None,
+) -> dict[str, str]:
+    """The headers naming what the cache did: the tier, a hit's similarity, the stored entry,
+    and where the time went (``Server-Timing``: each part, 0 for one that did not run)."""
     headers = {TIER_HEADER: tier.value}
     if similarity is not None:
         headers[SIMILARITY_HEADER] = f"{similarity:.6f}"
     if entry_id:
         headers[ENTRY_HEADER] = entry_id
+    headers[TIMING_HEADER] = server_timing(timings or {})
     return headers
+
+
+def server_timing(timings: Mapping[str, float]) -> str:
+    """``lookup;dur=0.41, embed;dur=3.2, verify;dur=0, model;dur=812.5`` (milliseconds)."""
+    return ", ".join(f"{part};dur={round(timings.get(part, 0.0), 3):g}" for part in TIMING_PARTS)
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:

@@ -221,6 +221,8 @@ def test_routes_point_at_the_right_functions(dev: ProgramRun) -> None:
     assert set(routes) == set(expected)
     for admin in ("GET /admin/entries", "POST /admin/flush", "POST /admin/forget"):
         assert expected[admin] == "promptcache-dev-chat" and admin in routes
+    for path in ("/metrics", "/dashboard", "/dashboard.js", "/dashboard.css"):  # the stats function
+        assert expected[f"GET {path}"] == "promptcache-dev-stats", path
     for key, function in expected.items():
         target = routes[key]["target"]
         assert target.startswith("integrations/")

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from promptcache import PromptCache
+from promptcache._accounting import tenant_prefix
 from promptcache._protocols import Stats
 from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
@@ -119,6 +120,12 @@ def hammer(cache: PromptCache) -> None:
 
 
 def assert_exact(cache: PromptCache) -> None:
+    raw = cache.stats.read()  # before a report drops the entry counters beyond the most hit
+    for tenant in TENANTS:
+        prefix = tenant_prefix(tenant)
+        entries = sum(v for k, v in raw.items() if k.startswith(prefix + "e|"))
+        hits = raw.get(prefix + "hits.exact", 0) + raw.get(prefix + "hits.semantic", 0)
+        assert entries == hits > 0
     report = cache.report(tenants=TENANTS)
     per_tenant = WRITERS // 2 * PROMPTS * 2
     assert report["requests"] == 2 * per_tenant
@@ -134,6 +141,17 @@ def assert_exact(cache: PromptCache) -> None:
         assert report[field] == sum(report["tenants"][t][field] for t in TENANTS), field
     for tier in ("exact", "semantic"):
         assert report["hits"][tier] == sum(report["tenants"][t]["hits"][tier] for t in TENANTS)
+    # the time buckets and the histograms are exact too
+    assert sum(p["requests"] for p in report["series"]["points"]) == 2 * per_tenant
+    hist = report["latency_ms"]
+    assert hist["hit"]["count"] == report["hits"]["total"]
+    assert hist["miss"]["count"] == report["misses"]
+    assert hist["lookup"]["count"] == 2 * per_tenant
+    for tenant in TENANTS:
+        own = report["tenants"][tenant]
+        assert sum(p["requests"] for p in own["series"]["points"]) == per_tenant
+        assert own["latency_ms"]["hit"]["count"] + own["latency_ms"]["miss"]["count"] == per_tenant
+        assert sum(e["hits"] for e in own["top_entries"]) <= own["hits"]["total"]
 
 
 @pytest.mark.parametrize("make", [_sqlite, _memory], ids=["sqlite", "memory"])
@@ -156,6 +174,10 @@ def test_tenant_counters_are_exact_under_16_writers_on_upstash(upstash: Any) -> 
         )
         hammer(cache)
         assert_exact(cache)
+        stale = [k for k in stats.read() if k.startswith("s|m|")]
+        stats.drop(stale)
+        assert stale and not set(stale) & set(stats.read())
+        assert cache.report()["requests"] == 2 * WRITERS // 2 * PROMPTS * 2
 
 
 def test_one_canonical_authorization_over_http(keyed: ServerProcess) -> None:

@@ -207,6 +207,7 @@ _ARGS: dict[str, tuple[Any, ...]] = {
     "add": ({"x": 1.0},),
     "read": (),
     "reset": (),
+    "drop": (["x"],),
 }
 #: (wrapper, protocol, backend, the only error the wrapper may raise)
 _GUARDS: list[tuple[Any, type, Any, type[Exception]]] = [

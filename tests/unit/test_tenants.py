@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from promptcache._accounting import tenant_prefix
 from promptcache._errors import Forbidden
 from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.routes import ROUTES
 from promptcache.runtime import with_secrets
 from promptcache.settings import key_digest
 from promptcache.wire import reader
@@ -136,6 +138,70 @@ def test_the_admin_key_reads_every_tenant(handlers: dict[str, Any]) -> None:
     assert model_ids(body) == ["default-model", "alpha-model", "beta-secret-model"]
 
 
+def test_top_entries_series_and_since_are_the_callers_own(handlers: dict[str, Any]) -> None:
+    traffic(handlers)
+    body = {"model": "beta-secret-model", "messages": [{"role": "user", "content": "beta q"}]}
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+    status, alpha = call(handlers, "stats", "GET", "/stats", "ka")
+    assert [(e["prompt"], e["hits"]) for e in alpha["top_entries"]] == [("alpha one", 1)]
+    assert sum(p["requests"] for p in alpha["series"]["points"]) == 2
+    status, beta = call(handlers, "stats", "GET", "/stats", "kb")
+    assert [e["prompt"] for e in beta["top_entries"]] == ["beta q"]
+    beta_entry = beta["top_entries"][0]["id"]
+    status, shown = call(handlers, "chat", "GET", f"/entries/{beta_entry}", "ka")
+    assert status == 404  # alpha cannot read beta's top entry either
+    status, admin = call(handlers, "stats", "GET", "/stats", ADMIN)
+    assert {e["prompt"] for e in admin["top_entries"]} == {"alpha one", "beta q"}
+    assert [e["id"] for e in admin["tenants"]["alpha"]["top_entries"]] == [
+        e["id"] for e in alpha["top_entries"]
+    ]
+    for since in ("1800000000x", "nan", "inf", "0", "2001-01-01T00:00:00", "9" * 20):
+        status, error = call(handlers, "stats", "GET", f"/stats?since={since}", "ka")
+        assert status == 400 and "'since'" in error["error"]["message"], since
+    now = runtime.service().clock()
+    status, recent = call(handlers, "stats", "GET", f"/stats?since={int(now) - 7200}", "ka")
+    assert status == 200 and recent["series"]["step_s"] == 60
+    assert sum(p["requests"] for p in recent["series"]["points"]) == 2
+    iso = datetime.fromtimestamp(now - 3 * 86400, UTC).isoformat().replace("+00:00", "Z")
+    status, daily = call(handlers, "stats", "GET", f"/stats?since={iso}&tenant=beta", ADMIN)
+    assert status == 200 and daily["series"]["step_s"] == 3600
+    assert sum(p["requests"] for p in daily["series"]["points"]) == 2
+
+
+def test_no_route_shows_a_tenant_anything_of_another(handlers: dict[str, Any]) -> None:
+    """Every route of ROUTES, called with alpha's key after beta's traffic: nothing of beta's
+    (its model, its prompt, its entry, its name) in any answer."""
+    body = {"model": "beta-secret-model", "messages": [{"role": "user", "content": "beta q"}]}
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+    assert call(handlers, "chat", "POST", "/v1/chat/completions", "kb", body)[0] == 200
+    _, beta = call(handlers, "stats", "GET", "/stats", "kb")
+    beta_entry = beta["top_entries"][0]["id"]
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "alpha one"})[0] == 200
+    secrets = ("beta", beta_entry)
+    bodies = {
+        "/chat": {"prompt": "alpha asks"},
+        "/v1/chat/completions": {"model": "m", "messages": [{"role": "user", "content": "a"}]},
+    }
+    for (method, template), module in ROUTES.items():
+        path = template.replace("{id}", beta_entry)
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer ka"}
+        raw = json.dumps(bodies[path]).encode() if path in bodies else b""
+        event = to_event(method, path, headers, raw)
+        result = handlers[module].lambda_handler(event, LocalContext(module))
+        status, _, payload = from_result(result)
+        text = payload.decode("utf-8", "replace")
+        if path.startswith("/entries/"):  # the same 404 as for an id that never existed
+            assert status == 404, (method, path, status)
+            never = to_event(method, template.replace("{id}", "f" * 32), headers, raw)
+            other = from_result(handlers[module].lambda_handler(never, LocalContext(module)))
+            assert text.replace(beta_entry, "f" * 32) == other[2].decode(), (method, path)
+            text = text.replace(beta_entry, "")  # its own request's id, echoed
+        for secret in secrets:
+            assert secret not in text, (method, path, secret)
+    # beta's entry is still there for beta (alpha's DELETE removed nothing)
+    assert call(handlers, "chat", "GET", f"/entries/{beta_entry}", "kb")[0] == 200
+
+
 def test_the_admin_key_chats_only_for_a_named_tenant(handlers: dict[str, Any]) -> None:
     status, body = call(handlers, "chat", "POST", "/chat", ADMIN, {"prompt": "hi"})
     assert status == 422 and "X-Promptcache-Tenant" in body["error"]["message"]
@@ -184,8 +250,12 @@ def request(tenant: str, model: str) -> ChatRequest:
 
 
 def test_any_tenant_name_gets_its_own_counters() -> None:
-    cache = PromptCache(
-        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
+    cache = PromptCache(  # a still clock: the reports' entry ages do not move between reads
+        store=MemoryStore(),
+        embedder=FakeEmbedder(),
+        stats=MemoryStats(),
+        llm=FakeLLM(),
+        clock=lambda: 1_800_000_000.0,
     )
     for n, tenant in enumerate(ODD_TENANTS):
         for _ in range(n + 1):

@@ -179,19 +179,20 @@ def test_stats_failures_are_stats_errors() -> None:
         malformed.read()
 
 
-def test_stats_add_is_one_transaction_of_exact_increments() -> None:
+def test_stats_add_is_one_script_of_exact_increments() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=[{"result": b64("1")}, {"result": b64("0.5")}])
+        return httpx.Response(200, json={"result": 2})
 
     UpstashStats(transport(handler), URL, "tok").add({"hits": 1, "skipped": 0, "ms": 0.5})
-    assert [r.url.path for r in seen] == ["/multi-exec"]
-    assert json.loads(seen[0].content) == [
-        ["HINCRBYFLOAT", "pc:stats", "hits", "1.0"],
-        ["HINCRBYFLOAT", "pc:stats", "ms", "0.5"],
-    ]
+    assert [r.url.path for r in seen] == ["/"]
+    command = json.loads(seen[0].content)
+    assert command[0] == "EVAL" and "HINCRBYFLOAT" in command[1]
+    assert command[2:] == [1, "pc:stats", "hits", "1.0", "ms", "0.5"]
+    UpstashStats(transport(handler), URL, "tok").add({"none": 0})
+    assert len(seen) == 1  # nothing to add: no request
 
 
 # ------------------------------------------------------------------------------- configuration

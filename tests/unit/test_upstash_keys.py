@@ -88,7 +88,7 @@ def test_the_stats_hash_is_the_one_clear_keeps(prefix: str) -> None:
     client = httpx.Client(transport=httpx.MockTransport(handler))
     UpstashStats(client, URL, "tok", prefix=prefix).add({"requests": 1})
     assert UpstashStore(client, URL, "tok", prefix=prefix).clear() == 1
-    (stats_key,) = {c[1] for c in seen if c[0] == "HINCRBYFLOAT"}
+    (stats_key,) = {c[3] for c in seen if c[0] == "EVAL" and "HINCRBYFLOAT" in c[1]}
     (unlinked,) = [c[1:] for c in seen if c[0] == "UNLINK"]
     assert stats_key == f"{prefix}stats" and stats_key not in unlinked
     assert unlinked == [f"{prefix}e:a", f"{prefix}lock:fill:x"]

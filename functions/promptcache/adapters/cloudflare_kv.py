@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -180,6 +180,22 @@ class KVStats:
         self._put(self.reset_key, json.dumps(doc, separators=(",", ":")), None)
         with self._lock:
             self._baseline = (at, writers)
+
+    def drop(self, names: Collection[str]) -> None:
+        """Forget ``names`` in this writer's totals (other writers drop their own: no key has two
+        writers); written like an add."""
+        with self._lock:
+            gone = [n for n in names if n in self._totals]
+            for name in gone:
+                del self._totals[name]
+            if not gone:
+                return
+            self._version += 1
+            due = self._clock() - self._last_attempt >= self.flush_every
+        if due:
+            self._flush_quietly()
+        else:
+            self._schedule()
 
     # ------------------------------------------------------------------ writing
     def flush(self) -> None:

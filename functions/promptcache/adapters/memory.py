@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -129,3 +129,8 @@ class MemoryStats:
     def reset(self) -> None:
         with self._lock:
             self._counters.clear()
+
+    def drop(self, names: Collection[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._counters.pop(name, None)

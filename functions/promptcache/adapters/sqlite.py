@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -317,5 +317,12 @@ class SQLiteStats:
         try:
             with self._store._tx() as db:
                 db.execute("DELETE FROM counters")
+        except StoreError as exc:
+            raise StatsError(str(exc)) from exc
+
+    def drop(self, names: Collection[str]) -> None:
+        try:
+            with self._store._tx() as db:
+                db.executemany("DELETE FROM counters WHERE name = ?", [(n,) for n in names])
         except StoreError as exc:
             raise StatsError(str(exc)) from exc

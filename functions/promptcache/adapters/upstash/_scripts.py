@@ -107,3 +107,13 @@ UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# KEYS: the stats hash.  ARGV: name, increment, name, increment, ...: every increment of one
+# answer in one atomic command (a script runs alone), rather than a transaction of one
+# HINCRBYFLOAT command per counter.
+HINCR_MANY_LUA = """
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""

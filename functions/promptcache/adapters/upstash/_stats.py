@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import httpx
 
 from ..._errors import StatsError
 from ._keys import DEFAULT_PREFIX, KeyLayout
 from ._rest import UpstashREST, text
+from ._scripts import HINCR_MANY_LUA
 
 
 class UpstashStats:
-    """Exact counters in one Redis hash: every ``add`` is one atomic transaction of
-    HINCRBYFLOAT, so concurrent writers never lose an update.
+    """Exact counters in one Redis hash: every ``add`` is one atomic script of HINCRBYFLOAT
+    (one command, however many counters an answer adds), so concurrent writers never lose an
+    update.
 
     The hash is ``KeyLayout(prefix).stats`` (``pc:stats`` by default), the one key under the
     prefix besides the epoch that ``UpstashStore.clear()`` keeps."""
@@ -33,13 +35,12 @@ class UpstashStats:
         self._key = KeyLayout(prefix).stats
 
     def add(self, counters: Mapping[str, float]) -> None:
-        commands: list[list[str | int]] = [
-            ["HINCRBYFLOAT", self._key, name, repr(float(value))]
-            for name, value in counters.items()
-            if value
-        ]
-        if commands:
-            self._rest.multi_exec(commands)
+        args: list[str | int] = []
+        for name, value in counters.items():
+            if value:
+                args += [name, repr(float(value))]
+        if args:
+            self._rest.command("EVAL", HINCR_MANY_LUA, 1, self._key, *args)
 
     def read(self) -> dict[str, float]:
         flat = self._rest.command("HGETALL", self._key)
@@ -50,3 +51,7 @@ class UpstashStats:
 
     def reset(self) -> None:
         self._rest.command("DEL", self._key)
+
+    def drop(self, names: Collection[str]) -> None:
+        if names:
+            self._rest.command("HDEL", self._key, *names)

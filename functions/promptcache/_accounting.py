@@ -23,18 +23,16 @@ counters beyond the most hit are dropped, so storage stays bounded.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 from ._boundary import GuardedStats, GuardedStore
 from ._errors import StatsError, StoreError
 from ._keys import tenant_of
+from ._tally import Tally
 from ._timeline import (
     ENTRY_PREFIX,
     HOUR,
@@ -59,78 +57,7 @@ _TENANT = "t|"  # prefix of the per-tenant copies: t|{escaped tenant}|{name}, t|
 LISTED = 100
 
 
-T = TypeVar("T")
-R = TypeVar("R")
-#: A guard looks at the query and a candidate's prompt (both canonical) and returns a reason to
-#: reject the candidate, or None to accept it.
-Guard = Callable[[str, str], "str | None"]
-_GUARD_NAME = re.compile(r"[^a-z0-9_]")
 TOP_ENTRIES = 10  # entries listed in a report's top_entries
-
-
-@dataclass
-class Tally:
-    """One request's running account: when it started, how many embeddings it has made, the
-    milliseconds spent in each phase (``lookup``, ``embed``, ``verify``, ``model``) and the
-    guards that rejected a candidate."""
-
-    started: float = field(default_factory=time.perf_counter)
-    embeddings: int = 0
-    phases: dict[str, float] = field(default_factory=dict)
-    rejected: list[str] = field(default_factory=list)
-
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
-
-    @contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        """Add the time spent in the ``with`` block to ``phase``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._add(phase, start)
-
-    def call(self, phase: str, fn: Callable[[T], R], arg: T) -> R:
-        with self.timed(phase):
-            return fn(arg)
-
-    def clocked(self, phase: str, deltas: Generator[str, None, T]) -> Generator[str, None, T]:
-        """``deltas`` passed through, the time from the first ``next`` to its end in ``phase``."""
-        start = time.perf_counter()
-        try:
-            return (yield from deltas)
-        finally:
-            self._add(phase, start)
-
-    def screen(self, guards: Sequence[Guard], query: str, candidate: str) -> str | None:
-        """The first guard's reason to reject ``candidate`` for ``query`` (that guard's name
-        recorded), or None; the time it takes in ``verify``."""
-        with self.timed("verify"):
-            for guard in guards:
-                reason = guard(query, candidate)
-                if reason is not None:
-                    self.rejected.append(guard_name(guard))
-                    return reason
-        return None
-
-    def timings(self) -> dict[str, float]:
-        """Milliseconds per phase; ``lookup`` without the embedding and the guards in it."""
-        out = dict(self.phases)
-        if "lookup" in out:
-            inner = out.get("embed", 0.0) + out.get("verify", 0.0)
-            out["lookup"] = max(0.0, out["lookup"] - inner)
-        return out
-
-    def _add(self, phase: str, start: float) -> None:
-        ms = (time.perf_counter() - start) * 1000
-        self.phases[phase] = self.phases.get(phase, 0.0) + ms
-
-
-def guard_name(guard: Guard) -> str:
-    """A guard's name in counters: its function's name without ``_guard`` (``numbers``)."""
-    name = str(getattr(guard, "__name__", type(guard).__name__)).lower()
-    return _GUARD_NAME.sub("_", name.removesuffix("_guard"))[:40] or "guard"
 
 
 class Accounting:
@@ -228,8 +155,8 @@ class Accounting:
     ) -> dict[str, Any]:
         """The overall summary, then ``extra`` (entries, threshold, embedder), then one summary
         per model; with ``tenants`` (the configured ones), ``tenants``: one report per tenant
-        configured or counted. Each has its time series from ``since`` (default: the last hour),
-        histograms, rejections and top entries. Raises StatsError."""
+        configured or counted. Each has its rejections and top entries; the overall one also its
+        time series from ``since`` (default: the last hour) and histograms. Raises StatsError."""
         now = self.clock()
         overall, per_tenant = self._read(now)
         body = self._scope(overall, extra, since, now)
@@ -238,7 +165,8 @@ class Accounting:
             names = sorted(set(tenants) | set(per_tenant))
             reports = {t: self._tenant(t, per_tenant.get(t, {}), {}, since, now) for t in names}
             listed = set(sorted(names, key=lambda t: -reports[t]["requests"])[:LISTED])
-            body["tenants"] = {t: reports[t] for t in names if t in listed}
+            # the overview stays small: a tenant's series and histograms come with ?tenant=
+            body["tenants"] = {t: _brief(reports[t]) for t in names if t in listed}
             others = [per_tenant.get(t, {}) for t in names if t not in listed]
             if others:
                 body["other_tenants"] = {"tenants": len(others), **_summarize(_sum(others), "")}
@@ -452,6 +380,10 @@ def _split(
         if sep:  # every % in a tenant is escaped, so unquote undoes exactly the escaping
             per_tenant.setdefault(unquote(escaped), {})[rest] = value
     return overall, per_tenant
+
+
+def _brief(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("series", "latency_ms")}
 
 
 def _report(counters: Mapping[str, float], extra: Mapping[str, Any]) -> dict[str, Any]:

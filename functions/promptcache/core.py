@@ -6,7 +6,7 @@
     _boundary    the backends, wrapped once: whatever one raises is its BackendError
     _indexes     the index: in-process per namespace (synced, bounded), or a server-side Index
     _claim       who asks the model for a miss: single-flight and the cross-process fill lock
-    _accounting  the counters, the report and each request's tally
+    _accounting  the counters and the report (_tally: each request's running account)
     _health      the health probes       _admin  entry, forget, recent, flush, clear
 
 Fail-open by construction: the core sees the backends only through ``_boundary``: a StoreError
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._accounting import Accounting, Guard, Tally
+from ._accounting import Accounting
 from ._admin import Admin
 from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, GuardedStore
 from ._claim import Claims, Filled, Lead, lock_ttl, locks_of
@@ -36,6 +36,7 @@ from ._keys import namespace, normalize
 from ._protocols import LLM, Embedder, Index, Locks, Stats, Store
 from ._query import Query
 from ._stream import ChatStream, passthrough
+from ._tally import Guard, Tally
 from ._types import (
     CacheHit,
     CacheMode,

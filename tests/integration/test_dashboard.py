@@ -173,7 +173,7 @@ def test_the_dashboard_shows_what_stats_says(
     link = browser.find_element(By.CSS_SELECTOR, "#top a[data-entry]")
     link.click()
     WebDriverWait(browser, 10).until(
-        lambda d: "capital of france" in d.find_element(By.ID, "entry-view").text
+        lambda d: "capital of france" in d.find_element(By.ID, "entry-view").text.lower()
     )
     assert browser.find_elements(By.CSS_SELECTOR, "#hit-rate-chart circle")
     assert browser.find_elements(By.CSS_SELECTOR, "#tier-chart rect")

@@ -3,12 +3,12 @@ the per-request cost is the handler's, about a millisecond here). Each generated
 batch: a body (from the body fuzz's strategies), an entry id, a query string and a set of
 credentials, sent to every route of ``ROUTES`` (``POST /chat`` and ``POST /v1/chat/completions``
 buffered and live-streamed, ``GET`` and ``DELETE /entries/{id}``, ``GET /stats``, ``GET /health``,
-``GET /v1/models``, the admin API), under two of the credentials (a tenant's key, the other
-tenant's, the admin key, a wrong key, none, a malformed header). Never a 5xx; every 4xx is a
-JSON error naming the problem; a rejected request changes neither the stored entries nor the
-counters and asks no model.
+``GET /v1/models``, ``/metrics``, the dashboard, the admin API), under two of the credentials (a
+tenant's key, the other tenant's, the admin key, a wrong key, none, a malformed header). Never a
+5xx; every 4xx is a JSON error naming the problem; a rejected request changes neither the stored
+entries nor the counters and asks no model.
 
-``TEST_FUZZ_BATCHES`` sets the examples (default 560, what CI runs: 24 requests each, 13,440
+``TEST_FUZZ_BATCHES`` sets the examples (default 560, what CI runs: 28 requests each, 15,680
 requests, about 30 s here); the test asserts how many requests it sent.
 """
 
@@ -166,6 +166,9 @@ def test_every_route_under_generated_requests(app: dict[str, Any], batch: dict[s
         send(app, "GET", f"/stats{query}", headers, b"")
         send(app, "GET", f"/health{query}", headers, b"")
         send(app, "GET", f"/v1/models{query}", headers, b"")
+        send(app, "GET", f"/metrics{query}", headers, b"")
+        for page in ("/dashboard", "/dashboard.js", "/dashboard.css"):
+            send(app, "GET", f"{page}{query}", headers, b"")
         send(app, "GET", f"/admin/entries{query}", headers, b"")
         send(app, "POST", "/admin/flush", headers, batch["odd"])
         send(app, "POST", "/admin/forget", headers, batch["body"])
@@ -174,6 +177,6 @@ def test_every_route_under_generated_requests(app: dict[str, Any], batch: dict[s
 def test_the_fuzz_sent_enough_requests_over_every_route(app: dict[str, Any]) -> None:
     """Runs after the fuzz (same module fixture): every route was sent its share."""
     sent = app["sent"]
-    assert sum(sent.values()) >= 24 * BATCHES, sent
+    assert sum(sent.values()) >= 28 * BATCHES, sent
     routes = {f"{m} {p}" for m, p in ROUTES}
     assert routes <= set(sent), (routes, sent)

@@ -27,8 +27,18 @@ if TYPE_CHECKING:
         UpstreamPayloadTooLarge,
         UpstreamRateLimited,
         UpstreamTimeout,
+        VerifierError,
     )
-    from ._protocols import LLM, Embedder, Locks, RateWindows, Stats, Store, StreamingLLM
+    from ._protocols import (
+        LLM,
+        Embedder,
+        Locks,
+        RateWindows,
+        Stats,
+        Store,
+        StreamingLLM,
+        Verifier,
+    )
     from ._stream import ChatStream
     from ._types import (
         CacheHit,
@@ -44,6 +54,7 @@ if TYPE_CHECKING:
         Tier,
         Usage,
     )
+    from ._verify import ModelCheck
     from .core import PromptCache
     from .index import VectorIndex
     from .settings import Settings
@@ -67,6 +78,7 @@ _EXPORTS = {
     "Locks": "._protocols",
     "LogRecord": "._types",
     "Message": "._types",
+    "ModelCheck": "._verify",
     "PromptCache": ".core",
     "PromptCacheError": "._errors",
     "RateWindows": "._protocols",
@@ -87,6 +99,8 @@ _EXPORTS = {
     "UpstreamTimeout": "._errors",
     "Usage": "._types",
     "VectorIndex": ".index",
+    "Verifier": "._protocols",
+    "VerifierError": "._errors",
 }
 
 __all__ = [
@@ -107,6 +121,7 @@ __all__ = [
     "Locks",
     "LogRecord",
     "Message",
+    "ModelCheck",
     "PromptCache",
     "PromptCacheError",
     "RateWindows",
@@ -127,6 +142,8 @@ __all__ = [
     "UpstreamTimeout",
     "Usage",
     "VectorIndex",
+    "Verifier",
+    "VerifierError",
 ]
 __version__ = "0.1.0"
 

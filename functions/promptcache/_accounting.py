@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from ._boundary import GuardedStats
 from ._errors import StatsError
 from ._types import CacheHit, ChatRequest, ChatResult, Completion, Entry, Tier, Usage
+from ._verify import Verdicts
 
 log = logging.getLogger("promptcache")
 
@@ -32,10 +33,12 @@ _TENANT = "t|"  # prefix of the per-tenant copies: t|{escaped tenant}|{name}, t|
 
 @dataclass
 class Tally:
-    """One request's running account: when it started, how many embeddings it has made."""
+    """One request's running account: when it started, how many embeddings it has made, what
+    the verifier model judged."""
 
     started: float = field(default_factory=time.perf_counter)
     embeddings: int = 0
+    verdicts: Verdicts = field(default_factory=Verdicts)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

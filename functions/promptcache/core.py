@@ -49,13 +49,10 @@ from ._types import (
     Tier,
     Vector,
 )
+from ._verify import Guard, ModelCheck, pick
 from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFIER_BAND
 
 log = logging.getLogger("promptcache")
-
-#: A guard looks at the query and a candidate's prompt (both normalized) and returns a reason to
-#: reject the candidate, or None to accept it.
-Guard = Callable[[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,8 @@ class PromptCache:
       guards may look at.
     - ``guards``: each may reject a candidate (query and candidate prompt, both normalized ->
       a reason, or None). ``verifier``: more guards, asked only about borderline candidates,
-      whose similarity is below ``threshold + verifier_band``.
+      whose similarity is below ``threshold + verifier_band``; ``verifier_model``: the trained
+      verifier and its policy (module ``_verify``), on the same borderline candidates.
     - ``ttl_seconds``: lifetime of a stored answer unless the request sets one (0: forever).
     - ``semantic_max_chars``: longer prompts use the exact tier only (default: what the embedder
       reads whole, its ``max_input_chars``).
@@ -110,6 +108,7 @@ class PromptCache:
         guards: Sequence[Guard] = (),
         verifier: Sequence[Guard] = (),
         verifier_band: float = VERIFIER_BAND,
+        verifier_model: ModelCheck | None = None,
         price_per_1k_tokens: float = PRICE_PER_1K_TOKENS,
         candidates: int = 4,
         semantic_max_chars: int | None = None,
@@ -129,6 +128,7 @@ class PromptCache:
         self.guards = tuple(guards)
         self.verifier = tuple(verifier)
         self.verifier_band = verifier_band
+        self.verifier_model = verifier_model
         self.candidates = candidates
         self.semantic_max_chars = (
             embedder.max_input_chars if semantic_max_chars is None else semantic_max_chars
@@ -342,22 +342,24 @@ class PromptCache:
             return None, None
         vector = self._embed(query.text, tally)
         threshold = self.threshold if query.request.threshold is None else query.request.threshold
+        model = self.verifier_model
+        lowest = threshold if model is None else model.lowest(threshold)
         found = self._indexes.search(
-            query.namespace, vector, k=self.candidates, min_score=threshold, now=now
+            query.namespace, vector, k=self.candidates, min_score=lowest, now=now
         )
+        chosen = pick(query.text, self._live(query, found, now), threshold, self, tally.verdicts)
+        if chosen is None:
+            return None, vector
+        return CacheHit(entry=chosen[0], tier=Tier.SEMANTIC, similarity=chosen[1]), vector
+
+    def _live(self, query: Query, found: Sequence[tuple[str, float]], now: float) -> Any:
+        """The found entries that still exist, fetched one by one as ``pick`` reads them."""
         for entry_id, similarity in found:
             entry = self._store.get(entry_id)
             if entry is None or entry.expired(now):
                 self._indexes.remove(query.namespace, entry_id)
                 continue
-            reason = _rejection(self.guards, query.text, entry.prompt)
-            if reason is None and self.verifier and similarity < threshold + self.verifier_band:
-                reason = _rejection(self.verifier, query.text, entry.prompt)  # borderline only
-            if reason is not None:
-                log.info("candidate %s rejected by guard: %s", entry_id, reason)
-                continue
-            return CacheHit(entry=entry, tier=Tier.SEMANTIC, similarity=similarity), vector
-        return None, vector
+            yield entry, similarity
 
     def _lead(self, query: Query, plan: _Plan) -> Lead | Filled:
         """The claim step (module ``_claim``): lead the answer, or share another request's. A
@@ -434,15 +436,6 @@ class PromptCache:
 
 def _locks_of(store: Store) -> Locks | None:
     return store if isinstance(store, Locks) else None
-
-
-def _rejection(guards: Sequence[Guard], query: str, candidate: str) -> str | None:
-    """The first guard's reason to reject ``candidate`` for ``query``, or None."""
-    for guard in guards:
-        reason = guard(query, candidate)
-        if reason is not None:
-            return reason
-    return None
 
 
 def _reason(exc: BackendError) -> str:

@@ -139,10 +139,12 @@ def test_routes_import_without_the_runtime_dependencies() -> None:
 PUBLIC = [
     "BackendError", "BadRequest", "CacheHit", "CacheMode", "ChatRequest", "ChatResult",
     "ChatStream", "Completion", "ConfigError", "Cursor", "Embedder", "EmbedderError", "Entry",
-    "LLM", "Locks", "LogRecord", "Message", "PromptCache", "PromptCacheError", "RateWindows",
+    "LLM", "Locks", "LogRecord", "Message", "ModelCheck", "PromptCache", "PromptCacheError",
+    "RateWindows",
     "RequestError", "Settings", "Stats", "StatsError", "Store", "StoreError", "StreamingLLM",
     "SyncResult", "Tier", "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured",
     "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "Usage", "VectorIndex",
+    "Verifier", "VerifierError",
 ]  # fmt: skip
 
 

@@ -184,10 +184,11 @@ def train(args: argparse.Namespace) -> None:
     print(f"trained {seen} pairs in {elapsed:.0f}s: {seen / elapsed:.1f} pairs/s", flush=True)
     if args.measure:
         return
-    export(model, args.out, args.max_tokens)
+    path, sha256 = export(model, args.out, args.max_tokens)
+    report(args.data, path, sha256, args.vector_cache)
 
 
-def export(model: Any, out: Path, max_tokens: int) -> None:
+def export(model: Any, out: Path, max_tokens: int) -> tuple[Path, str]:
     """ONNX (fp32), then int8 dynamic quantization; the tokenizer file beside it."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -222,6 +223,50 @@ def export(model: Any, out: Path, max_tokens: int) -> None:
     }
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {int8} ({meta['bytes']} bytes, sha256 {meta['sha256']})", flush=True)
+    return int8, str(meta["sha256"])
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney; ties count half)."""
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    mean_rank = upper - (counts - 1) / 2.0  # average 1-based rank of each distinct value
+    ranks = mean_rank[inverse]
+    pos = int(labels.sum())
+    neg = len(labels) - pos
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg)) if pos and neg else 0.0
+
+
+def report(data: Path, model: Path, sha256: str, cache: Path | None) -> None:
+    """The holdout numbers of both sets: AUC of cosine and verifier on the cache's candidates,
+    then every policy as ``promptcache eval`` reports it."""
+    from promptcache.adapters.local_verifier import LocalVerifier
+
+    verifier = LocalVerifier(threads=2, timeout=600.0, model=model, sha256=sha256)
+    for name in SETS:
+        pairs = ev.read_pairs(data / name)
+        held = ev.select(pairs, "holdout")
+        evaluation = ev.evaluate(
+            ev.build_cache(),
+            held,
+            intent_of=ev.intents(pairs),
+            verifier=verifier,
+            check=0,
+            vector_cache=cache,
+        )
+        work, cands = evaluation.work, evaluation.cands
+        assert cands.scores is not None
+        asked = ~np.isnan(cands.scores)
+        same = work.entry_intent[cands.index] == work.query_intent[:, None]
+        rows = list(ev.iter_rows(evaluation))
+        models = evaluation.models()
+        print(
+            f"\n{name}, holdout: {int(asked.sum())} candidates scored; AUC cosine "
+            f"{auc(cands.sims[asked], same[asked]):.3f}, verifier "
+            f"{auc(cands.scores[asked], same[asked]):.3f}\n\n{ev.table(rows + models)}",
+            flush=True,
+        )
+        print("\n".join(ev.model_bars(evaluation, rows, models)), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,7 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--measure", type=int, default=0, help="only measure pairs/s on this many")
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        default=None,
+        metavar="ONNX",
+        help="skip training: report the holdout numbers of this exported model",
+    )
     args = p.parse_args(argv)
+    if args.report_only is not None:
+        digest = hashlib.sha256(args.report_only.read_bytes()).hexdigest()
+        report(args.data, args.report_only, digest, args.vector_cache)
+        return 0
     train(args)
     return 0
 

@@ -1191,8 +1191,10 @@ def run_calibrate(
         seed=seed,
         vector_cache=vector_cache,
         quiet=quiet,
+        verifier=False,  # only the cache's own verifier model, if any
     )
-    curve = ev.curve(ev.policy.guards)
+    # with the verifier model on, thresholds are swept with it (its candidates scored once)
+    curve = ev.curve(ev.policy.guards, ev.policy.model)
     chosen = pick_threshold(curve, target_precision)
     if chosen is None:
         best = max(curve, key=lambda m: m.precision)
@@ -1214,6 +1216,7 @@ def run_calibrate(
             seed=seed,
             vector_cache=vector_cache,
             quiet=quiet,
+            verifier=False,
         )
         held = hev.default(chosen.threshold)
     rows = [
@@ -1248,6 +1251,7 @@ def run_calibrate(
             "limit": limit,
             "seed": seed,
             "guards": list(ev.policy.guards),
+            "verifier_model": ev.policy.model.describe() if ev.policy.model else None,
             "fit": fit.as_dict(),
             "holdout": held.as_dict() if held is not None else None,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -75,7 +75,7 @@ TOOLS_PACKAGE = "promptcache_tools"
 SERVE_MODULES = ("__init__.py", "cli.py", "server.py")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same inputs, same bytes, no redeploy
 _SKIP_DIRS = {"__pycache__"}
-_SKIP_SUFFIXES = (".pyc", ".pyo")
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".onnx")  # .onnx: not in the layer (see build)
 
 
 class BuildError(Exception):
@@ -363,7 +363,11 @@ def build(
                 "a dependency installed a top-level 'promptcache' package into the layer"
             )
         shutil.copytree(
-            core_dir, site / "promptcache", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            core_dir,
+            site / "promptcache",
+            # the verifier's weights stay out: it is off by default and its runtime
+            # (onnxruntime, tokenizers) is not a layer dependency (README, "The verifier")
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.onnx"),
         )
         _prune(site)
         distributions = _distributions(site)

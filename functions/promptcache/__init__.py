@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         UpstreamPayloadTooLarge,
         UpstreamRateLimited,
         UpstreamTimeout,
+        VerifierError,
     )
     from ._indexes import Bounds
     from ._protocols import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         Stats,
         Store,
         StreamingLLM,
+        Verifier,
     )
     from ._stream import ChatStream
     from ._types import (
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         Tier,
         Usage,
     )
+    from ._verify import ModelCheck
     from .core import PromptCache
     from .index import VectorIndex
     from .settings import Settings
@@ -79,6 +82,7 @@ _EXPORTS = {
     "Locks": "._protocols",
     "LogRecord": "._types",
     "Message": "._types",
+    "ModelCheck": "._verify",
     "PromptCache": ".core",
     "PromptCacheError": "._errors",
     "RateWindows": "._protocols",
@@ -99,6 +103,8 @@ _EXPORTS = {
     "UpstreamTimeout": "._errors",
     "Usage": "._types",
     "VectorIndex": ".index",
+    "Verifier": "._protocols",
+    "VerifierError": "._errors",
 }
 
 __all__ = [
@@ -121,6 +127,7 @@ __all__ = [
     "Locks",
     "LogRecord",
     "Message",
+    "ModelCheck",
     "PromptCache",
     "PromptCacheError",
     "RateWindows",
@@ -141,6 +148,8 @@ __all__ = [
     "UpstreamTimeout",
     "Usage",
     "VectorIndex",
+    "Verifier",
+    "VerifierError",
 ]
 __version__ = "0.1.0"
 

@@ -23,7 +23,6 @@ _PAGE = 500
 class Admin:
     def __init__(
         self,
-        *,
         store: GuardedStore,
         indexes: Indexes,
         claims: Claims,

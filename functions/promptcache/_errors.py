@@ -15,6 +15,7 @@
     +-- BackendError                       a dependency failed
         +-- StoreError                     store unreachable / bad answer (cache bypassed)
         +-- EmbedderError                  embedder failed (cache bypassed)
+        +-- VerifierError                  verifier failed (its candidates rejected: a miss)
         +-- StatsError                     stats backend failed (logged, never surfaced)
         +-- UpstreamError         502      the LLM failed; nothing is stored
             +-- UpstreamTimeout   504
@@ -114,6 +115,10 @@ class StoreError(BackendError):
 
 class EmbedderError(BackendError):
     code = "embedder_error"
+
+
+class VerifierError(BackendError):
+    code = "verifier_error"
 
 
 class StatsError(BackendError):

@@ -22,11 +22,11 @@ PROBE_MAX_AGE = 30.0
 class Health:
     def __init__(
         self,
-        *,
         store: GuardedStore,
         embedder: GuardedEmbedder,
         stats: GuardedStats,
         llm: GuardedLLM,
+        *,
         max_age: float = PROBE_MAX_AGE,
     ) -> None:
         self.max_age = max_age

@@ -35,6 +35,17 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
 
+class Verifier(Protocol):
+    """Judges candidates of one query: the probability (0..1) that each candidate prompt asks
+    what the query asks, in order, from one call. Raises VerifierError (or anything: the core
+    treats every failure as a rejection) when it cannot judge."""
+
+    @property
+    def id(self) -> str: ...
+
+    def scores(self, query: str, candidates: Sequence[str]) -> Sequence[float]: ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Entries, exact keys and the per-namespace append-only vector log.

@@ -20,15 +20,26 @@ _GUARD_NAME = re.compile(r"[^a-z0-9_]")
 
 
 @dataclass
+class Verdicts:
+    """What one lookup asked the verifier model: candidates judged, calls, ms, failures."""
+
+    judged: int = 0
+    calls: int = 0
+    ms: float = 0.0
+    failed: int = 0
+
+
+@dataclass
 class Tally:
     """One request's running account: when it started, how many embeddings it has made, the
-    milliseconds spent in each phase (``lookup``, ``embed``, ``verify``, ``model``) and the
-    guards that rejected a candidate."""
+    milliseconds spent in each phase (``lookup``, ``embed``, ``verify``, ``model``), the
+    guards that rejected a candidate and what the verifier model judged."""
 
     started: float = field(default_factory=time.perf_counter)
     embeddings: int = 0
     phases: dict[str, float] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+    verdicts: Verdicts = field(default_factory=Verdicts)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -68,6 +79,8 @@ class Tally:
     def timings(self) -> dict[str, float]:
         """Milliseconds per phase; ``lookup`` without the embedding and the guards in it."""
         out = dict(self.phases)
+        if self.verdicts.ms:
+            out["verify"] = out.get("verify", 0.0) + self.verdicts.ms
         if "lookup" in out:
             inner = out.get("embed", 0.0) + out.get("verify", 0.0)
             out["lookup"] = max(0.0, out["lookup"] - inner)

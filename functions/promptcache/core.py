@@ -9,9 +9,8 @@
     _accounting  the counters and the report (_tally: each request's running account)
     _health      the health probes       _admin  entry, forget, recent, flush, clear
 
-Fail-open by construction: the core sees the backends only through ``_boundary``: a StoreError
-or EmbedderError bypasses the cache (the answer says why), a StatsError is logged, an
-UpstreamError propagates (502/504). Depends only on ``_protocols``, never on a backend.
+Fail-open by construction: backends only through ``_boundary`` and ``_protocols``. A StoreError
+or EmbedderError bypasses the cache, a StatsError is logged, an UpstreamError is a 502/504.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from ._types import (
     Tier,
     Vector,
 )
+from ._verify import ModelCheck, pick
 from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFIER_BAND
 
 log = logging.getLogger("promptcache")
@@ -83,14 +83,14 @@ class PromptCache:
       guards may look at.
     - ``guards``: each may reject a candidate (query and candidate prompt, both canonical ->
       a reason, or None). ``verifier``: more guards, asked only about borderline candidates,
-      whose similarity is below ``threshold + verifier_band``.
+      whose similarity is below ``threshold + verifier_band``; ``verifier_model``: the trained
+      verifier and its policy (module ``_verify``), on the same borderline candidates.
     - ``ttl_seconds``: lifetime of a stored answer unless the request sets one (0: forever).
     - ``semantic_max_chars``: longer prompts use the exact tier only (default: what the embedder
       reads whole, its ``max_input_chars``). ``bounds``: of the indexes in memory (``_indexes``).
-    - ``price_per_1k_tokens``: the price of the tokens a hit saves, to estimate the money saved.
+    - ``price_per_1k_tokens``: of the tokens a hit saves (the money saved). ``clock``: wall time.
     - ``fill_lock_ttl``: how long a fill lock lives (past the model's timeout); ``fill_wait``:
       how long an identical miss in another process is waited for (default: ``fill_lock_ttl``).
-    - ``clock``: wall-clock seconds (entry creation and expiry).
     """
 
     def __init__(
@@ -107,6 +107,7 @@ class PromptCache:
         guards: Sequence[Guard] = (),
         verifier: Sequence[Guard] = (),
         verifier_band: float = VERIFIER_BAND,
+        verifier_model: ModelCheck | None = None,
         price_per_1k_tokens: float = PRICE_PER_1K_TOKENS,
         candidates: int = 4,
         semantic_max_chars: int | None = None,
@@ -127,6 +128,7 @@ class PromptCache:
         self.guards = tuple(guards)
         self.verifier = tuple(verifier)
         self.verifier_band = verifier_band
+        self.verifier_model = verifier_model
         self.candidates = candidates
         self.semantic_max_chars = (
             embedder.max_input_chars if semantic_max_chars is None else semantic_max_chars
@@ -142,16 +144,8 @@ class PromptCache:
         )
         self._indexes.evicted = self._claims.forget  # a lingering shared answer may be evicted
         self._accounting = Accounting(self._stats, price_per_1k_tokens, clock, self._store)
-        self._health = Health(
-            store=self._store, embedder=self._embedder, stats=self._stats, llm=self._llm
-        )
-        self._admin = Admin(
-            store=self._store,
-            indexes=self._indexes,
-            claims=self._claims,
-            accounting=self._accounting,
-            clock=clock,
-        )
+        self._health = Health(self._store, self._embedder, self._stats, self._llm)
+        self._admin = Admin(self._store, self._indexes, self._claims, self._accounting, clock)
 
     # ------------------------------------------------------------------ the backends
     @property
@@ -355,23 +349,26 @@ class PromptCache:
             return None, None
         vector = self._embed(query.folded, tally)
         threshold = self.threshold if query.request.threshold is None else query.request.threshold
+        model = self.verifier_model
+        lowest = threshold if model is None else model.lowest(threshold)
         found = self._indexes.search(
-            query.namespace, vector, k=self.candidates, min_score=threshold, now=now
+            query.namespace, vector, k=self.candidates, min_score=lowest, now=now
         )
+        live = self._live(query, found, now)
+        chosen = pick(query.text, live, threshold, self, tally.verdicts, tally.screen)
+        if chosen is None:
+            return None, vector
+        self._indexes.hit(query.namespace, chosen[0].id)
+        return CacheHit(entry=chosen[0], tier=Tier.SEMANTIC, similarity=chosen[1]), vector
+
+    def _live(self, query: Query, found: Sequence[tuple[str, float]], now: float) -> Any:
+        """The found entries that still exist, fetched one by one as ``pick`` reads them."""
         for entry_id, similarity in found:
             entry = self._store.get(entry_id)
             if entry is None or entry.expired(now):
                 self._indexes.remove(query.namespace, entry_id)
                 continue
-            reason = tally.screen(self.guards, query.text, entry.prompt)
-            if reason is None and self.verifier and similarity < threshold + self.verifier_band:
-                reason = tally.screen(self.verifier, query.text, entry.prompt)  # borderline only
-            if reason is not None:
-                log.info("candidate %s rejected by guard: %s", entry_id, reason)
-                continue
-            self._indexes.hit(query.namespace, entry_id)
-            return CacheHit(entry=entry, tier=Tier.SEMANTIC, similarity=similarity), vector
-        return None, vector
+            yield entry, similarity
 
     def _lead(self, query: Query, plan: _Plan) -> Lead | Filled:
         """The claim step (module ``_claim``): lead the answer, or share another request's. A

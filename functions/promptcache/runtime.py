@@ -16,7 +16,8 @@ import httpx
 from ._claim import lock_ttl
 from ._errors import ConfigError
 from ._indexes import Bounds
-from ._protocols import LLM, Embedder, Index, RateWindows, Stats, Store
+from ._protocols import LLM, Embedder, Index, RateWindows, Stats, Store, Verifier
+from ._verify import ModelCheck
 from .adapters._http import RetryPolicy
 from .calibration import read_calibration
 from .core import PromptCache
@@ -213,6 +214,27 @@ LLM_HINT = (
 )
 
 
+def _local_verifier(settings: Settings) -> Verifier:
+    from .adapters.local_verifier import LocalVerifier
+
+    return LocalVerifier(timeout=settings.verifier_timeout)
+
+
+VERIFIERS: dict[str, Callable[[Settings], Verifier]] = {"local": _local_verifier}
+
+
+def _model_check(settings: Settings) -> ModelCheck | None:
+    """PROMPTCACHE_VERIFIER_MODEL and its policy (see ``_verify``), or None when off."""
+    if settings.verifier_model == "off":
+        return None
+    return ModelCheck(
+        verifier=_pick(VERIFIERS, settings.verifier_model, "verifier")(settings),
+        cutoff=settings.verifier_cutoff,
+        below=settings.verifier_below,
+        band=settings.verifier_model_band,
+    )
+
+
 def build(settings: Settings) -> PromptCache:
     store, store_stats = _pick(STORES, settings.store, "store")(settings)
     stats = _pick(STATS, settings.stats, "stats backend")(settings, store, store_stats)
@@ -231,6 +253,7 @@ def build(settings: Settings) -> PromptCache:
         guards=default_guards(),
         verifier=verifier_guards(settings.verifier),
         verifier_band=settings.verifier_band,
+        verifier_model=_model_check(settings),
         fill_lock_ttl=lock_ttl(settings.upstream_timeout),
         price_per_1k_tokens=settings.price_per_1k_tokens,
         bounds=Bounds(settings.max_namespaces, settings.max_entries_per_namespace),

@@ -108,6 +108,29 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "The verifier checks only candidates whose similarity is below threshold + this band "
         "(borderline ones); 1 = every candidate.",
     ),
+    "PROMPTCACHE_VERIFIER_MODEL": (
+        "off",
+        "`local` or `off`: `local` asks the trained verifier (a MiniLM cross-encoder, int8 ONNX, "
+        "in the package) about every candidate in its band; it fails closed (an error is a "
+        "miss).",
+    ),
+    "PROMPTCACHE_VERIFIER_CUTOFF": (
+        "0.5",
+        "The verifier's score (0..1, same intent) a candidate in its band needs to answer.",
+    ),
+    "PROMPTCACHE_VERIFIER_BELOW": (
+        "0",
+        "How far below the threshold the verifier may accept a candidate (0 = never below it).",
+    ),
+    "PROMPTCACHE_VERIFIER_MODEL_BAND": (
+        "1",
+        "The verifier judges candidates below threshold + this band; those above pass without "
+        "it (1 = every candidate).",
+    ),
+    "PROMPTCACHE_VERIFIER_TIMEOUT": (
+        "1",
+        "Seconds one verifier call may take; a slower one is stopped and its candidates rejected.",
+    ),
     "PROMPTCACHE_TTL_SECONDS": (
         str(TTL_SECONDS),
         "Default lifetime of a stored answer (0 = forever).",
@@ -289,6 +312,11 @@ class Settings:
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
     verifier: str = "off"
     verifier_band: float = VERIFIER_BAND
+    verifier_model: str = "off"
+    verifier_cutoff: float = 0.5
+    verifier_below: float = 0.0
+    verifier_model_band: float = 1.0
+    verifier_timeout: float = 1.0
     admin_key: str = field(default="", repr=False)  # its sha256 hex digest (``key_digest``)
     admin_key_ssm_parameter: str = ""
     max_namespaces: int = MAX_NAMESPACES
@@ -405,6 +433,11 @@ class Settings:
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
             verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
             verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
+            verifier_model=_choice(env, "PROMPTCACHE_VERIFIER_MODEL", ("off", "local")),
+            verifier_cutoff=_float(env, "PROMPTCACHE_VERIFIER_CUTOFF", 0.0, 1.0),
+            verifier_below=_float(env, "PROMPTCACHE_VERIFIER_BELOW", 0.0, 1.0),
+            verifier_model_band=_float(env, "PROMPTCACHE_VERIFIER_MODEL_BAND", 0.0, 1.0),
+            verifier_timeout=_float(env, "PROMPTCACHE_VERIFIER_TIMEOUT", 0.001, 60.0),
             admin_key=_admin_digest(_str(env, "PROMPTCACHE_ADMIN_KEY")),
             admin_key_ssm_parameter=_str(env, "PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"),
             max_namespaces=_int(env, "PROMPTCACHE_MAX_NAMESPACES", 1, 10**6),

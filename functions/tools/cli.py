@@ -105,6 +105,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         check=args.check,
         vector_cache=args.vector_cache and Path(args.vector_cache),
         quiet=args.quiet,
+        verifier=not args.no_verifier,
     )
     return 0
 
@@ -183,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", default="promptcache-pr.png", help="precision-recall PNG to write")
     p.add_argument("--no-plot", action="store_true", help="write no plot")
+    p.add_argument(
+        "--no-verifier",
+        action="store_true",
+        help="leave out the verifier model's rows (they score every candidate with it)",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.add_argument(
         "--check",

@@ -388,6 +388,39 @@ class Candidates:
     index: npt.NDArray[np.int64]  # (queries, k)
     sims: npt.NDArray[np.float32]  # (queries, k)
     rejects: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)  # guard -> (queries, k)
+    scores: npt.NDArray[np.float32] | None = None  # the verifier model's, NaN where not asked
+
+
+@dataclass(frozen=True)
+class Model:
+    """A verifier model policy, as ``ModelCheck`` (module ``promptcache._verify``) applies it;
+    ``k``: only the first k candidates are considered (top-k)."""
+
+    cutoff: float = 0.5
+    below: float = 0.0
+    band: float = 1.0
+    k: int | None = None
+
+    def describe(self) -> str:
+        top = f", top-{self.k}" if self.k else ""
+        return f"cutoff {self.cutoff:g}, below {self.below:g}, band {self.band:g}{top}"
+
+
+#: The verifier policies ``promptcache eval`` compares: a band above the threshold, every
+#: candidate above a floor below it, and the top-k candidates only.
+MODEL_POLICIES: tuple[tuple[str, Model], ...] = (
+    ("verifier: band 0.04", Model(band=0.04)),
+    ("verifier: band 0.08", Model(band=0.08)),
+    ("verifier: all above threshold", Model()),
+    ("verifier: all above threshold - 0.05", Model(below=0.05)),
+    ("verifier: all above threshold - 0.10", Model(below=0.10)),
+    ("verifier: all above threshold - 0.15", Model(below=0.15)),
+    ("verifier: all above threshold - 0.10, top-1", Model(below=0.10, k=1)),
+    ("verifier: all above threshold - 0.10, top-2", Model(below=0.10, k=2)),
+    ("verifier: all above threshold - 0.10, cutoff 0.3", Model(cutoff=0.3, below=0.10)),
+    ("verifier: all above threshold - 0.10, cutoff 0.7", Model(cutoff=0.7, below=0.10)),
+    ("verifier: all above threshold - 0.10, cutoff 0.9", Model(cutoff=0.9, below=0.10)),
+)
 
 
 def nearest(
@@ -457,19 +490,72 @@ def decide(
     guards: Iterable[str] = (),
     verifier: Iterable[str] = (),
     band: float = 1.0,
+    model: Model | None = None,
 ) -> npt.NDArray[np.int64]:
     """The entry each query gets under a policy (-1 = miss): the exact tier first, then the first
     candidate at or above the threshold that no chosen guard rejects, nor a verifier check when
-    its similarity is below threshold + band (as ``PromptCache.lookup``)."""
-    ok = cands.sims >= np.float32(threshold)
+    its similarity is below threshold + band, nor the verifier model in its band (as
+    ``PromptCache.lookup``)."""
+    lowest = threshold if model is None else threshold - model.below
+    ok = cands.sims >= np.float32(lowest)
     for name in guards:
         ok &= ~cands.rejects[name]
     borderline = cands.sims < np.float32(threshold + band)
     for name in verifier:
         ok &= ~(cands.rejects[name] & borderline)
+    if model is not None:
+        if cands.scores is None:
+            raise PromptCacheError("no verifier scores: the evaluation ran without a verifier")
+        asked = cands.sims < np.float32(threshold + model.band)
+        with np.errstate(invalid="ignore"):
+            accepted = cands.scores >= model.cutoff  # NaN (never asked) is a rejection
+        ok &= ~asked | accepted
+        if model.k is not None:
+            ok[:, model.k :] = False
     first = np.argmax(ok, axis=1)
     chosen = np.where(ok.any(axis=1), cands.index[np.arange(len(ok)), first], -1)
     return np.where(work.exact >= 0, work.exact, chosen).astype(np.int64)
+
+
+def verify(
+    work: Workload,
+    cands: Candidates,
+    verifier: Any,
+    *,
+    floor: float,
+    batch: int = 64,
+    progress: Progress | None = None,
+) -> npt.NDArray[np.float32]:
+    """The verifier's score of every candidate at or above ``floor`` (NaN elsewhere), in
+    length-sorted batches (one call each: little padding)."""
+    scores = np.full(cands.sims.shape, np.nan, dtype=np.float32)
+    rows, cols = np.nonzero(cands.sims >= floor)
+    pairs = [
+        (work.queries[q], work.entries[cands.index[q, j]])
+        for q, j in zip(rows.tolist(), cols.tolist(), strict=True)
+    ]
+    keep = [i for i, (a, b) in enumerate(pairs) if a != b]  # the exact tier answers these
+    order = sorted(keep, key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    score_pairs = getattr(verifier, "score_pairs", None)
+    bar = progress(total=len(order), unit="pair", desc="verifier") if progress else None
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        if score_pairs is not None:
+            got = score_pairs([pairs[i] for i in idx])
+        else:
+            got = [verifier.scores(pairs[i][0], [pairs[i][1]])[0] for i in idx]
+        scores[rows[idx], cols[idx]] = np.asarray(got, dtype=np.float32)
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return scores
+
+
+def _model_of(check: Any) -> Model | None:
+    if check is None:
+        return None
+    return Model(float(check.cutoff), float(check.below), float(check.band))
 
 
 # ---------------------------------------------------------------------------- one evaluation
@@ -481,6 +567,7 @@ class Policy:
     guards: tuple[str, ...]
     verifier: tuple[str, ...] = ()
     band: float = 1.0
+    model: Model | None = None
 
 
 @dataclass(frozen=True)
@@ -493,22 +580,32 @@ class Evaluation:
     checked: int = 0
     agreed: int = 0
 
-    def metrics(self, name: str, threshold: float, guards: Iterable[str] = ()) -> Metrics:
-        chosen = decide(self.work, self.cands, threshold, guards)
+    def metrics(
+        self, name: str, threshold: float, guards: Iterable[str] = (), model: Model | None = None
+    ) -> Metrics:
+        chosen = decide(self.work, self.cands, threshold, guards, model=model)
         return score(name, threshold, chosen, self.work)
 
     def default(self, threshold: float | None = None) -> Metrics:
         t = self.policy.threshold if threshold is None else threshold
         p = self.policy
-        chosen = decide(self.work, self.cands, t, p.guards, p.verifier, p.band)
+        chosen = decide(self.work, self.cands, t, p.guards, p.verifier, p.band, p.model)
         return score("promptcache (default)", t, chosen, self.work)
+
+    def models(self, threshold: float | None = None) -> list[Metrics]:
+        """The verifier policies of MODEL_POLICIES on top of the policy's guards (empty when the
+        evaluation ran without a verifier)."""
+        if self.cands.scores is None:
+            return []
+        t = self.policy.threshold if threshold is None else threshold
+        return [self.metrics(n, t, self.policy.guards, m) for n, m in MODEL_POLICIES]
 
     def peers(self) -> list[Metrics]:
         return [self.metrics(name, t) for name, t in PEERS]
 
-    def curve(self, guards: Iterable[str] = ()) -> list[Metrics]:
+    def curve(self, guards: Iterable[str] = (), model: Model | None = None) -> list[Metrics]:
         names = tuple(guards)
-        return [self.metrics("curve", float(t), names) for t in _GRID]
+        return [self.metrics("curve", float(t), names, model) for t in _GRID]
 
     def ablation(self, all_guards: Sequence[str], extra: Sequence[str] = ()) -> list[Metrics]:
         """At the policy's threshold: no guard, each guard alone, the policy's guards, the
@@ -548,6 +645,8 @@ def evaluate(
     *,
     intent_of: dict[str, int] | None = None,
     extra_guards: dict[str, Callable[[str, str], str | None]] | None = None,
+    verifier: Any = None,
+    verifier_floor: float = 0.75,
     check: int = 2000,
     seed: int = 0,
     workers: int = 2,
@@ -556,8 +655,10 @@ def evaluate(
 ) -> Evaluation:
     """Run the protocol through ``cache`` (a PromptCache built by ``runtime.build`` on an empty,
     isolated store). ``extra_guards`` are judged too (for ablations) without joining the policy.
-    ``check`` queries (a seeded sample) also go
-    through ``cache.lookup`` and must get the entry the simulated policy chose."""
+    ``verifier``: a verifier model scoring every candidate at or above ``verifier_floor`` for
+    the verifier policies (default: the cache's own, if it has one). ``check`` queries (a seeded
+    sample) also go through ``cache.lookup`` and must get the entry the simulated policy
+    chose."""
     seconds: dict[str, float] = {}
     work = Workload.build(pairs, intent_of)
     memo = (
@@ -606,14 +707,29 @@ def evaluate(
     seconds["search"] = time.perf_counter() - started
 
     own = {_guard_name(g): g for g in cache.guards}
-    verifier = {_guard_name(g): g for g in cache.verifier}
-    judged = {**own, **verifier}
+    strict = {_guard_name(g): g for g in cache.verifier}
+    judged = {**own, **strict}
     for name, guard in (extra_guards or {}).items():
         judged.setdefault(name, guard)
     started = time.perf_counter()
     cands = judge(work, index, sims, judged, progress=progress)
     seconds["guards"] = time.perf_counter() - started
-    policy = Policy(float(cache.threshold), tuple(own), tuple(verifier), float(cache.verifier_band))
+    check_model = getattr(cache, "verifier_model", None)
+    model = verifier if check_model is None else check_model.verifier
+    if model is not None:
+        started = time.perf_counter()
+        floor = min(verifier_floor, cache.threshold - (check_model.below if check_model else 0))
+        cands = Candidates(
+            index, sims, cands.rejects, verify(work, cands, model, floor=floor, progress=progress)
+        )
+        seconds["verifier"] = time.perf_counter() - started
+    policy = Policy(
+        float(cache.threshold),
+        tuple(own),
+        tuple(strict),
+        float(cache.verifier_band),
+        _model_of(check_model),
+    )
 
     started = time.perf_counter()
     checked, agreed = _check_real_path(cache, work, cands, policy, check, seed, progress)
@@ -635,7 +751,7 @@ def _check_real_path(
     if n <= 0:
         return 0, 0
     p = policy
-    chosen = decide(work, cands, p.threshold, p.guards, p.verifier, p.band)
+    chosen = decide(work, cands, p.threshold, p.guards, p.verifier, p.band, p.model)
     sample = range(len(work.queries))
     if n < len(work.queries):
         sample = sorted(random.Random(seed).sample(range(len(work.queries)), n))  # type: ignore[assignment]
@@ -729,6 +845,46 @@ def bar_check(ev: Evaluation, rows: Sequence[Metrics]) -> str:
     )
 
 
+def _best_peer(rows: Sequence[Metrics]) -> Metrics:
+    def f1(m: Metrics) -> float:
+        return (
+            2 * m.precision * m.recall / (m.precision + m.recall) if m.precision + m.recall else 0.0
+        )
+
+    return max(rows[: len(PEERS)], key=f1)
+
+
+def model_bars(ev: Evaluation, rows: Sequence[Metrics], models: Sequence[Metrics]) -> list[str]:
+    """For each verifier policy: the lowest threshold at which it reaches the best peer's recall,
+    and its false hits there against half the peer's (the bar, if it were the default)."""
+    best = _best_peer(rows)
+    out = [
+        f"\nat the recall of {best.name} ({best.recall:.3f}; bar: <= "
+        f"{best.false_hits_per_1k / 2:.1f} false hits/1k), each verifier policy's highest "
+        "threshold reaching it:\n",
+        "| policy | threshold | hit rate | precision | recall | false hits / 1k | bar |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, model), _ in zip(MODEL_POLICIES, models, strict=True):
+        found = None
+        for t in _GRID[::-1]:
+            if float(t) - model.below < 0.5:
+                break
+            m = ev.metrics(name, float(t), ev.policy.guards, model)
+            if m.recall >= best.recall - 1e-9:
+                found = m
+                break
+        if found is None:
+            out.append(f"| {name} | - | - | - | - | - | never reaches it |")
+            continue
+        verdict = "meets" if found.false_hits <= best.false_hits / 2 else "misses"
+        out.append(
+            f"| {name} | {found.threshold:.3f} | {found.hit_rate:.3f} | {found.precision:.3f} | "
+            f"{found.recall:.3f} | {found.false_hits_per_1k:.1f} | {verdict} |"
+        )
+    return out
+
+
 def iso_recall_false_hits(fixed: Sequence[Metrics], recall: float) -> float:
     """False hits per 1,000 queries of a fixed threshold at the given recall (interpolated along
     the fixed-threshold curve; its highest-recall point when the recall is beyond it)."""
@@ -753,6 +909,21 @@ def plot(ev: Evaluation, path: Path, title: str) -> Path:
         ) from exc
     fixed = ev.curve()
     mine = ev.curve(ev.policy.guards)
+    model = ev.policy.model or (Model(below=0.10) if ev.cands.scores is not None else None)
+    lowest = (
+        float(np.nanmin(np.where(np.isnan(ev.cands.scores), np.inf, ev.cands.sims)))
+        if (ev.cands.scores is not None and not np.isnan(ev.cands.scores).all())
+        else 1.0
+    )
+    checked = (
+        [
+            ev.metrics("curve", float(t), ev.policy.guards, model)
+            for t in _GRID
+            if float(t) - model.below >= lowest - 1e-6
+        ]
+        if model is not None
+        else []
+    )
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.8), dpi=100)
     for axis, y in ((ax, "precision"), (bx, "false_hits_per_1k")):
         axis.plot(
@@ -767,8 +938,16 @@ def plot(ev: Evaluation, path: Path, title: str) -> Path:
             [getattr(m, y) for m in mine],
             color="tab:blue",
             lw=1.8,
-            label="promptcache policy (threshold swept)",
+            label="promptcache guards (threshold swept)",
         )
+        if checked and model is not None:
+            axis.plot(
+                [m.recall for m in checked],
+                [getattr(m, y) for m in checked],
+                color="tab:green",
+                lw=1.8,
+                label=f"guards + verifier ({model.describe()}; threshold swept)",
+            )
         for (name, _), m, marker in zip(PEERS, ev.peers(), "os^vD", strict=True):
             axis.scatter(
                 [m.recall], [getattr(m, y)], marker=marker, s=30, color="0.3", zorder=3, label=name
@@ -845,6 +1024,7 @@ def _run(
     seed: int,
     vector_cache: Path | None,
     quiet: bool,
+    verifier: bool = True,
 ) -> Evaluation:
     from promptcache import guards as guard_module
 
@@ -854,11 +1034,26 @@ def _run(
         pairs,
         intent_of=intent_of,
         extra_guards=dict(guard_module.ALL_GUARDS),
+        verifier=_comparison_verifier(cache) if verifier else None,
         check=check,
         seed=seed,
         vector_cache=vector_cache,
         progress=_progress(quiet),
     )
+
+
+def _comparison_verifier(cache: Any) -> Any:
+    """The local verifier, for the verifier rows when the cache itself runs without one; None
+    when it is not installed (the rows are left out)."""
+    if getattr(cache, "verifier_model", None) is not None:
+        return None
+    from promptcache.adapters.local_verifier import LocalVerifier
+
+    try:
+        return LocalVerifier(threads=2, timeout=60.0)
+    except ConfigError as exc:
+        log.warning("verifier rows left out: %s", exc.message)
+        return None
 
 
 def _describe(
@@ -876,9 +1071,11 @@ def _describe(
         f"{len(ev.work.queries)} queries ({int(ev.work.answerable.sum())} with their intent in the "
         f"cache); embedder {ev.embedder_id}; policy: threshold {ev.policy.threshold:.3f}, guards "
         f"{', '.join(ev.policy.guards) or 'none'}, verifier "
-        f"{', '.join(ev.policy.verifier) or 'off'} (band {ev.policy.band:g})\n"
+        f"{', '.join(ev.policy.verifier) or 'off'} (band {ev.policy.band:g}), verifier model "
+        f"{ev.policy.model.describe() if ev.policy.model else 'off'}\n"
         f"time: embed {t['embed']:.1f}s, store {t['store']:.1f}s, search {t['search']:.1f}s, "
-        f"guards {t['guards']:.1f}s, real lookups {t['check']:.1f}s{agree}"
+        f"guards {t['guards']:.1f}s, verifier {t.get('verifier', 0.0):.1f}s, "
+        f"real lookups {t['check']:.1f}s{agree}"
     )
 
 
@@ -900,6 +1097,7 @@ def run_eval(
     check: int = 2000,
     vector_cache: Path | None = None,
     quiet: bool = False,
+    verifier: bool = True,
     out: Any = None,
 ) -> Evaluation:
     """``promptcache eval``: print the policies side by side, the guard ablation and the bar;
@@ -919,6 +1117,7 @@ def run_eval(
         seed=seed,
         vector_cache=vector_cache,
         quiet=quiet,
+        verifier=verifier,
     )
     rows = list(iter_rows(ev))
     from promptcache import guards as guard_module
@@ -927,6 +1126,12 @@ def run_eval(
     print("\n" + table(rows), file=out)
     print("\nguards at the policy's threshold, each on its own:\n", file=out)
     print(table(ev.ablation(list(guard_module.ALL_GUARDS), _strict())), file=out)
+    models = ev.models()
+    if models:
+        print("\nthe verifier model on top of the policy's guards, at its threshold:\n", file=out)
+        print(table(models), file=out)
+        for line in model_bars(ev, rows, models):
+            print(line, file=out)
     print("\n" + bar_check(ev, rows), file=out)
     if plot_path is not None:
         title = f"{path.name.split('.')[0]} ({part}{f', {limit} pairs' if limit else ''})"
@@ -942,6 +1147,7 @@ def run_eval(
             "ablation": [
                 m.as_dict() for m in ev.ablation(list(guard_module.ALL_GUARDS), _strict())
             ],
+            "verifier": [m.as_dict() for m in models],
             "seconds": ev.seconds,
             "checked": ev.checked,
             "agreed": ev.agreed,
@@ -989,8 +1195,10 @@ def run_calibrate(
         seed=seed,
         vector_cache=vector_cache,
         quiet=quiet,
+        verifier=False,  # only the cache's own verifier model, if any
     )
-    curve = ev.curve(ev.policy.guards)
+    # with the verifier model on, thresholds are swept with it (its candidates scored once)
+    curve = ev.curve(ev.policy.guards, ev.policy.model)
     chosen = pick_threshold(curve, target_precision)
     if chosen is None:
         best = max(curve, key=lambda m: m.precision)
@@ -1012,6 +1220,7 @@ def run_calibrate(
             seed=seed,
             vector_cache=vector_cache,
             quiet=quiet,
+            verifier=False,
         )
         held = hev.default(chosen.threshold)
     rows = [
@@ -1046,6 +1255,7 @@ def run_calibrate(
             "limit": limit,
             "seed": seed,
             "guards": list(ev.policy.guards),
+            "verifier_model": ev.policy.model.describe() if ev.policy.model else None,
             "fit": fit.as_dict(),
             "holdout": held.as_dict() if held is not None else None,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -148,7 +148,8 @@ def assert_exact(cache: PromptCache) -> None:
     assert hist["miss"]["count"] == report["misses"]
     assert hist["lookup"]["count"] == 2 * per_tenant
     for tenant in TENANTS:
-        own = report["tenants"][tenant]
+        own = cache.tenant_report(tenant)  # a tenant's series and histograms: its own report
+        assert own is not None
         assert sum(p["requests"] for p in own["series"]["points"]) == per_tenant
         assert own["latency_ms"]["hit"]["count"] + own["latency_ms"]["miss"]["count"] == per_tenant
         assert sum(e["hits"] for e in own["top_entries"]) <= own["hits"]["total"]

@@ -68,3 +68,23 @@ class FailingLLM(FakeLLM):
     def __init__(self) -> None:
         super().__init__()
         self.fail = UpstreamError("boom")
+
+
+class FakeVerifier:
+    """Scores by a table (query, candidate) -> score, default 0; records every call."""
+
+    id = "fake-verifier"
+
+    def __init__(self, table: dict[tuple[str, str], float] | None = None) -> None:
+        self.table = dict(table or {})
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.fail: Exception | None = None
+        self.delay = 0.0
+
+    def scores(self, query: str, candidates: Sequence[str]) -> list[float]:
+        self.calls.append((query, tuple(candidates)))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return [self.table.get((query, c), 0.0) for c in candidates]

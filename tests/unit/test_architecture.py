@@ -139,11 +139,12 @@ def test_routes_import_without_the_runtime_dependencies() -> None:
 PUBLIC = [
     "BackendError", "BadRequest", "Bounds", "CacheHit", "CacheMode", "ChatRequest", "ChatResult",
     "ChatStream", "Completion", "ConfigError", "Cursor", "Embedder", "EmbedderError", "Entry",
-    "Index", "LLM", "Locks", "LogRecord", "Message", "PromptCache", "PromptCacheError",
-    "RateWindows", "RequestError", "Settings", "Stats", "StatsError", "Store", "StoreError",
-    "StreamingLLM",
+    "Index", "LLM", "Locks", "LogRecord", "Message", "ModelCheck", "PromptCache",
+    "PromptCacheError", "RateWindows", "RequestError", "Settings", "Stats", "StatsError", "Store",
+    "StoreError", "StreamingLLM",
     "SyncResult", "Tier", "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured",
     "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "Usage", "VectorIndex",
+    "Verifier", "VerifierError",
 ]  # fmt: skip
 
 

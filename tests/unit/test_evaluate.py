@@ -358,3 +358,37 @@ def test_calibrate_command_fails_clearly_when_the_target_is_out_of_reach(
     assert "no threshold reaches precision" in capsys.readouterr().err
     assert not (isolated / "data" / CALIBRATION_FILE).exists()
     assert main(["calibrate", str(pairs), "--target-precision", "0", "--quiet"]) == 2
+
+
+# ---------------------------------------------------------------- the verifier model
+def test_evaluate_with_a_verifier_model_agrees_with_the_lookup_path() -> None:
+    from promptcache._verify import ModelCheck
+    from promptcache_tools.evaluate import Model
+    from tests.unit.fakes import FakeVerifier, blend, unit
+
+    base = unit("swim")
+    vectors = {
+        "how do i swim?": base,
+        "how can i swim?": blend(base, unit("a"), 0.95),
+        "how do i dive?": blend(base, unit("b"), 0.88),  # below 0.9: only the model can accept
+        "how do i cook?": unit("cook"),
+        "how do i bake?": blend(unit("cook"), unit("c"), 0.93),
+    }
+    verifier = FakeVerifier({("how can i swim?", "how do i swim?"): 0.9})
+    pairs = [
+        Pair("how do i swim?", "how can i swim?", True),
+        Pair("how do i swim?", "how do i dive?", False),
+        Pair("how do i cook?", "how do i bake?", False),
+    ]
+    cache = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(vectors), stats=MemoryStats(), threshold=0.9,
+        verifier_model=ModelCheck(verifier, cutoff=0.5, below=0.05),
+    )  # fmt: skip
+    ev = evaluate(cache, pairs, check=100)
+    assert ev.checked == 3 and ev.agreed == 3
+    assert ev.policy.model == Model(0.5, 0.05, 1.0)
+    mine = ev.default()
+    assert (mine.hits, mine.correct) == (1, 1)  # "bake" (0.93, scored 0) rejected by the model
+    assert ev.metrics("fixed", 0.9).false_hits == 1
+    assert {m.name for m in ev.models()} >= {"verifier: band 0.04"}
+    assert ev.cands.scores is not None and np.isnan(ev.cands.scores).any()

@@ -115,3 +115,29 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.store = "memory"  # type: ignore[misc]
+
+
+def test_the_verifier_model_settings() -> None:
+    from promptcache import runtime
+
+    s = Settings.from_env({})
+    assert (s.verifier_model, s.verifier_cutoff, s.verifier_below, s.verifier_model_band) == (
+        "off", 0.5, 0.0, 1.0,
+    )  # fmt: skip
+    assert runtime.build(Settings.from_env({"PROMPTCACHE_STORE": "memory"})).verifier_model is None
+    on = Settings.from_env(
+        {"PROMPTCACHE_VERIFIER_MODEL": "local", "PROMPTCACHE_VERIFIER_CUTOFF": "0.7",
+         "PROMPTCACHE_VERIFIER_BELOW": "0.1", "PROMPTCACHE_VERIFIER_MODEL_BAND": "0.2",
+         "PROMPTCACHE_VERIFIER_TIMEOUT": "0.25", "PROMPTCACHE_STORE": "memory"}
+    )  # fmt: skip
+    check = runtime.build(on).verifier_model
+    assert check is not None and (check.cutoff, check.below, check.band) == (0.7, 0.1, 0.2)
+    assert check.verifier.timeout == 0.25  # type: ignore[attr-defined]
+    for name, bad in (
+        ("PROMPTCACHE_VERIFIER_MODEL", "remote"),
+        ("PROMPTCACHE_VERIFIER_CUTOFF", "1.5"),
+        ("PROMPTCACHE_VERIFIER_BELOW", "x"),
+        ("PROMPTCACHE_VERIFIER_TIMEOUT", "0"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: bad})

@@ -231,18 +231,19 @@ def dashboard(path: str) -> Response[str]:
 
 
 def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:
-    """Whether the caller may see health details: always when no API keys are configured, else
-    only with a valid key, a tenant's or the admin's (the details name internal endpoints)."""
+    """Whether the caller may see health details (they name internal endpoints): always when no
+    API keys are configured, else only with the admin key (a tenant's key sees the status)."""
+    if not settings.api_keys:
+        return True
     try:
-        reader(event, settings)
+        return reader(event, settings) is None  # None: the admin key
     except RequestError:
         return False
-    return True
 
 
 def health(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
     """Open to every caller (load balancers, uptime checks); each dependency's detail and whether
-    it is required only for callers with a valid key when API keys are configured."""
+    it is required only for the admin key when API keys are configured."""
     ok, checks = cache.health()
     details = _trusted(event, settings)
     dependencies: dict[str, dict[str, Any]] = {}

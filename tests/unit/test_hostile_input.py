@@ -172,13 +172,18 @@ def test_nesting_below_the_limit_is_judged_by_its_fields(
 
 
 # ---------------------------------------------------------------- 5: /health without a key
-def test_health_details_only_with_a_valid_key(handlers: dict[str, Any]) -> None:  # noqa: F811
-    for auth in (None, "wrong"):
+def test_health_details_only_with_the_admin_key(
+    handlers: dict[str, Any],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROMPTCACHE_ADMIN_KEY", "admin-key")
+    runtime.settings.cache_clear()
+    for auth in (None, "wrong", "secret-key"):  # none, a wrong one, a tenant's
         status, _, body = call(handlers, "health", "GET", "/health", auth=auth)
         assert status == 200 and body["status"] in ("ok", "degraded")
         for name, dependency in body["dependencies"].items():
-            assert set(dependency) == {"ok", "latency_ms"}, name
-    status, _, body = call(handlers, "health", "GET", "/health")
+            assert set(dependency) == {"ok", "latency_ms"}, (auth, name)
+    status, _, body = call(handlers, "health", "GET", "/health", auth="admin-key")
     assert status == 200
     assert set(body["dependencies"]["store"]) == {"ok", "latency_ms", "detail", "required"}
     assert body["dependencies"]["llm"]["detail"].startswith("configured")

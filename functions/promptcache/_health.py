@@ -1,19 +1,24 @@
 """Health probes: each dependency's status, and whether the cache can answer.
 
 The store is probed on every call (the cache cannot answer without it). The embedder (one
-embedding) and the stats backend are optional and cost money or rate limit deployed, so frequent
-monitors (load balancers, uptime checks) reuse a probe younger than ``max_age`` seconds. The
-model is reported as configured or not, never called.
+embedding), the stats backend and a server-side index (without it the cache bypasses, so it is
+not required) are optional and cost money or rate limit deployed, so frequent monitors (load
+balancers, uptime checks) reuse a probe younger than ``max_age`` seconds. The model is reported
+as configured or not, never called.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ._boundary import GuardedEmbedder, GuardedLLM, GuardedStats, GuardedStore
 from ._errors import BackendError
 from ._types import DependencyStatus
+
+if TYPE_CHECKING:
+    from ._indexes import Indexes
 
 #: Seconds a probe of a paid dependency is reused.
 PROBE_MAX_AGE = 30.0
@@ -26,10 +31,12 @@ class Health:
         embedder: GuardedEmbedder,
         stats: GuardedStats,
         llm: GuardedLLM,
+        indexes: Indexes | None = None,
         *,
         max_age: float = PROBE_MAX_AGE,
     ) -> None:
         self.max_age = max_age
+        self._indexes = indexes
         self._store = store
         self._embedder = embedder
         self._stats = stats
@@ -44,6 +51,9 @@ class Health:
             self._reused("stats", self._stats.read),
             self._model(),
         ]
+        server = None if self._indexes is None else self._indexes.index
+        if server is not None:
+            checks.insert(1, self._reused("index", server.ping))
         return all(c.ok for c in checks if c.required), checks
 
     def _model(self) -> DependencyStatus:

@@ -64,6 +64,8 @@ class Indexes:
 
     #: Called after entries were evicted past a bound (the process index's).
     evicted: Callable[[], None]
+    #: The server-side index, None for the process's own (``/health`` probes it).
+    index: GuardedIndex | None = None
 
     def sync(self, namespace: str, key: str | None) -> SyncResult:
         """One store round trip: the exact-key lookup (+ the index's sync). Raises StoreError."""
@@ -253,7 +255,7 @@ class ServerIndexes(Indexes):
 
     def __init__(self, store: GuardedStore, index: GuardedIndex) -> None:
         self._store = store
-        self.index = index
+        self.index: GuardedIndex = index
         self.evicted = lambda: None  # never: the server bounds its own size
         self._cursors: dict[str, Cursor] = {}
         self._lock = threading.Lock()

@@ -144,7 +144,7 @@ class PromptCache:
         )
         self._indexes.evicted = self._claims.forget  # a lingering shared answer may be evicted
         self._accounting = Accounting(self._stats, price_per_1k_tokens, clock, self._store)
-        self._health = Health(self._store, self._embedder, self._stats, self._llm)
+        self._health = Health(self._store, self._embedder, self._stats, self._llm, self._indexes)
         self._admin = Admin(self._store, self._indexes, self._claims, self._accounting, clock)
 
     # ------------------------------------------------------------------ the backends

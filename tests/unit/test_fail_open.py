@@ -351,3 +351,47 @@ def test_over_http_any_backend_failure_is_a_200(
         bypassed = False  # the headers went out before the store failed
     assert status == 200
     assert headers["x-promptcache-tier"] == ("bypass" if bypassed else TIERS[scenario].value)
+
+
+class _Index:
+    """A server-side index whose ping works or raises (the other calls are not reached)."""
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.pings = 0
+
+    def add(self, namespace: str, entry_id: str, vector: Any, expires_at: float | None) -> None:
+        raise AssertionError("not reached")
+
+    def remove(self, namespace: str, entry_id: str) -> None:
+        raise AssertionError("not reached")
+
+    def search(self, namespace: str, vector: Any, **_: Any) -> list[tuple[str, float]]:
+        raise AssertionError("not reached")
+
+    def clear(self) -> None:
+        raise AssertionError("not reached")
+
+    def ping(self) -> None:
+        self.pings += 1
+        if self.fails:
+            raise ConnectionError("index down")
+
+
+def test_health_probes_a_server_side_index_and_does_not_require_it() -> None:
+    def health(index: Any) -> tuple[bool, dict[str, Any]]:
+        cache = PromptCache(
+            store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), index=index
+        )
+        ok, checks = cache.health()
+        return ok, {c.name: c for c in checks}
+
+    ok, checks = health(None)  # the process's own index: nothing to probe
+    assert ok and "index" not in checks
+    working = _Index(fails=False)
+    ok, checks = health(working)
+    assert ok and checks["index"].ok and not checks["index"].required and working.pings == 1
+    ok, checks = health(_Index(fails=True))
+    assert ok  # the store answers: a broken index only bypasses the cache
+    assert not checks["index"].ok and "index down" in checks["index"].detail
+    assert [c for c in checks] == ["store", "index", "embedder", "stats", "llm"]

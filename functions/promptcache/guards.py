@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from functools import lru_cache
 
 from ._keys import literal_spans, normalize
 from ._polarity import polarity_guard
-
-Guard = Callable[[str, str], "str | None"]
+from ._tally import Guard
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 

@@ -133,14 +133,12 @@ class CloudflareStandIn:
             self._failures.clear()
 
     def __enter__(self) -> CloudflareStandIn:
-        self._server = LoopbackServer(("127.0.0.1", 0), self._handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer.started(self._handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
 
     # ------------------------------------------------------------------ to override

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from http.server import ThreadingHTTPServer
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -12,3 +13,21 @@ class LoopbackServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 1024
+
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def started(cls, handler: type[BaseHTTPRequestHandler]) -> LoopbackServer:
+        """Listening on a free loopback port, serving from a daemon thread."""
+        server = cls(("127.0.0.1", 0), handler)
+        server._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        server._thread.start()
+        return server
+
+    def close(self) -> None:
+        """Stop serving, close the socket and wait for the serving thread."""
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -102,7 +102,6 @@ class UpstashStandIn:
         self._injected: list[tuple[int, bytes]] = []
         self._failing: tuple[int, bytes] | None = None
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -118,19 +117,13 @@ class UpstashStandIn:
             pass
 
         Handler.standin = standin
-        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer.started(Handler)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         self._pool.disconnect()
 
     def __enter__(self) -> UpstashStandIn:

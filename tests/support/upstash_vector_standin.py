@@ -179,7 +179,6 @@ class UpstashVectorStandIn:
         self._fields: dict[str, str] = {}
         self.requests: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -196,9 +195,7 @@ class UpstashVectorStandIn:
             pass
 
         Handler.standin = standin
-        self._server = LoopbackServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer.started(Handler)
         return self
 
     def reset_index(self) -> None:
@@ -217,12 +214,8 @@ class UpstashVectorStandIn:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         self._redis.close()
 
     def __enter__(self) -> UpstashVectorStandIn:

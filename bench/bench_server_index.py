@@ -301,6 +301,7 @@ def write_hashes(
 
 
 def wait_indexed(r: redis.Redis, names: list[str], n: int, timeout: float = 1800.0) -> None:
+    timeout = max(timeout, n / 100)  # HNSW ingests ~1,000 vectors/s on a busy 2-core machine
     deadline = time.monotonic() + timeout
     for name in names:
         while True:

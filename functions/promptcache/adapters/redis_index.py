@@ -89,9 +89,7 @@ class RedisIndex:
     def add(self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None) -> None:
         self.add_many(namespace, [(entry_id, vector, expires_at)])
 
-    def add_many(
-        self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]
-    ) -> None:
+    def add_many(self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]) -> None:
         """One pipeline (a MULTI/EXEC) per ``BATCH`` entries."""
         digest = _digest(namespace)
         for start in range(0, len(items), BATCH):

@@ -102,9 +102,7 @@ class UpstashVectorIndex:
     def add(self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None) -> None:
         self.add_many(namespace, [(entry_id, vector, expires_at)])
 
-    def add_many(
-        self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]
-    ) -> None:
+    def add_many(self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]) -> None:
         """One upsert request per ``BATCH`` vectors, then the namespace's sweep when it is due."""
         for start in range(0, len(items), BATCH):
             vectors = [

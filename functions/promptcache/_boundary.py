@@ -93,6 +93,10 @@ class GuardedIndex:
         with failures_as(StoreError, "index add"):
             self.inner.add(namespace, entry_id, vector, expires_at)
 
+    def add_many(self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]) -> None:
+        with failures_as(StoreError, "index add"):
+            self.inner.add_many(namespace, items)
+
     def remove(self, namespace: str, entry_id: str) -> None:
         with failures_as(StoreError, "index remove"):
             self.inner.remove(namespace, entry_id)

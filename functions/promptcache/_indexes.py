@@ -13,6 +13,10 @@
 Either way the entries, exact keys, stats and locks stay in the store, and search answers the
 same question: the ``k`` nearest live entries of a namespace at or above ``min_score``.
 
+``reindex`` moves a cache from the first kind to the second: every live entry's vector, read
+from its namespace's log in the store, is added to the server-side index (``promptcache
+reindex``), so the entries stored before the switch are found again.
+
 Bounds of the process index (``Bounds``; settings PROMPTCACHE_MAX_NAMESPACES and
 PROMPTCACHE_MAX_ENTRIES_PER_NAMESPACE):
 
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 
 from ._boundary import GuardedIndex, GuardedStore
 from ._errors import StoreError
-from ._protocols import Index
+from ._protocols import Index, Store
 from ._types import Cursor, Entry, LogRecord, SyncResult, Vector
 from .index import VectorIndex
 from .settings import MAX_ENTRIES_PER_NAMESPACE, MAX_NAMESPACES
@@ -45,6 +49,8 @@ log = logging.getLogger("promptcache")
 
 #: Rows an index starts with (it doubles as it fills): a namespace of a few entries stays small.
 _FIRST_ROWS = 64
+#: Entries read from the store at a time while reindexing.
+_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -291,3 +297,47 @@ class ServerIndexes(Indexes):
         self.index.clear()
         with self._lock:
             self._cursors.clear()
+
+
+@dataclass(frozen=True)
+class Reindexed:
+    """What ``reindex`` did: namespaces with live entries, vectors added, live entries without
+    a vector in the log (prompts past the semantic tier's length, or stored through a server
+    index already, which keeps the vector there)."""
+
+    namespaces: int
+    entries: int
+    without_vector: int
+
+
+def reindex(store: Store, index: Index, now: float) -> Reindexed:
+    """Add every live entry's vector from the store's vector logs to ``index`` (``add_many``,
+    one namespace at a time). Idempotent: an entry already there is replaced by the same vector.
+    Raises StoreError (the index first: an unreachable one fails before anything is read)."""
+    guarded_store, guarded_index = GuardedStore(store), GuardedIndex(index)
+    guarded_index.ping()
+    live: dict[str, dict[str, float | None]] = {}  # namespace -> entry id -> expiry
+    offset = 0
+    while True:
+        page = guarded_store.entries(offset, _PAGE)
+        if not page:  # a short page need not be the last (Upstash skips a vanished entry)
+            break
+        for entry in page:
+            if not entry.expired(now):
+                live.setdefault(entry.namespace, {})[entry.id] = entry.expires_at
+        offset += _PAGE
+    added = 0
+    for namespace, expiries in live.items():
+        vectors: dict[str, Vector | None] = {}
+        for record in guarded_store.sync(namespace, None, None).records:
+            vectors[record.entry_id] = record.vector  # the last record wins; None: a tombstone
+        items = [
+            (entry_id, vector, expiries[entry_id])
+            for entry_id, vector in vectors.items()
+            if vector is not None and entry_id in expiries
+        ]
+        if items:
+            guarded_index.add_many(namespace, items)
+            added += len(items)
+    total = sum(len(expiries) for expiries in live.values())
+    return Reindexed(len(live), added, total - added)

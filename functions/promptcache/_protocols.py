@@ -88,6 +88,8 @@ class Index(Protocol):
     and locks stay in the Store.
 
     - ``add``: insert or replace ``entry_id`` (``expires_at``: epoch seconds, None = never).
+    - ``add_many``: ``add`` each (entry id, vector, expires_at) of ``items``, in a few round
+      trips (a reindex's batches; a write nobody waits on).
     - ``remove``: forget ``entry_id`` (absent: nothing happens).
     - ``search``: up to ``k`` entries of ``namespace`` with cosine similarity >= ``min_score``
       and not expired at ``now`` (``expires_at`` None or > ``now``), as (entry id, cosine),
@@ -97,6 +99,10 @@ class Index(Protocol):
 
     def add(
         self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None
+    ) -> None: ...
+
+    def add_many(
+        self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]
     ) -> None: ...
 
     def remove(self, namespace: str, entry_id: str) -> None: ...

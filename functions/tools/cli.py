@@ -1,5 +1,5 @@
-"""``promptcache``: serve, warm, stats, clear, settings. Same settings and data location as the
-server."""
+"""``promptcache``: serve, warm, stats, clear, compact, reindex, settings. Same settings and data
+location as the server."""
 
 from __future__ import annotations
 
@@ -79,6 +79,44 @@ def _cmd_compact(args: argparse.Namespace) -> int:
         raise PromptCacheError(f"the {runtime.settings().store} store keeps no log to compact")
     removed = compact()
     print(f"compacted the vector log ({removed} dropped)", file=sys.stderr)
+    return 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    import time
+
+    from promptcache import runtime
+    from promptcache._errors import StoreError
+    from promptcache._indexes import reindex
+
+    settings = runtime.settings()
+    if settings.index == "process":
+        raise PromptCacheError(
+            "PROMPTCACHE_INDEX is process: each process loads the vectors from the store "
+            "itself, there is nothing to reindex (set PROMPTCACHE_INDEX=redis or upstash-vector "
+            "and its connection settings)"
+        )
+    store, _ = runtime.STORES[settings.store](settings)
+    index = runtime.INDEXES[settings.index](settings)
+    assert index is not None
+    started = time.perf_counter()
+    try:
+        done = reindex(store, index, time.time())
+    except StoreError as exc:
+        why = f"reindex into the {settings.index} index failed: {exc.message}"
+        raise PromptCacheError(why) from exc
+    finally:
+        for backend in (index, store):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+    seconds = time.perf_counter() - started
+    print(
+        f"reindexed {done.entries} entries of {done.namespaces} namespaces into the "
+        f"{settings.index} index in {seconds:.2f} s ({done.without_vector} live entries "
+        "without a vector in the store)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -170,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         "compact", help="drop expired entries and dead vector-log records (readers reload)"
     )
     p.set_defaults(func=_cmd_compact)
+    p = sub.add_parser(
+        "reindex",
+        help="copy every live entry's vector from the store into the server-side index "
+        "(after switching PROMPTCACHE_INDEX from process)",
+    )
+    p.set_defaults(func=_cmd_reindex)
     p = sub.add_parser("settings", help="print every setting as a Markdown table")
     p.set_defaults(func=_cmd_settings)
     p = sub.add_parser(

@@ -235,3 +235,40 @@ def test_chat_stores_a_miss_and_answers_a_paraphrase_from_it(backend: Backend) -
     hit = cache.chat(ask("how can i reset it"))
     assert miss.tier is Tier.MISS and hit.tier is Tier.SEMANTIC
     assert hit.entry_id == miss.entry_id and hit.response == miss.response and llm.calls == 1
+
+
+def test_entries_stored_through_the_process_index_are_found_after_reindex(
+    backend: Backend,
+) -> None:
+    """Switching from ``process`` to a server-side index: ``reindex`` copies every live entry's
+    vector from the store's logs (the process index needs none: it reads them itself)."""
+    from promptcache._indexes import Reindexed, reindex
+
+    before = PromptCache(
+        store=backend.store,
+        embedder=FakeEmbedder(),
+        stats=MemoryStats(),
+        clock=backend.clock,
+        ttl_seconds=0,
+    )
+    kept = keep(before, "stored", BASE)
+    other = keep(before, "stored", BASE, tenant="t2")
+    keep(before, "brief", blend(BASE, unit("brief"), 0.99), ttl=60)
+    gone = keep(before, "gone", blend(BASE, unit("gone"), 0.98))
+    before.forget("t", gone)
+    before.store_answer(ask("x" * 3000), Completion("long", "m", Usage()))  # no vector
+    backend.clock.now += 61  # "brief" has expired
+    if backend.kind != "process":
+        index = backend._index()
+        assert index is not None
+        for _ in range(2):  # idempotent
+            assert reindex(backend.store, index, backend.clock()) == Reindexed(2, 2, 1)
+        namespace = before.entry_namespace(ask("stored"))
+        everything = index.search(namespace, BASE, k=10, min_score=-1.0, now=0.0)
+        assert [i for i, _ in everything] == [kept]  # neither the expired nor the forgotten
+    after = backend.cache(embedder(question=NEAR))
+    found = semantic(after, "question")
+    assert found is not None and found[0] == kept
+    found = semantic(after, "question", tenant="t2")
+    assert found is not None and found[0] == other
+    assert semantic(after, "question", tenant="t3") is None

@@ -11,14 +11,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from promptcache import ChatRequest, Completion, Index, Message, PromptCache, Store, Tier, Usage
+from promptcache.adapters.memory import MemoryStats
+from promptcache.adapters.redis_index import RedisIndex
+from promptcache.adapters.sqlite import SQLiteStore
+from promptcache.adapters.upstash import UpstashStore
+from promptcache.adapters.upstash_vector import UpstashVectorIndex
 from tests.support.openai_upstream import OpenAIUpstream
-from tests.support.serve import ServerProcess
+from tests.support.serve import ServerProcess, free_port
+from tests.unit.fakes import FakeEmbedder, blend, unit
 
 pytestmark = pytest.mark.integration
 
 
-def run(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(data)}
+def run(data: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROMPTCACHE_DATA_DIR": str(data), **settings}
     return subprocess.run(
         [sys.executable, "-m", "promptcache_tools.cli", *args],
         env=env,
@@ -155,3 +162,115 @@ def test_compact_drops_expired_entries(tmp_path: Path) -> None:
         text=True,
     )
     assert memory.returncode == 2 and "no log to compact" in memory.stderr
+
+
+@pytest.mark.parametrize("kind", ["redis", "upstash-vector"])
+def test_reindex_moves_entries_from_the_process_index_to_a_server_index(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Entries stored with PROMPTCACHE_INDEX=process (SQLite, or the Upstash store) keep their
+    vectors in the store's log only; ``promptcache reindex`` copies them into the server index,
+    and a lookup through it finds them. Run twice, the index is the same."""
+    data = tmp_path / "data"
+    redis_server = request.getfixturevalue("redis_server")
+    redis_client = request.getfixturevalue("redis_client")  # an empty Redis
+    clients: list[httpx.Client] = []
+    store: Store
+    if kind == "redis":
+        data.mkdir()
+        store = SQLiteStore(data / "cache.sqlite3")
+        env = {"PROMPTCACHE_INDEX": "redis"}
+        env["PROMPTCACHE_REDIS_URL"] = f"redis://127.0.0.1:{redis_server.port}/0"
+
+        def make_index() -> Index:
+            return RedisIndex(redis_server.client())
+
+        def vectors() -> int:
+            return len(list(redis_client.scan_iter(match="promptcache:vec:*")))
+
+    else:
+        upstash = request.getfixturevalue("upstash")
+        vec = request.getfixturevalue("upstash_vector")
+        clients.append(httpx.Client(timeout=10))
+        store = UpstashStore(clients[-1], upstash.url, upstash.token)
+        env = {
+            "PROMPTCACHE_STORE": "upstash",
+            "UPSTASH_REDIS_REST_URL": upstash.url,
+            "UPSTASH_REDIS_REST_TOKEN": upstash.token,
+            "PROMPTCACHE_INDEX": "upstash-vector",
+            "UPSTASH_VECTOR_REST_URL": vec.url,
+            "UPSTASH_VECTOR_REST_TOKEN": vec.token,
+        }
+
+        def make_index() -> Index:
+            clients.append(httpx.Client(timeout=10))
+            return UpstashVectorIndex(clients[-1], vec.url, vec.token)
+
+        def vectors() -> int:
+            return int(vec.info()["vectorCount"])
+
+    def ask(prompt: str, model: str = "m") -> ChatRequest:
+        return ChatRequest(messages=(Message("user", prompt),), model=model)
+
+    base = unit("base")
+    before = PromptCache(store=store, embedder=FakeEmbedder(), stats=MemoryStats())
+    ids = [
+        before.store_answer(ask(p, m), Completion(f"answer {p}", m, Usage()), vector=v).id
+        for p, m, v in [
+            ("stored", "m", base),
+            ("another", "m", unit("another")),
+            ("stored", "other-model", base),
+        ]
+    ]
+    try:
+        for _ in range(2):  # idempotent
+            result = run(data, "reindex", **env)
+            assert result.returncode == 0, result.stderr
+            assert f"reindexed 3 entries of 2 namespaces into the {kind} index" in result.stderr
+            assert vectors() == 3
+        after = PromptCache(
+            store=store,
+            index=make_index(),
+            embedder=FakeEmbedder({"paraphrase": blend(base, unit("p"), 0.95)}),
+            stats=MemoryStats(),
+        )
+        for model, entry_id in [("m", ids[0]), ("other-model", ids[2])]:
+            hit, _ = after.lookup(ask("paraphrase", model))
+            assert hit is not None and hit.tier is Tier.SEMANTIC and hit.entry.id == entry_id
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_reindex_refuses_the_process_index_and_an_unreachable_one(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    result = run(tmp_path, "reindex")  # PROMPTCACHE_INDEX=process, the default
+    assert result.returncode == 2 and "nothing to reindex" in result.stderr
+    fast = {"PROMPTCACHE_BACKEND_TIMEOUT": "1"}
+    result = run(
+        tmp_path,
+        "reindex",
+        PROMPTCACHE_INDEX="redis",
+        PROMPTCACHE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        **fast,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "reindex into the redis index failed" in result.stderr
+    assert "ConnectionError" in result.stderr
+    vec = request.getfixturevalue("upstash_vector")
+    for url, token, why in [
+        (f"http://127.0.0.1:{free_port()}", "t", "ConnectError"),
+        (vec.url, "wrong-token", "HTTP 401"),
+    ]:
+        result = run(
+            tmp_path,
+            "reindex",
+            PROMPTCACHE_INDEX="upstash-vector",
+            UPSTASH_VECTOR_REST_URL=url,
+            UPSTASH_VECTOR_REST_TOKEN=token,
+            **fast,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "reindex into the upstash-vector index failed" in result.stderr
+        assert why in result.stderr

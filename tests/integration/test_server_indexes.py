@@ -95,6 +95,40 @@ def test_redis_index_expiry_is_the_keys_ttl_too(
     index.remove(NS, "never-there")  # absent: nothing happens
 
 
+def test_redis_drops_an_expired_entrys_hash_by_itself(
+    make_index: Callable[..., RedisIndex], redis_client: Any
+) -> None:
+    """No sweep needed: the key's PEXPIREAT removes the hash (and so its search index row)."""
+    index = make_index()
+    index.add(NS, "brief", unit("a"), time.time() + 0.05)
+    index.add(NS, "kept", unit("b"), None)
+    deadline = time.monotonic() + 5.0
+    while redis_client.exists("promptcache:vec:brief") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not redis_client.exists("promptcache:vec:brief")
+    assert redis_client.exists("promptcache:vec:kept")
+    found = index.search(NS, unit("a"), k=4, min_score=-1.0, now=0.0)  # even with now = 0
+    assert [i for i, _ in found] == ["kept"]
+
+
+def test_redis_add_many_is_one_transaction_per_500_entries(
+    make_index: Callable[..., RedisIndex], redis_client: Any
+) -> None:
+    index = make_index()
+    index.add(NS, "warm", unit("warm"), None)  # the search index exists
+    rows = unit_rows(np.random.default_rng(3), 1001, 8)
+    redis_client.config_resetstat()
+    index.add_many(NS, [(f"e{i}", rows[i], 4e9 if i % 2 else None) for i in range(1001)])
+    assert redis_client.info("commandstats")["cmdstat_exec"]["calls"] == 3
+    assert (
+        redis_client.pttl("promptcache:vec:e1") > 0
+        and redis_client.pttl("promptcache:vec:e0") == -1
+    )
+    found = index.search(NS, rows[700], k=1, min_score=0.99, now=time.time())
+    assert [i for i, _ in found] == ["e700"]
+    index.add_many(NS, [])  # nothing: no round trip
+
+
 def test_redis_index_keeps_dimensions_apart(make_index: Callable[..., RedisIndex]) -> None:
     index = make_index()
     index.add(NS, "eight", unit("x", 8), None)
@@ -243,6 +277,62 @@ def test_standin_rejects_what_it_does_not_cover(
     assert r.status_code == 400 and r.json()["status"] == 400 and r.json()["error"]
 
 
+def test_standin_deletes_by_filter_in_one_namespace(upstash_vector: UpstashVectorStandIn) -> None:
+    for ns in ("f", "g"):
+        post(upstash_vector, f"/upsert/{ns}", [
+            {"id": i, "vector": unit(i).tolist(), "metadata": {"exp": e}}
+            for i, e in [("a", 10), ("b", 20), ("c", 30)]
+        ])  # fmt: skip
+    r = post(upstash_vector, "/delete/f", {"filter": "exp <= 20"})
+    assert r.status_code == 200 and r.json() == {"result": {"deleted": 2}}
+    assert post(upstash_vector, "/delete/f", {"filter": "exp <= 20"}).json() == {
+        "result": {"deleted": 0}
+    }
+    assert post(upstash_vector, "/delete/f", {"filter": "missing > 1"}).json() == {
+        "result": {"deleted": 0}
+    }
+    counts = upstash_vector.info()["namespaces"]
+    assert counts["f"]["vectorCount"] == 1 and counts["g"]["vectorCount"] == 3
+    for bad in ("", "exp GLOB '1*'", "exp <="):
+        r = post(upstash_vector, "/delete/f", {"filter": bad})
+        assert r.status_code == 400 and r.json()["status"] == 400 and r.json()["error"]
+    assert upstash_vector.info()["namespaces"]["f"]["vectorCount"] == 1
+
+
+def test_upstash_vector_index_sweeps_expired_vectors_on_writes(
+    upstash_vector: UpstashVectorStandIn,
+) -> None:
+    class Clock:
+        now = 2000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    with httpx.Client(timeout=10) as client:
+        index = UpstashVectorIndex(
+            client, upstash_vector.url, upstash_vector.token, sweep_interval=300, clock=clock
+        )
+        index.add(NS, "old", unit("a"), 2100.0)  # the first write sweeps (nothing expired yet)
+        index.add(NS, "live", unit("b"), 9000.0)
+        index.add("other", "other-old", unit("a"), 2100.0)
+        assert upstash_vector.requests["delete"] == 2
+        clock.now = 2200.0  # "old" has expired, the interval has not passed
+        index.add(NS, "new", unit("c"), None)
+        assert upstash_vector.requests["delete"] == 2
+        assert upstash_vector.info()["namespaces"][NS]["vectorCount"] == 3
+        clock.now = 2300.0  # the interval has passed: this write sweeps
+        index.add(NS, "newer", unit("d"), None)
+        assert upstash_vector.requests["delete"] == 3
+        counts = upstash_vector.info()["namespaces"]
+        assert counts[NS]["vectorCount"] == 3 and counts["other"]["vectorCount"] == 1
+        ids = {
+            r["id"] for r in upstash_vector.fetch(NS, {"ids": ["old", "live", "new", "newer"]}) if r
+        }
+        assert ids == {"live", "new", "newer"}
+        assert index.sweep_failures == 0
+
+
 # ------------------------------------------------------------------ UpstashVectorIndex on it
 def test_upstash_vector_index_errors_are_store_errors(
     upstash_vector: UpstashVectorStandIn,
@@ -264,7 +354,9 @@ def test_upstash_vector_index_errors_are_store_errors(
 
 def test_upstash_vector_index_namespaces_and_expiry(upstash_vector: UpstashVectorStandIn) -> None:
     with httpx.Client(timeout=10) as client:
-        index = UpstashVectorIndex(client, upstash_vector.url, upstash_vector.token)
+        index = UpstashVectorIndex(  # its sweeps at time 0 leave the vector of 1000 s
+            client, upstash_vector.url, upstash_vector.token, clock=lambda: 0.0
+        )
         index.add(NS, "a", unit("a"), 1000.0)
         index.add("tenant b:fake:8:abc/x?y", "b", unit("a"), None)  # any text is a namespace
         assert [i for i, _ in index.search(NS, unit("a"), k=3, min_score=0.5, now=999.0)] == ["a"]

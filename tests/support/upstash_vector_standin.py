@@ -18,7 +18,8 @@ so a real vector index (FLAT, COSINE: exact) answers every query. What it covers
   pre-filter (numbers as NUMERIC fields, strings as TAG fields, added to the index the first
   time a field is seen). Not covered: GLOB, IN, CONTAINS, HAS FIELD, nested fields, arrays
   (-> 400 naming the operator). A field no vector has matches nothing.
-- ``POST /delete``: ``{"ids": [...]}`` or an array of ids (or ``{"prefix"}``) -> ``{"deleted"}``.
+- ``POST /delete``: ``{"ids": [...]}`` or an array of ids, ``{"prefix"}``, or ``{"filter"}``
+  (the ``filter`` subset above, on the namespace's vectors; empty -> 400) -> ``{"deleted": n}``.
 - ``POST /fetch``: ``{"ids", "includeVectors", "includeMetadata", "includeData"}`` -> one
   object or null per id.
 - ``POST|DELETE /reset`` (a namespace), ``/reset?all`` (every namespace) -> ``"Success"``.
@@ -342,10 +343,26 @@ class UpstashVectorStandIn:
             pattern = self._key(namespace, str(body["prefix"])) + "*"
             keys = list(self._redis.scan_iter(match=pattern, count=1000))
         elif isinstance(body, dict) and "filter" in body and "ids" not in body:
-            raise ApiError(400, "delete by filter is not covered by the stand-in")
+            return {"deleted": self._delete_matching(namespace, body["filter"])}
         else:
             keys = [self._key(namespace, i) for i in self._ids(body)]
         return {"deleted": int(self._redis.delete(*keys)) if keys else 0}
+
+    def _delete_matching(self, namespace: str, flt: Any) -> int:
+        """Delete the namespace's vectors matching ``flt``, a page of the query engine's
+        matches at a time (a deleted document leaves the index, so each page starts at 0)."""
+        if not isinstance(flt, str) or not flt.strip():
+            raise ApiError(400, "Invalid delete: filter must be a non-empty string")
+        query = f"(@ns:{{{_digest(namespace)}}} {_Filter(flt, dict(self._fields)).parse()})"
+        deleted = 0
+        while True:
+            reply = self._redis.execute_command(
+                "FT.SEARCH", _INDEX, query, "NOCONTENT", "LIMIT", 0, 1000, "DIALECT", 2
+            )  # fmt: skip
+            gone = int(self._redis.delete(*reply[1:])) if reply[1:] else 0
+            if not gone:
+                return deleted
+            deleted += gone
 
     def fetch(self, namespace: str, body: Any) -> list[Any]:
         ids = self._ids(body)

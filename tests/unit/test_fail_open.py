@@ -363,6 +363,9 @@ class _Index:
     def add(self, namespace: str, entry_id: str, vector: Any, expires_at: float | None) -> None:
         raise AssertionError("not reached")
 
+    def add_many(self, namespace: str, items: Any) -> None:
+        raise AssertionError("not reached")
+
     def remove(self, namespace: str, entry_id: str) -> None:
         raise AssertionError("not reached")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ from .._types import Vector
 #: "never expires" as a number RediSearch compares exactly (epoch seconds, year ~2286).
 _NEVER = 1e10
 ALGORITHMS = ("flat", "hnsw")
+#: Entries per pipeline of ``add_many`` (one round trip each).
+BATCH = 500
 
 
 def _digest(namespace: str) -> str:
@@ -84,21 +87,28 @@ class RedisIndex:
 
     # ------------------------------------------------------------------ the Index protocol
     def add(self, namespace: str, entry_id: str, vector: Vector, expires_at: float | None) -> None:
-        v = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
-        self._ensure(v.size)
-        key = self._key(entry_id)
-        fields: dict[str, str | float | bytes] = {
-            "ns": _digest(namespace),
-            "exp": _NEVER if expires_at is None else expires_at,
-            "dim": v.size,
-            "v": v.tobytes(),
-        }
-        pipe = self._client.pipeline(transaction=True)
-        pipe.delete(key)  # a replaced entry keeps no old TTL
-        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-        if expires_at is not None:
-            pipe.pexpireat(key, max(1, math.ceil(expires_at * 1000)))
-        self._run(pipe.execute)
+        self.add_many(namespace, [(entry_id, vector, expires_at)])
+
+    def add_many(self, namespace: str, items: Sequence[tuple[str, Vector, float | None]]) -> None:
+        """One pipeline (a MULTI/EXEC) per ``BATCH`` entries."""
+        digest = _digest(namespace)
+        for start in range(0, len(items), BATCH):
+            pipe = self._client.pipeline(transaction=True)
+            for entry_id, vector, expires_at in items[start : start + BATCH]:
+                v = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+                self._ensure(v.size)
+                key = self._key(entry_id)
+                fields: dict[str, str | float | bytes] = {
+                    "ns": digest,
+                    "exp": _NEVER if expires_at is None else expires_at,
+                    "dim": v.size,
+                    "v": v.tobytes(),
+                }
+                pipe.delete(key)  # a replaced entry keeps no old TTL
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                if expires_at is not None:
+                    pipe.pexpireat(key, max(1, math.ceil(expires_at * 1000)))
+            self._run(pipe.execute)
 
     def remove(self, namespace: str, entry_id: str) -> None:
         self._run(self._client.delete, self._key(entry_id))

@@ -11,6 +11,7 @@ from promptcache._verify import ModelCheck
 from promptcache.adapters import local_verifier
 from promptcache.adapters.local_verifier import LocalVerifier
 from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.guards import default_guards, swap_guard
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 
@@ -27,12 +28,16 @@ def test_a_duplicate_scores_above_a_look_alike(verifier: LocalVerifier) -> None:
     assert 0.0 <= other < 0.5 < dup <= 1.0
 
 
-def test_exchanged_roles_are_rejected(verifier: LocalVerifier) -> None:
-    (swapped,) = verifier.scores(
-        "what is the cheapest flight from london to new york?",
-        ["what is the cheapest flight from new york to london?"],
-    )
-    assert swapped < 0.5
+def test_exchanged_roles_are_the_swap_guards_to_reject(verifier: LocalVerifier) -> None:
+    """The model does not tell exchanged roles apart (its training sets hold few such pairs: it
+    scores this one as a duplicate), which is why the swapped-roles guard stays in the defaults
+    with the model on: the guards screen every candidate before the model is asked."""
+    query = "what is the cheapest flight from london to new york?"
+    swapped = "what is the cheapest flight from new york to london?"
+    (score,) = verifier.scores(query, [swapped])
+    assert score >= 0.5
+    assert swap_guard(query, swapped) is not None
+    assert any(guard(query, swapped) is not None for guard in default_guards())
 
 
 def test_one_call_scores_each_candidate_as_alone(verifier: LocalVerifier) -> None:

@@ -26,7 +26,7 @@ from .local_embedder import (
 
 MODEL_FILE = "verifier.onnx"
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
-MODEL_SHA256 = "951cdbc1f7c1948b3d83509ee82b8ce3150e9b24ed995b240281eeaf5fc72d6e"
+MODEL_SHA256 = "c6421a6c73edb35886734641c45e84c321e2cb58fab6482ff1ea59702335f048"
 MAX_TOKENS = 64  # what the model was trained on (query and candidate together)
 INSTALL_HINT = "the verifier needs onnxruntime and tokenizers: pip install onnxruntime tokenizers"
 

@@ -37,7 +37,6 @@ start: ``--limit 150`` (~300 queries, both default policies) takes ~40 s per set
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -47,9 +46,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -57,7 +54,7 @@ import numpy as np
 from promptcache._errors import PromptCacheError
 from promptcache._keys import canonical
 from promptcache_tools import evaluate as ev
-from tests.support.http_server import LoopbackServer
+from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.serve import local_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,72 +69,20 @@ _TIMING = re.compile(r"([A-Za-z0-9_-]+);dur=([0-9.]+)")
 
 
 # ---------------------------------------------------------------------------- measurement upstream
-class IntentUpstream:
-    """The measurement upstream: an OpenAI-compatible ``/v1/chat/completions`` answering each
-    question with the label of its intent (``intent:<n>``; ``intent:unknown`` for a question not
-    in the data), so a cached answer tells which intent it was stored for."""
+class IntentUpstream(OpenAIUpstream):
+    """The measurement upstream: the tests' OpenAI-compatible server answering each question with
+    the label of its intent (``intent:<n>``; ``intent:unknown`` for a question not in the data),
+    so a cached answer tells which intent it was stored for."""
 
     def __init__(self, intent_of: dict[str, int]) -> None:
-        self.calls = 0
         labels = {text: f"intent:{n}" for text, n in intent_of.items()}
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _json(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": "test-model"}]})
-                else:
-                    self._json(404, {"error": {"message": "not found"}})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path.rstrip("/") != "/v1/chat/completions":
-                    self._json(404, {"error": {"message": "not found"}})
-                    return
-                upstream.calls += 1
-                question = str(body["messages"][-1]["content"])
-                label = labels.get(question) or labels.get(canonical(question), "intent:unknown")
-                self._json(
-                    200,
-                    {
-                        "id": f"chatcmpl-{upstream.calls}",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": body.get("model", "test-model"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": label},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
-
-        self._server = LoopbackServer.started(Handler)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        super().__init__(
+            lambda q: labels.get(q) or labels.get(canonical(q), "intent:unknown"),
+        )
+        self.__enter__()
 
     def close(self) -> None:
-        self._server.close()
+        self.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------- one policy's run

@@ -15,6 +15,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -22,7 +23,11 @@ from tests.support.http_server import LoopbackServer
 
 
 class OpenAIUpstream:
-    def __init__(self) -> None:
+    """``answer``: what to answer a question with (default: a numbered answer labelled as this
+    test upstream's, quoting the question)."""
+
+    def __init__(self, answer: Callable[[str], str] | None = None) -> None:
+        self.answer = answer
         self.calls = 0
         self.requests: list[dict[str, Any]] = []
         self.delay = 0.0
@@ -78,7 +83,11 @@ class OpenAIUpstream:
                     self._json(upstream.fail_status, upstream.fail_body, upstream.fail_headers)
                     return
                 question = body["messages"][-1]["content"]
-                text = f"[test upstream answer #{n}] {question}"
+                text = (
+                    upstream.answer(question)
+                    if upstream.answer is not None
+                    else f"[test upstream answer #{n}] {question}"
+                )
                 if body.get("stream"):
                     self._stream(n, body, question, text)
                     return

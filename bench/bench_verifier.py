@@ -12,6 +12,9 @@ Run: ``.venv/bin/python -m bench.bench_verifier`` (reads the QQP dev pairs in pl
    only, and guards + the verifier with the default policy. Reported: the share of lookups that
    called the verifier, and p50/p95 of the lookups that were semantic hits (each configuration
    its own hits). Embedding is included in the lookup (the query is embedded each time).
+3. Memory: the peak RSS (VmHWM) of a fresh interpreter that imports the runtime, against one
+   that also loads the verifier and scores one query with 4 candidates: what a function with the
+   verifier layer needs on top (``--memory-only`` runs this part alone).
 Medians of the machine as it is (shared, noisy): compare the two rows of the same run only.
 """
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +56,38 @@ def per_candidate(verifier: LocalVerifier, texts: list[str], calls: int) -> dict
     return out
 
 
+_PEAK = """
+import promptcache.runtime, numpy
+if {load}:
+    from promptcache.adapters.local_verifier import LocalVerifier
+    q = "How do I reverse a list in Python without using the built-in reversed function?"
+    LocalVerifier(threads=1).scores(q, [q.replace("How do I", "How can I")] * 4)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) * 1024)
+"""
+
+
+def peak_rss(load: bool) -> int:
+    """Peak RSS in bytes of a fresh interpreter importing the runtime (and loading the verifier)."""
+    code = _PEAK.format(load=load)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def memory_lines(runs: int = 3) -> list[str]:
+    base = statistics.median(peak_rss(False) for _ in range(runs))
+    loaded = statistics.median(peak_rss(True) for _ in range(runs))
+    mb = 1024 * 1024
+    return [
+        f"| process (median of {runs} fresh interpreters) | peak RSS |",
+        "|---|---|",
+        f"| runtime imported | {base / mb:.0f} MiB |",
+        f"| + verifier loaded, one query with 4 candidates | {loaded / mb:.0f} MiB |",
+        f"| the verifier's share | {(loaded - base) / mb:.0f} MiB |",
+    ]
+
+
 def build(env: dict[str, str]) -> object:
     base = {"PROMPTCACHE_STORE": "memory", "PROMPTCACHE_STATS": "store", "PROMPTCACHE_LLM": "none"}
     return runtime.build(Settings.from_env({**base, **env}))
@@ -65,7 +102,11 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--vector-cache", type=Path, default=Path("/tmp/promptcache-vectors"))
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "verifier.md")
+    p.add_argument("--memory-only", action="store_true", help="only the peak RSS comparison")
     args = p.parse_args()
+    if args.memory_only:
+        print("\n".join(memory_lines()))
+        return 0
 
     pairs = ev.select(ev.read_pairs(args.data / "qqp_dev.pairs.jsonl.gz"), "holdout")
     entries = list(dict.fromkeys(x.a for x in pairs))[: args.entries]
@@ -130,6 +171,7 @@ def main() -> int:
             f"{statistics.median(hits[name]) if hits[name] else float('nan'):.2f} | "
             f"{pct(hits[name], 95):.2f} |"
         )
+    lines += ["", *memory_lines()]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

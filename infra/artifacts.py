@@ -23,6 +23,8 @@ from infra.build import (
     Target,
     runtime_dependencies,
     source_digest,
+    verifier_dependencies,
+    verifier_digest,
 )
 
 
@@ -38,6 +40,9 @@ class Artifacts:
     functions_sha256: str
     handlers: tuple[str, ...]
     layer_unzipped_bytes: int
+    #: The verifier layer, when the stack attaches it (promptcache:verifier local).
+    verifier_zip: Path | None = None
+    verifier_sha256: str | None = None
 
     @staticmethod
     def _b64(hex_digest: str) -> str:
@@ -51,6 +56,12 @@ class Artifacts:
     @property
     def functions_hash(self) -> str:
         return self._b64(self.functions_sha256)
+
+    @property
+    def verifier_hash(self) -> str:
+        if self.verifier_sha256 is None:
+            raise ArtifactError("these artifacts were loaded without the verifier layer")
+        return self._b64(self.verifier_sha256)
 
 
 def build_command(arch: str, python: str, out: Path) -> str:
@@ -70,8 +81,10 @@ def load(
     pyproject: Path = PYPROJECT,
     core_dir: Path = CORE_DIR,
     handlers_dir: Path = HANDLERS_DIR,
+    verifier: bool = False,
 ) -> Artifacts:
-    """The artifacts for ``arch``/``python`` in ``build_dir``, checked against the sources."""
+    """The artifacts for ``arch``/``python`` in ``build_dir``, checked against the sources; with
+    ``verifier``, the verifier layer too, checked against the pinned weights."""
     target = Target.lambda_runtime(arch, python)
     fix = f"run `{build_command(arch, python, build_dir)}` from the repository root"
     manifest_path = build_dir / target.manifest
@@ -103,6 +116,23 @@ def load(
     missing = sorted(set(handlers) - set(built_handlers))
     if missing:
         raise ArtifactError(f"the function zip has no module for {', '.join(missing)}: {fix}")
+    verifier_zip, verifier_sha256 = None, None
+    if verifier:
+        built = manifest.get("verifier")
+        if not isinstance(built, dict):
+            raise ArtifactError(
+                f"promptcache:verifier is local but {build_dir} has no verifier layer (built with "
+                f"--no-verifier?): {fix}"
+            )
+        verifier_zip = build_dir / str(built.get("file"))
+        if not verifier_zip.is_file():
+            raise ArtifactError(f"{verifier_zip} is missing: {fix}")
+        if built.get("digest") != verifier_digest(target, verifier_dependencies(pyproject)):
+            raise ArtifactError(
+                f"the verifier layer in {build_dir} was built from other weights or versions "
+                f"than the sources pin (retrained, or pyproject's local extra changed): {fix}"
+            )
+        verifier_sha256 = str(built.get("sha256"))
     return Artifacts(
         layer_zip=layer_zip,
         layer_sha256=layer["sha256"],
@@ -110,4 +140,6 @@ def load(
         functions_sha256=functions["sha256"],
         handlers=built_handlers,
         layer_unzipped_bytes=int(layer["unzipped_bytes"]),
+        verifier_zip=verifier_zip,
+        verifier_sha256=verifier_sha256,
     )

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m infra.build --arch arm64 --python 3.12 --out build/
 
-Writes three files into ``--out``:
+Writes four files into ``--out``:
 
 - ``promptcache-layer-<arch>-py<version>.zip``: the layer. ``python/promptcache`` (the core
   package, functions/promptcache) plus the runtime dependencies listed in pyproject.toml's
@@ -11,31 +11,39 @@ Writes three files into ``--out``:
 - ``promptcache-functions.zip``: the function code, the handler modules (``chat.py``,
   ``stats.py``, ``health.py``) at the zip root, and ``run.sh`` (executable), the entry point of
   the optional streaming function (``promptcache serve`` behind the Lambda Web Adapter).
+- ``promptcache-verifier-layer-<arch>-py<version>.zip``: the verifier's layer, attached only
+  with ``promptcache:verifier local``: onnxruntime and tokenizers (without their dependencies:
+  numpy is the core layer's, the rest only serves their tools), the trained weights
+  (``promptcache/models/verifier.onnx``) and the tokenizer beside them, both checked against the
+  sha256 the runtime pins. ``--no-verifier`` leaves it out.
 - ``promptcache-layer-<arch>-py<version>.json``: the manifest: target, sizes, the installed
-  distributions and a digest of the sources. The Pulumi program refuses artifacts that are
+  distributions and digests of the sources. The Pulumi program refuses artifacts that are
   missing, built for another target or older than the sources.
 
-Prints the sizes; exits non-zero with a message when the unzipped layer and code exceed Lambda's
-250 MB limit, or when the zipped layer is too big to upload without an S3 bucket.
+Prints the sizes; exits non-zero with a message when the unzipped layers and code exceed Lambda's
+250 MB limit, or when a zipped layer is too big to upload without an S3 bucket.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parent.parent
 CORE_DIR = REPO / "functions" / "promptcache"
@@ -73,6 +81,13 @@ STARTUP_SCRIPT = "run.sh"
 #: deployed, and the layer holds no tool at all.
 TOOLS_PACKAGE = "promptcache_tools"
 SERVE_MODULES = ("__init__.py", "cli.py", "server.py")
+#: The verifier layer's distributions, at the versions pyproject's ``local`` extra allows.
+VERIFIER_DISTRIBUTIONS = ("onnxruntime", "tokenizers")
+#: Parts of onnxruntime that build, convert or quantize models: never imported to run one.
+VERIFIER_PRUNE = ("onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools")
+#: Where the verifier layer puts the weights and the tokenizer (promptcache.adapters.local_verifier
+#: reads them there): the core package's models/ directory, which the core layer leaves empty.
+VERIFIER_DIR = "python/promptcache/models"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same inputs, same bytes, no redeploy
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".onnx")  # .onnx: not in the layer (see build)
@@ -133,6 +148,10 @@ class Target:
         return f"promptcache-layer-{self.arch}-py{self.python}.zip"
 
     @property
+    def verifier_zip(self) -> str:
+        return f"promptcache-verifier-layer-{self.arch}-py{self.python}.zip"
+
+    @property
     def manifest(self) -> str:
         return f"promptcache-layer-{self.arch}-py{self.python}.json"
 
@@ -167,9 +186,27 @@ class BuildResult:
     distributions: dict[str, str]
     source_digest: str
     manifest: Path
+    verifier: Artifact | None = None
+    verifier_distributions: dict[str, str] | None = None
+    verifier_digest: str | None = None
+
+    @property
+    def total_unzipped_bytes(self) -> int:
+        """What a function with every layer takes unzipped (Lambda's 250 MB counts them all)."""
+        extra = self.verifier.unzipped_bytes if self.verifier else 0
+        return self.layer.unzipped_bytes + self.functions.unzipped_bytes + extra
 
     def report(self) -> str:
-        total = self.layer.unzipped_bytes + self.functions.unzipped_bytes
+        total = self.total_unzipped_bytes
+        verifier = (
+            [
+                f"verifier   {self.verifier.path}",
+                f"           {_mb(self.verifier.unzipped_bytes)} unzipped, "
+                f"{_mb(self.verifier.zipped_bytes)} zipped, {self.verifier.files} files",
+            ]
+            if self.verifier
+            else ["verifier   not built (--no-verifier)"]
+        )
         return "\n".join(
             [
                 f"target     {self.target.runtime} {self.target.arch} "
@@ -181,6 +218,7 @@ class BuildResult:
                 f"functions  {self.functions.path}",
                 f"           {_mb(self.functions.unzipped_bytes)} unzipped, "
                 f"{_mb(self.functions.zipped_bytes)} zipped ({', '.join(self.handlers)})",
+                *verifier,
                 f"total      {_mb(total)} unzipped of Lambda's {_mb(UNZIPPED_LIMIT_BYTES)}",
             ]
         )
@@ -202,6 +240,84 @@ def runtime_dependencies(pyproject: Path = PYPROJECT) -> list[str]:
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise BuildError(f"{pyproject}: [project].dependencies must be a list of strings")
     return [*deps, *LAYER_EXTRA_DEPENDENCIES]
+
+
+def verifier_dependencies(pyproject: Path = PYPROJECT) -> list[str]:
+    """The verifier layer's distributions: ``VERIFIER_DISTRIBUTIONS`` as pyproject's ``local``
+    extra pins them (the versions the embedded verifier is tested with)."""
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        local = project["optional-dependencies"]["local"]
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
+        raise BuildError(
+            f"cannot read [project.optional-dependencies].local from {pyproject}: {exc}"
+        ) from exc
+    chosen = {}
+    for spec in local if isinstance(local, list) else []:
+        name = re.split(r"[<>=!~;\[\s]", str(spec), maxsplit=1)[0].strip().lower()
+        if name in VERIFIER_DISTRIBUTIONS:
+            chosen[name] = str(spec)
+    missing = [d for d in VERIFIER_DISTRIBUTIONS if d not in chosen]
+    if missing:
+        raise BuildError(
+            f"{pyproject}: the local extra must list {', '.join(missing)} (the verifier runs on "
+            "them)"
+        )
+    return [chosen[d] for d in VERIFIER_DISTRIBUTIONS]
+
+
+@dataclass(frozen=True)
+class VerifierFiles:
+    """The trained weights and the tokenizer, each checked against the runtime's pinned sha256."""
+
+    model: Path
+    tokenizer: Path
+    model_sha256: str
+    tokenizer_sha256: str
+
+
+def verifier_pins() -> tuple[str, str, str]:
+    """(model file name, model sha256, tokenizer sha256) as promptcache.adapters pins them."""
+    from promptcache.adapters.local_embedder import TOKENIZER_SHA256
+    from promptcache.adapters.local_verifier import MODEL_FILE, MODEL_SHA256
+
+    return MODEL_FILE, MODEL_SHA256, TOKENIZER_SHA256
+
+
+def verifier_files(core_dir: Path = CORE_DIR, tokenizer: Path | None = None) -> VerifierFiles:
+    """The weights in ``core_dir``'s models/ and the tokenizer of the installed embedder package
+    (or ``tokenizer``), refused unless their bytes are the ones the runtime pins."""
+    from promptcache.adapters.local_embedder import TOKENIZER_PACKAGE, TOKENIZER_RELPATH
+
+    model_file, model_sha, tokenizer_sha = verifier_pins()
+    if tokenizer is None:
+        spec = importlib.util.find_spec(TOKENIZER_PACKAGE)
+        if spec is None or spec.origin is None:
+            raise BuildError(
+                f"the verifier layer carries the tokenizer of the package {TOKENIZER_PACKAGE!r}, "
+                "which is not installed: run `make setup` (or build with --no-verifier)"
+            )
+        tokenizer = Path(spec.origin).parent / TOKENIZER_RELPATH
+    model = core_dir / "models" / model_file
+    checks = ((model, model_sha, "weights"), (tokenizer, tokenizer_sha, "tokenizer"))
+    for path, pinned, what in checks:
+        if not path.is_file():
+            raise BuildError(f"the verifier's {what} {path} are missing")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != pinned:
+            raise BuildError(
+                f"the verifier's {what} {path} have sha256 {digest}; the runtime pins {pinned} "
+                "and would refuse them (retrained? pin the new sha256 in "
+                "promptcache/adapters/local_verifier.py)"
+            )
+    return VerifierFiles(model, tokenizer, model_sha, tokenizer_sha)
+
+
+def verifier_digest(target: Target, deps: Sequence[str]) -> str:
+    """What the verifier layer is built from: target, distributions and the pinned files."""
+    _, model_sha, tokenizer_sha = verifier_pins()
+    body = [asdict(target), sorted(deps), model_sha, tokenizer_sha]
+    return hashlib.sha256(json.dumps(body).encode()).hexdigest()
 
 
 def _source_files(root: Path) -> Iterable[Path]:
@@ -253,10 +369,16 @@ def source_digest(
 
 
 # ---------------------------------------------------------------- steps
-Installer = Callable[[Target, Sequence[str], Path], None]
+class Installer(Protocol):
+    """The network step: install ``deps`` into ``dest`` for ``target`` (without their own
+    dependencies with ``no_deps``)."""
+
+    def __call__(
+        self, target: Target, deps: Sequence[str], dest: Path, *, no_deps: bool = False
+    ) -> None: ...
 
 
-def pip_install(target: Target, deps: Sequence[str], dest: Path) -> None:
+def pip_install(target: Target, deps: Sequence[str], dest: Path, *, no_deps: bool = False) -> None:
     """Install ``deps`` into ``dest`` from binary wheels for ``target`` (never this machine's)."""
     cmd = [
         sys.executable,
@@ -277,6 +399,8 @@ def pip_install(target: Target, deps: Sequence[str], dest: Path) -> None:
     ]
     for tag in target.platforms():
         cmd += ["--platform", tag]
+    if no_deps:
+        cmd.append("--no-deps")
     cmd += list(deps)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -337,8 +461,12 @@ def build(
     tools_dir: Path = TOOLS_DIR,
     unzipped_limit: int = UNZIPPED_LIMIT_BYTES,
     upload_limit: int = DIRECT_UPLOAD_LIMIT_BYTES,
+    verifier: bool = True,
+    tokenizer: Path | None = None,
 ) -> BuildResult:
     deps = runtime_dependencies(pyproject)
+    verifier_deps = verifier_dependencies(pyproject) if verifier else []
+    files = verifier_files(core_dir, tokenizer) if verifier else None
     handlers = handler_files(handlers_dir)
     if not handlers:
         raise BuildError(f"no handler modules in {handlers_dir}")
@@ -365,8 +493,8 @@ def build(
         shutil.copytree(
             core_dir,
             site / "promptcache",
-            # the verifier's weights stay out: it is off by default and its runtime
-            # (onnxruntime, tokenizers) is not a layer dependency (README, "The verifier")
+            # the verifier's weights go into the verifier layer, with its runtime (onnxruntime,
+            # tokenizers), attached only with promptcache:verifier local
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.onnx"),
         )
         _prune(site)
@@ -384,17 +512,39 @@ def build(
             shutil.copy2(path, code / TOOLS_PACKAGE / path.name)
         functions = write_zip(code, out / FUNCTIONS_ZIP)
 
+        verifier_layer, verifier_distributions = None, None
+        stale = out / target.verifier_zip
+        if files is None:
+            stale.unlink(missing_ok=True)  # never deploy a verifier layer this build did not make
+        else:
+            root = work / "verifier"
+            verifier_distributions = _verifier_site(target, verifier_deps, files, root, installer)
+            overlap = sorted(_relative_files(root) & _relative_files(work / "layer"))
+            if overlap:
+                raise BuildError(
+                    f"the verifier layer would overwrite {len(overlap)} file(s) of the core layer "
+                    f"({', '.join(overlap[:3])}): remove onnxruntime/tokenizers from the core "
+                    "layer's dependencies or the verifier layer's"
+                )
+            verifier_layer = write_zip(root, stale)
+
     total = layer.unzipped_bytes + functions.unzipped_bytes
-    if total > unzipped_limit:
-        raise BuildError(
-            f"the layer and code take {_mb(total)} unzipped ({_mb(layer.unzipped_bytes)} layer); "
-            f"Lambda's limit is {_mb(unzipped_limit)}: trim pyproject's [project].dependencies"
+    extra = verifier_layer.unzipped_bytes if verifier_layer else 0
+    if total + extra > unzipped_limit:
+        parts = f"{_mb(layer.unzipped_bytes)} layer" + (
+            f", {_mb(extra)} verifier layer" if verifier_layer else ""
         )
-    if layer.zipped_bytes > upload_limit:
         raise BuildError(
-            f"the zipped layer is {_mb(layer.zipped_bytes)}; a layer uploaded without an S3 bucket "
-            f"must stay under {_mb(upload_limit)}"
+            f"the layers and code take {_mb(total + extra)} unzipped ({parts}); Lambda's limit "
+            f"is {_mb(unzipped_limit)}: trim pyproject's [project].dependencies"
+            + (" (or build with --no-verifier)" if verifier_layer else "")
         )
+    for name, artifact in (("layer", layer), ("verifier layer", verifier_layer)):
+        if artifact is not None and artifact.zipped_bytes > upload_limit:
+            raise BuildError(
+                f"the zipped {name} is {_mb(artifact.zipped_bytes)}; a layer uploaded without "
+                f"an S3 bucket must stay under {_mb(upload_limit)}"
+            )
 
     result = BuildResult(
         target=target,
@@ -404,9 +554,43 @@ def build(
         distributions=distributions,
         source_digest=source_digest(target, deps, core_dir, handlers_dir, tools_dir),
         manifest=out / target.manifest,
+        verifier=verifier_layer,
+        verifier_distributions=verifier_distributions,
+        verifier_digest=verifier_digest(target, verifier_deps) if verifier_layer else None,
     )
     write_manifest(result)
     return result
+
+
+def _relative_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _verifier_site(
+    target: Target,
+    deps: Sequence[str],
+    files: VerifierFiles,
+    root: Path,
+    installer: Installer,
+) -> dict[str, str]:
+    """The verifier layer's tree under ``root``: its two distributions without their
+    dependencies, pruned, and the checked weights and tokenizer in promptcache/models/."""
+    from promptcache.adapters.local_verifier import TOKENIZER_FILE
+
+    site = root / "python"
+    site.mkdir(parents=True)
+    installer(target, deps, site, no_deps=True)
+    for rel in VERIFIER_PRUNE:
+        shutil.rmtree(site / rel, ignore_errors=True)
+    _prune(site)
+    models = root / VERIFIER_DIR
+    if models.exists():
+        raise BuildError(f"a dependency of the verifier installed {VERIFIER_DIR} into its layer")
+    distributions = _distributions(site)
+    models.mkdir(parents=True)
+    shutil.copyfile(files.model, models / files.model.name)
+    shutil.copyfile(files.tokenizer, models / TOKENIZER_FILE)
+    return distributions
 
 
 def write_manifest(result: BuildResult) -> None:
@@ -430,6 +614,13 @@ def write_manifest(result: BuildResult) -> None:
         "functions": {**artifact(result.functions), "handlers": list(result.handlers)},
         "distributions": result.distributions,
         "source_digest": result.source_digest,
+        "verifier": None
+        if result.verifier is None
+        else {
+            **artifact(result.verifier),
+            "distributions": result.verifier_distributions,
+            "digest": result.verifier_digest,
+        },
     }
     result.manifest.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
 
@@ -454,10 +645,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="build for this machine and interpreter instead (to run the artifact here)",
     )
+    parser.add_argument(
+        "--verifier",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also build the verifier layer (promptcache:verifier local); default: yes",
+    )
     args = parser.parse_args(argv)
     try:
         target = Target.host() if args.host else Target.lambda_runtime(args.arch, args.python)
-        result = build(target, args.out)
+        result = build(target, args.out, verifier=args.verifier)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

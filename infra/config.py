@@ -44,6 +44,8 @@ LOG_RETENTION_DAYS = (
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: promptcache:semanticIndex: each function's own in-process index, or an Upstash Vector index.
 SEMANTIC_INDEXES = ("process", "upstash-vector")
+#: promptcache:verifier: the trained verifier on the chat functions (the verifier layer) or not.
+VERIFIERS = ("off", "local")
 #: Upstash Vector plans (the provider's ``type``).
 VECTOR_INDEX_PLANS = ("free", "paid", "fixed", "pro")
 #: An HTTP API waits for an integration 30 s at most (not adjustable).
@@ -96,6 +98,8 @@ class StackConfig:
     #: Where the semantic tier searches (promptcache:semanticIndex): process or upstash-vector.
     semantic_index: str = "process"
     vector_index_plan: str = "paid"
+    #: The trained verifier (promptcache:verifier): off, or local (the verifier layer).
+    verifier: str = "off"
 
     @property
     def prefix(self) -> str:
@@ -194,6 +198,7 @@ class StackConfig:
         aws_region = (pulumi.Config("aws").get("region") or "").strip()
         semantic_index = choice("semanticIndex", SEMANTIC_INDEXES)
         vector_plan = choice("vectorIndexPlan", VECTOR_INDEX_PLANS)
+        verifier = choice("verifier", VERIFIERS)
         if streaming and (not aws_region or aws_region.startswith(_OTHER_PARTITIONS)):
             raise ConfigError(
                 f"{PROJECT}:streamingUrl needs aws:region set to a region of the aws partition, "
@@ -230,4 +235,5 @@ class StackConfig:
             aws_region=aws_region,
             semantic_index=semantic_index,
             vector_index_plan=vector_plan,
+            verifier=verifier,
         )

@@ -8,7 +8,7 @@ more function serves the same routes through a Function URL that streams (compon
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -48,6 +48,9 @@ API_KEYS_PARAMETER = "api-keys"
 ADMIN_KEY_PARAMETER = "admin-key"
 #: The streaming function's name after the prefix (promptcache:streamingUrl).
 STREAMING_FUNCTION = "chat-stream"
+#: The handler modules that answer chat and so may ask the verifier (the streaming function, which
+#: serves every route, too); the others never load it.
+VERIFIED_MODULES = ("chat",)
 
 
 def handler_modules(routes: Mapping[tuple[str, str], str] = ROUTES) -> list[str]:
@@ -81,6 +84,9 @@ def function_environment(
         "POWERTOOLS_SERVICE_NAME": "promptcache",
         "POWERTOOLS_METRICS_NAMESPACE": f"promptcache-{cfg.stage}",
         "POWERTOOLS_LOG_LEVEL": cfg.log_level,
+        # explicit, so no function loads the verifier by a default: verified_environment turns
+        # it on where its layer is attached
+        "PROMPTCACHE_VERIFIER_MODEL": "off",
     }
     if API_KEYS_PARAMETER in secret_parameter_names:
         env["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] = secret_parameter_names[API_KEYS_PARAMETER]
@@ -97,6 +103,13 @@ def function_environment(
     if cfg.threshold:
         env["PROMPTCACHE_THRESHOLD"] = cfg.threshold
     return env
+
+
+def verified_environment(
+    cfg: StackConfig, environment: Mapping[str, pulumi.Input[str]]
+) -> dict[str, pulumi.Input[str]]:
+    """A chat function's settings: the others', with the trained verifier as the stack sets it."""
+    return {**environment, "PROMPTCACHE_VERIFIER_MODEL": cfg.verifier}
 
 
 def streaming_environment(
@@ -122,6 +135,7 @@ class Deployment:
     environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     streaming: StreamingEndpoint | None = None
     vector: CacheVectorIndex | None = None
+    verifier_layer: CoreLayer | None = None
 
     @property
     def outputs(self) -> dict[str, pulumi.Input[object]]:
@@ -138,6 +152,9 @@ class Deployment:
             "apiUrl": self.api.url,
             "functionNames": names,
             "layerArn": self.layer.arn,
+            **(
+                {} if self.verifier_layer is None else {"verifierLayerArn": self.verifier_layer.arn}
+            ),
             "kvNamespaceId": self.kv.id,
             "upstashEndpoint": self.database.endpoint,
             "secretParameterNames": self.secrets.names,
@@ -147,8 +164,9 @@ class Deployment:
 
 def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
     modules = handler_modules()
+    verified = cfg.verifier == "local"
     built = built or artifacts_mod.load(
-        cfg.build_dir, cfg.architecture, cfg.python_version, modules
+        cfg.build_dir, cfg.architecture, cfg.python_version, modules, verifier=verified
     )
 
     kv = StatsNamespace(
@@ -200,6 +218,30 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             architecture=cfg.architecture,
         ),
     )
+    verifier_layer = None
+    if verified:
+        if built.verifier_zip is None:
+            command = artifacts_mod.build_command(
+                cfg.architecture, cfg.python_version, cfg.build_dir
+            )
+            raise artifacts_mod.ArtifactError(
+                "promptcache:verifier is local but the artifacts hold no verifier layer: "
+                f"run `{command}`"
+            )
+        verifier_layer = CoreLayer(
+            f"{cfg.prefix}-verifier",
+            CoreLayerArgs(
+                name=f"{cfg.prefix}-verifier",
+                zip_path=built.verifier_zip,
+                source_code_hash=built.verifier_hash,
+                runtime=cfg.runtime,
+                architecture=cfg.architecture,
+                description="promptcache verifier: onnxruntime, tokenizers, the trained weights",
+            ),
+        )
+    verifier_layers: list[pulumi.Input[str]] = (
+        [] if verifier_layer is None else [verifier_layer.arn]
+    )
     environment = function_environment(
         cfg,
         kv_namespace_id=kv.id,
@@ -209,7 +251,11 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
     )
 
     def function_args(
-        name: str, module: str, timeout: int, env: Mapping[str, pulumi.Input[str]]
+        name: str,
+        module: str,
+        timeout: int,
+        env: Mapping[str, pulumi.Input[str]],
+        extra_layers: Sequence[pulumi.Input[str]] = (),
     ) -> HandlerFunctionArgs:
         return HandlerFunctionArgs(
             name=name,
@@ -226,14 +272,18 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             secret_parameter_arns=list(secrets.arns.values()),
             kms_key_arn=cfg.secrets_kms_key_arn,
             tags=cfg.tags,
+            extra_layer_arns=extra_layers,
         )
 
+    def module_args(module: str) -> HandlerFunctionArgs:
+        name = f"{cfg.prefix}-{module}"
+        if module in VERIFIED_MODULES:
+            env = verified_environment(cfg, environment)
+            return function_args(name, module, cfg.timeout_seconds, env, verifier_layers)
+        return function_args(name, module, cfg.timeout_seconds, environment)
+
     functions = {
-        module: HandlerFunction(
-            f"{cfg.prefix}-{module}",
-            function_args(f"{cfg.prefix}-{module}", module, cfg.timeout_seconds, environment),
-        )
-        for module in modules
+        module: HandlerFunction(f"{cfg.prefix}-{module}", module_args(module)) for module in modules
     }
     api = HttpApi(
         f"{cfg.prefix}-http",
@@ -263,7 +313,8 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
                     f"{cfg.prefix}-{STREAMING_FUNCTION}",
                     STREAMING_FUNCTION,
                     cfg.streaming_timeout_seconds,
-                    streaming_environment(cfg, environment),
+                    streaming_environment(cfg, verified_environment(cfg, environment)),
+                    verifier_layers,
                 ),
                 adapter_layer_arn=web_adapter_layer_arn(
                     cfg.aws_region, cfg.architecture, cfg.web_adapter_layer_version
@@ -274,5 +325,15 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             ),
         )
     return Deployment(
-        cfg, kv, database, secrets, layer, functions, api, environment, streaming, vector
+        cfg,
+        kv,
+        database,
+        secrets,
+        layer,
+        functions,
+        api,
+        environment,
+        streaming,
+        vector,
+        verifier_layer,
     )

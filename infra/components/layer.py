@@ -1,4 +1,5 @@
-"""The Lambda layer: the core package and its runtime dependencies, from the built zip."""
+"""A Lambda layer from a built zip: the core package and its runtime dependencies, or the
+verifier's (its runtime and weights)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class CoreLayerArgs:
     source_code_hash: str
     runtime: str
     architecture: str
+    description: str = "promptcache core package and its runtime dependencies"
 
 
 class CoreLayer(pulumi.ComponentResource):
@@ -28,7 +30,7 @@ class CoreLayer(pulumi.ComponentResource):
         self.version = aws.lambda_.LayerVersion(
             f"{resource_name}-version",
             layer_name=args.name,
-            description="promptcache core package and its runtime dependencies",
+            description=args.description,
             code=pulumi.FileArchive(str(args.zip_path)),
             source_code_hash=args.source_code_hash,
             compatible_runtimes=[args.runtime],

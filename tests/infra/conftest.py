@@ -245,8 +245,8 @@ def run_program(
     return ProgramRun(stage, recorder.resources, outputs, secret_outputs)
 
 
-def noop_installer(target: build.Target, deps: Any, dest: Path) -> None:
-    """The layer's pip step for program tests: the program only needs the files to exist."""
+def noop_installer(target: build.Target, deps: Any, dest: Path, *, no_deps: bool = False) -> None:
+    """The layers' pip step for program tests: the program only needs the files to exist."""
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,9 @@ for name in (
     "aws_xray_sdk.core",
 ):
     origins[name] = importlib.import_module(name).__file__
+for name in ("onnxruntime", "tokenizers", "promptcache.adapters.local_verifier"):
+    if name in sys.modules:  # imported by a handler (the verifier, with its layer)
+        origins[name] = sys.modules[name].__file__
 
 with open(results_path, "w", encoding="utf-8") as f:
     json.dump({"results": results, "origins": origins, "path": sys.path}, f)

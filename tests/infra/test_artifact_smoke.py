@@ -23,7 +23,12 @@ from moto.server import ThreadedMotoServer
 
 from infra import build
 from infra.config import StackConfig
-from infra.program import CLOUDFLARE_TOKEN_PARAMETER, UPSTASH_TOKEN_PARAMETER, function_environment
+from infra.program import (
+    CLOUDFLARE_TOKEN_PARAMETER,
+    UPSTASH_TOKEN_PARAMETER,
+    function_environment,
+    verified_environment,
+)
 from promptcache.routes import ROUTES
 
 pytestmark = [pytest.mark.infra, pytest.mark.integration]
@@ -45,6 +50,21 @@ def unzipped(
     root = tmp_path_factory.mktemp("unzipped")
     with zipfile.ZipFile(host_build.layer.path) as zf:
         zf.extractall(root / "opt")
+    with zipfile.ZipFile(host_build.functions.path) as zf:
+        zf.extractall(root / "task")
+    return {"code": root / "task", "layer": root / "opt" / "python"}
+
+
+@pytest.fixture(scope="module")
+def unzipped_verified(
+    host_build: build.BuildResult, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The core layer, then the verifier layer, unpacked into one /opt as Lambda does."""
+    assert host_build.verifier is not None
+    root = tmp_path_factory.mktemp("unzipped-verified")
+    for layer in (host_build.layer, host_build.verifier):
+        with zipfile.ZipFile(layer.path) as zf:
+            zf.extractall(root / "opt")
     with zipfile.ZipFile(host_build.functions.path) as zf:
         zf.extractall(root / "task")
     return {"code": root / "task", "layer": root / "opt" / "python"}
@@ -84,13 +104,9 @@ def test_the_host_build_fits_lambda_and_reports_its_sizes(host_build: build.Buil
     assert "MiB unzipped" in host_build.report()
 
 
-def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
-    unzipped: dict[str, Path],
-    tmp_path: Path,
-    cloudflare_api: Any,
-    upstash: Any,
-    ssm: str,
-) -> None:
+def _deployed_env(
+    tmp_path: Path, cloudflare_api: Any, upstash: Any, ssm: str, verifier: str = "off"
+) -> dict[str, str]:
     # The deployed environment, as the Pulumi program computes it for a stage ...
     cfg = StackConfig(
         stage="smoke", architecture="x86_64", python_version="3.12", memory_mb=1024,
@@ -100,7 +116,7 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
         cloudflare_api_token=cast(Any, "not read by function_environment"), api_keys=None,
         upstash_primary_region=REGION, upstash_budget=1, upstash_eviction=False,
         secrets_kms_key_arn=None, model=None, threshold=None, ttl_seconds=3600,
-        rate_limit_per_minute=0, build_dir=tmp_path,
+        rate_limit_per_minute=0, build_dir=tmp_path, verifier=verifier,
     )  # fmt: skip
     names = {
         CLOUDFLARE_TOKEN_PARAMETER: "/promptcache/smoke/cloudflare-api-token",
@@ -118,12 +134,18 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )  # fmt: skip
     client.put_parameter(
-        Name=names[CLOUDFLARE_TOKEN_PARAMETER], Value=cloudflare_api.token, Type="SecureString"
+        Name=names[CLOUDFLARE_TOKEN_PARAMETER],
+        Value=cloudflare_api.token,
+        Type="SecureString",
+        Overwrite=True,
     )
     client.put_parameter(
-        Name=names[UPSTASH_TOKEN_PARAMETER], Value=upstash.token, Type="SecureString"
+        Name=names[UPSTASH_TOKEN_PARAMETER],
+        Value=upstash.token,
+        Type="SecureString",
+        Overwrite=True,
     )
-    env = {k: str(v) for k, v in env.items()}
+    env = {k: str(v) for k, v in verified_environment(cfg, env).items()}
     env.update(
         {
             # Only where the backends are: loopback instead of Cloudflare, AWS and Upstash.
@@ -137,6 +159,17 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
             "HOME": str(tmp_path),
         }
     )
+    return env
+
+
+def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
+    unzipped: dict[str, Path],
+    tmp_path: Path,
+    cloudflare_api: Any,
+    upstash: Any,
+    ssm: str,
+) -> None:
+    env = _deployed_env(tmp_path, cloudflare_api, upstash, ssm)
     json_headers = {"content-type": "application/json"}
     prompt = json.dumps({"prompt": "What is the capital of France?"})
     requests = [
@@ -218,3 +251,51 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
         assert result["statusCode"] < 500, (route, result)
     # The tokens reached the backends from SSM: the model was asked once, the store answered.
     assert sum(cloudflare_api.calls[m] for m in cloudflare_api.calls if "llama" in m) >= 1
+
+
+def test_the_verifier_layer_judges_candidates_from_the_artifacts_alone(
+    host_build: build.BuildResult,
+    unzipped_verified: dict[str, Path],
+    tmp_path: Path,
+    cloudflare_api: Any,
+    upstash: Any,
+    ssm: str,
+) -> None:
+    assert host_build.verifier is not None
+    assert {"onnxruntime", "tokenizers"} == set(host_build.verifier_distributions or {})
+    assert host_build.total_unzipped_bytes < build.UNZIPPED_LIMIT_BYTES
+    assert host_build.verifier.zipped_bytes < build.DIRECT_UPLOAD_LIMIT_BYTES
+    env = _deployed_env(tmp_path, cloudflare_api, upstash, ssm, verifier="local")
+    assert env["PROMPTCACHE_VERIFIER_MODEL"] == "local"
+    headers = {"content-type": "application/json"}
+
+    def chat(prompt: str) -> dict[str, Any]:
+        body = json.dumps({"prompt": prompt})
+        return {"handler": "chat", "method": "POST", "path": "/chat", "headers": headers,
+                "body": body}  # fmt: skip
+
+    requests = [
+        chat("How do I reverse a list in Python?"),
+        chat("How can I reverse a list in Python?"),  # a candidate: the verifier judges it
+        {"handler": "health", "method": "GET", "path": "/health"},
+    ]
+    (tmp_path / "requests.json").write_text(json.dumps(requests))
+    proc = subprocess.run(
+        [
+            sys.executable, "-I", "-S", str(HERE / "invoke_artifact.py"),
+            str(unzipped_verified["code"]), str(unzipped_verified["layer"]),
+            str(tmp_path / "requests.json"), str(tmp_path / "results.json"),
+        ],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "results.json").read_text())
+    # The verifier's runtime and module came from the layers, nothing else.
+    for name in ("onnxruntime", "tokenizers", "promptcache.adapters.local_verifier"):
+        assert Path(out["origins"][name]).is_relative_to(unzipped_verified["layer"]), name
+    first, second, health = out["results"]
+    assert first["statusCode"] == 200 and json.loads(first["body"])["tier"] == "miss"
+    assert second["statusCode"] == 200, second["body"]
+    # It was asked (its time is part of the answer's Server-Timing), whatever it decided.
+    assert "verify;dur=" in second["headers"]["Server-Timing"], second["headers"]
+    assert json.loads(health["body"])["status"] == "ok"

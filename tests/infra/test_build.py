@@ -92,9 +92,9 @@ def test_builds_are_reproducible(tmp_path: Path) -> None:
 
 
 def _filler(size: int, compressible: bool = False) -> build.Installer:
-    def install(target: Target, deps: Sequence[str], dest: Path) -> None:
+    def install(target: Target, deps: Sequence[str], dest: Path, *, no_deps: bool = False) -> None:
         data = b"\0" * size if compressible else os.urandom(size)
-        (dest / "filler.bin").write_bytes(data)
+        (dest / ("filler-verifier.bin" if no_deps else "filler.bin")).write_bytes(data)
 
     return install
 

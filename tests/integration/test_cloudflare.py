@@ -54,7 +54,8 @@ def build() -> Iterator[Callable[..., PromptCache]]:
 
     yield make
     for cache in built:
-        for backend in (cache.embedder, cache.llm, cache.stats):
+        judge = cache.verifier_model.verifier if cache.verifier_model else None
+        for backend in (cache.embedder, cache.llm, cache.stats, judge):
             close = getattr(backend, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
@@ -99,6 +100,34 @@ def test_paraphrase_is_a_semantic_hit_on_workers_ai(
     assert report["misses"] == 2
     assert report["models"][DEFAULT_LLM_MODEL]["requests"] == 4
     assert [k for k in cloudflare_api.live_keys() if k.startswith("stats:w:")]
+
+
+RERANK = "/ai/run/@cf/baai/bge-reranker-base"
+
+
+def test_the_workers_ai_reranker_judges_candidates_and_its_failure_is_a_miss(
+    cloudflare_env: dict[str, str],
+    cloudflare_api: CloudflareAPIStandIn,
+    build: Callable[..., PromptCache],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = build(cloudflare_env, PROMPTCACHE_VERIFIER_MODEL="workers-ai")
+    assert cache.verifier_model is not None
+    assert cache.verifier_model.verifier.id == "cf-bge-reranker-base"
+    first = ask(cache, "What is the capital of France?")
+    assert first.tier is Tier.MISS
+    hit = ask(cache, "Which city is the capital of France?")
+    assert cloudflare_api.calls["@cf/baai/bge-reranker-base"] == 1  # it judged the candidate
+    assert hit.tier is Tier.SEMANTIC and hit.entry_id == first.entry_id
+    assert "verify" in hit.timings
+    # Failing, it rejects its candidates: a miss answered by the model, never an error.
+    cloudflare_api.fail(500, 3001, "Internal server error", times=1000, path=RERANK)
+    failed = ask(cache, "Which city is France's capital?")
+    assert failed.tier is Tier.MISS
+    assert failed.response.startswith("[Workers AI stand-in")
+    assert "verifier failed, 1 candidates rejected: Workers AI reranker failed: HTTP 500" in (
+        caplog.text
+    )
 
 
 def test_an_embedder_failure_is_a_bypass_not_an_error(

@@ -6,6 +6,9 @@
 - Generation: a deterministic answer derived from the prompt, labelled as coming from this
   stand-in; ``max_tokens`` truncates it (in words); usage counts words. ``stream: true`` answers
   in SSE: ``data: {"response": "..."}`` events, a last event carrying ``usage``, ``data: [DONE]``.
+- Reranker (``@cf/baai/bge-reranker-base``): ``{"query", "contexts": [{"text"}], "top_k"}`` ->
+  ``{"response": [{"id", "score"}]}``, best first, at most ``top_k``; the scores come from a real
+  cross-encoder (the project's LocalVerifier, probabilities in [0, 1]), loaded on first use.
 - Errors Cloudflare documents: unknown model -> 400 code 5007; invalid input -> 400 code 5006;
   more than 100 texts -> 400 code 5006. Others are injected with ``fail(...)``; ``delay`` and
   ``stream_delay`` slow it down; ``calls`` counts requests per model.
@@ -31,6 +34,7 @@ TEXT_MODELS = {
     "@cf/meta/llama-3.1-8b-instruct",
     "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
 }
+RERANKER_MODELS = {"@cf/baai/bge-reranker-base"}
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -46,6 +50,7 @@ class WorkersAIStandIn(CloudflareStandIn):
         self.texts_embedded = 0
         self.bodies: list[dict[str, Any]] = []
         self.stream_delay = 0.0
+        self._reranker: Any = None
 
     def route(self, request: Request) -> Reply:
         if request.method != "POST" or not request.path.startswith("/ai/run/"):
@@ -62,6 +67,8 @@ class WorkersAIStandIn(CloudflareStandIn):
             return self._embed(model, body)
         if model in TEXT_MODELS:
             return self._generate(model, body)
+        if model in RERANKER_MODELS:
+            return self._rerank(body)
         return Reply(400, json_body=error(5007, f"No such model {model} or task"))
 
     # ------------------------------------------------------------------ embeddings
@@ -81,6 +88,34 @@ class WorkersAIStandIn(CloudflareStandIn):
             self.texts_embedded += len(texts)
         result = {"shape": [len(texts), width], "data": vectors.tolist(), "pooling": "mean"}
         return Reply(json_body=envelope(result))
+
+    # ------------------------------------------------------------------ reranker
+    def _rerank(self, body: Any) -> Reply:
+        query = body.get("query") if isinstance(body, dict) else None
+        contexts = body.get("contexts") if isinstance(body, dict) else None
+        if not isinstance(query, str) or not query:
+            return Reply(400, json_body=error(5006, "Invalid input: 'query' must be a string"))
+        if (
+            not isinstance(contexts, list)
+            or not contexts
+            or not all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in contexts)
+            or not all(c["text"] for c in contexts)
+        ):
+            message = "Invalid input: 'contexts' must be a list of {text} objects"
+            return Reply(400, json_body=error(5006, message))
+        top_k = body.get("top_k", len(contexts))
+        if type(top_k) is not int or top_k < 1:
+            return Reply(400, json_body=error(5006, "Invalid input: top_k"))
+        with self._lock:
+            if self._reranker is None:
+                from promptcache.adapters.local_verifier import LocalVerifier
+
+                self._reranker = LocalVerifier(timeout=60.0)
+        scores = self._reranker.scores(query, [c["text"] for c in contexts])
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_k]
+        return Reply(
+            json_body=envelope({"response": [{"id": i, "score": scores[i]} for i in ranked]})
+        )
 
     # ------------------------------------------------------------------ generation
     def _generate(self, model: str, body: Any) -> Reply:

@@ -1,9 +1,14 @@
-"""Cloudflare Workers AI over its REST API: embeddings (bge) and text generation (Llama).
+"""Cloudflare Workers AI over its REST API: embeddings (bge), text generation (Llama) and the
+bge reranker as a verifier.
 
 ``POST {base}/accounts/{account}/ai/run/{model}`` with ``Authorization: Bearer TOKEN``.
 
 - Embeddings: body ``{"text": [..<=100 texts]}`` -> ``result: {"shape": [n, dim], "data": [[..]]}``.
   Any failure is an ``EmbedderError``: the core then bypasses the cache for that request.
+- Reranker (verifier): body ``{"query", "contexts": [{"text"}..], "top_k"}`` -> ``result:
+  {"response": [{"id", "score"}..]}``, one score in [0, 1] per context. Any failure, or an answer
+  that does not score every context exactly once, is a ``VerifierError``: its candidates are
+  rejected (a miss).
 - Generation: body ``{"messages": [...], "max_tokens", "temperature"}`` -> ``result: {"response",
   "usage": {"prompt_tokens", "completion_tokens"}}``; with ``"stream": true`` the answer is SSE
   (``data: {"response": "..."}`` lines, then ``data: [DONE]``).
@@ -41,6 +46,7 @@ from .._errors import (
     UpstreamPayloadTooLarge,
     UpstreamRateLimited,
     UpstreamTimeout,
+    VerifierError,
 )
 from .._types import ChatRequest, Completion, Usage
 from . import _cloudflare as cf
@@ -49,6 +55,7 @@ from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy,
 
 DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
 DEFAULT_LLM_MODEL = "@cf/meta/llama-3.1-8b-instruct"
+DEFAULT_RERANKER_MODEL = "@cf/baai/bge-reranker-base"
 #: Output sizes of the Workers AI embedding models this adapter knows.
 EMBEDDING_DIMS = {
     "@cf/baai/bge-small-en-v1.5": 384,
@@ -245,6 +252,64 @@ class WorkersAIEmbedder(_WorkersAI):
             raise ValueError("a vector has zero length")
         vectors: npt.NDArray[np.float32] = (data / norms).astype(np.float32)
         return vectors
+
+
+# ---------------------------------------------------------------------------- reranker
+class WorkersAIReranker(_WorkersAI):
+    """Verifier protocol over the Workers AI reranker (default bge-reranker-base): one call per
+    query scores all its candidates. Not calibrated on this cache's decisions (README, "The
+    verifier"): its scores rank candidates, and a cutoff for them must be measured."""
+
+    DEFAULT_MODEL = DEFAULT_RERANKER_MODEL
+    DEFAULT_POLICY = RetryPolicy(attempts=2, backoff=0.05, max_backoff=0.2)
+    KIND = "reranker"
+
+    @property
+    def id(self) -> str:
+        return "cf-" + self.model.rsplit("/", 1)[-1]
+
+    def scores(self, query: str, candidates: Sequence[str]) -> list[float]:
+        if not candidates:
+            return []
+        body = {
+            "query": query,
+            "contexts": [{"text": c} for c in candidates],
+            "top_k": len(candidates),
+        }
+        try:
+            response = self._http.request(
+                "POST", self._url(self.model), json=body, headers=self._headers
+            )
+        except CircuitOpenError as exc:
+            raise VerifierError(f"Workers AI reranker unavailable: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise VerifierError(f"Workers AI reranker unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise VerifierError(f"Workers AI reranker failed: {cf.describe(response)}")
+        try:
+            return _ranked(cf.result_of(response), len(candidates))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise VerifierError(f"Workers AI sent unusable reranker scores: {exc}") from exc
+
+
+def _ranked(result: Any, n: int) -> list[float]:
+    """The reranker's answer (best first, by context index) back in the candidates' order."""
+    items = result["response"] if isinstance(result, dict) else None
+    if not isinstance(items, list):
+        raise TypeError("result.response is not a list")
+    scores: dict[int, float] = {}
+    for item in items:
+        index, score = item["id"], item["score"]
+        if type(index) is not int or not 0 <= index < n or index in scores:
+            raise ValueError(f"context id {index!r} is not one of 0..{n - 1} exactly once")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise TypeError(f"score {score!r} is not a number")
+        if not 0.0 <= score <= 1.0:  # NaN fails too
+            raise ValueError(f"score {score!r} is outside [0, 1]")
+        scores[index] = float(score)
+    if len(scores) != n:
+        raise ValueError(f"{n - len(scores)} of {n} contexts were not scored")
+    return [scores[i] for i in range(n)]
 
 
 # ---------------------------------------------------------------------------- generation

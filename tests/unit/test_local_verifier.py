@@ -86,3 +86,23 @@ def test_a_run_past_its_timeout_raises_and_the_lookup_misses() -> None:
     again = ChatRequest(messages=(Message("user", "how can i reset my password?"),), model="m")
     result = cache.chat(again)
     assert result.tier is Tier.MISS and llm.calls == 2 and not result.bypass_reason
+
+
+def test_the_deadline_holds_even_when_the_stop_timer_never_fires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a busy machine the timer thread may run after onnxruntime has finished: the answer
+    # came too late all the same and is refused.
+    class Late:
+        def __init__(self, interval: float, function: object) -> None: ...
+
+        def start(self) -> None: ...
+
+        def cancel(self) -> None: ...
+
+    late = LocalVerifier(timeout=1e-6)
+    monkeypatch.setattr(local_verifier.threading, "Timer", Late)
+    with pytest.raises(VerifierError, match="took over"):
+        late.scores("how do i reset my password?", ["how can i reset my password?"])
+    late.timeout = 60.0
+    assert len(late.scores("how do i reset my password?", ["how can i reset it?"])) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 
@@ -208,15 +209,25 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             tags=cfg.tags,
         ),
     )
-    layer = CoreLayer(
-        f"{cfg.prefix}-core",
-        CoreLayerArgs(
-            name=f"{cfg.prefix}-core",
-            zip_path=built.layer_zip,
-            source_code_hash=built.layer_hash,
-            runtime=cfg.runtime,
-            architecture=cfg.architecture,
-        ),
+
+    def layer_from(suffix: str, zip_path: Path, code_hash: str, description: str) -> CoreLayer:
+        return CoreLayer(
+            f"{cfg.prefix}-{suffix}",
+            CoreLayerArgs(
+                name=f"{cfg.prefix}-{suffix}",
+                zip_path=zip_path,
+                source_code_hash=code_hash,
+                runtime=cfg.runtime,
+                architecture=cfg.architecture,
+                description=description,
+            ),
+        )
+
+    layer = layer_from(
+        "core",
+        built.layer_zip,
+        built.layer_hash,
+        "promptcache core package and its runtime dependencies",
     )
     verifier_layer = None
     if verified:
@@ -228,16 +239,11 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
                 "promptcache:verifier is local but the artifacts hold no verifier layer: "
                 f"run `{command}`"
             )
-        verifier_layer = CoreLayer(
-            f"{cfg.prefix}-verifier",
-            CoreLayerArgs(
-                name=f"{cfg.prefix}-verifier",
-                zip_path=built.verifier_zip,
-                source_code_hash=built.verifier_hash,
-                runtime=cfg.runtime,
-                architecture=cfg.architecture,
-                description="promptcache verifier: onnxruntime, tokenizers, the trained weights",
-            ),
+        verifier_layer = layer_from(
+            "verifier",
+            built.verifier_zip,
+            built.verifier_hash,
+            "promptcache verifier: onnxruntime, tokenizers, the trained weights",
         )
     verifier_layers: list[pulumi.Input[str]] = (
         [] if verifier_layer is None else [verifier_layer.arn]

@@ -17,7 +17,7 @@ class CoreLayerArgs:
     source_code_hash: str
     runtime: str
     architecture: str
-    description: str = "promptcache core package and its runtime dependencies"
+    description: str
 
 
 class CoreLayer(pulumi.ComponentResource):

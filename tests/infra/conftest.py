@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import json
 import runpy
+import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -247,6 +248,17 @@ def run_program(
 
 def noop_installer(target: build.Target, deps: Any, dest: Path, *, no_deps: bool = False) -> None:
     """The layers' pip step for program tests: the program only needs the files to exist."""
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> dict[str, Path]:
+    """A private copy of the sources, so a test can change them."""
+    core, handlers = tmp_path / "src" / "promptcache", tmp_path / "src" / "handlers"
+    shutil.copytree(build.CORE_DIR, core, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(build.HANDLERS_DIR, handlers, ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = tmp_path / "src" / "pyproject.toml"
+    shutil.copy(build.PYPROJECT, pyproject)
+    return {"core_dir": core, "handlers_dir": handlers, "pyproject": pyproject}
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,24 @@ def test_the_host_build_fits_lambda_and_reports_its_sizes(host_build: build.Buil
     assert "MiB unzipped" in host_build.report()
 
 
+def _invoke(
+    unzipped: dict[str, Path], requests: list[dict[str, Any]], env: dict[str, str], tmp_path: Path
+) -> dict[str, Any]:
+    """The requests, run by invoke_artifact.py in an interpreter that sees only the artifacts."""
+    (tmp_path / "requests.json").write_text(json.dumps(requests))
+    proc = subprocess.run(
+        [
+            sys.executable, "-I", "-S", str(HERE / "invoke_artifact.py"),
+            str(unzipped["code"]), str(unzipped["layer"]),
+            str(tmp_path / "requests.json"), str(tmp_path / "results.json"),
+        ],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads((tmp_path / "results.json").read_text())
+    return result
+
+
 def _deployed_env(
     tmp_path: Path, cloudflare_api: Any, upstash: Any, ssm: str, verifier: str = "off"
 ) -> dict[str, str]:
@@ -213,17 +231,7 @@ def test_the_built_handlers_answer_v2_events_from_the_artifact_alone(
                 "body": body,
             }
         )
-    (tmp_path / "requests.json").write_text(json.dumps(requests))
-    proc = subprocess.run(
-        [
-            sys.executable, "-I", "-S", str(HERE / "invoke_artifact.py"),
-            str(unzipped["code"]), str(unzipped["layer"]),
-            str(tmp_path / "requests.json"), str(tmp_path / "results.json"),
-        ],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / "results.json").read_text())
+    out = _invoke(unzipped, requests, env, tmp_path)
 
     for module, origin in out["origins"].items():
         expected = unzipped["code"] if module in ("chat", "stats", "health") else unzipped["layer"]
@@ -279,17 +287,7 @@ def test_the_verifier_layer_judges_candidates_from_the_artifacts_alone(
         chat("How can I reverse a list in Python?"),  # a candidate: the verifier judges it
         {"handler": "health", "method": "GET", "path": "/health"},
     ]
-    (tmp_path / "requests.json").write_text(json.dumps(requests))
-    proc = subprocess.run(
-        [
-            sys.executable, "-I", "-S", str(HERE / "invoke_artifact.py"),
-            str(unzipped_verified["code"]), str(unzipped_verified["layer"]),
-            str(tmp_path / "requests.json"), str(tmp_path / "results.json"),
-        ],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / "results.json").read_text())
+    out = _invoke(unzipped_verified, requests, env, tmp_path)
     # The verifier's runtime and module came from the layers, nothing else.
     for name in ("onnxruntime", "tokenizers", "promptcache.adapters.local_verifier"):
         assert Path(out["origins"][name]).is_relative_to(unzipped_verified["layer"]), name

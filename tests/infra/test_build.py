@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,17 +128,6 @@ def test_the_command_line_reports_errors_and_exits_non_zero(
 
 
 # ---------------------------------------------------------------- the program's checks
-@pytest.fixture
-def sources(tmp_path: Path) -> dict[str, Path]:
-    """A private copy of the sources, so a test can change them."""
-    core, handlers = tmp_path / "src" / "promptcache", tmp_path / "src" / "handlers"
-    shutil.copytree(build.CORE_DIR, core, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(build.HANDLERS_DIR, handlers, ignore=shutil.ignore_patterns("__pycache__"))
-    pyproject = tmp_path / "src" / "pyproject.toml"
-    shutil.copy(build.PYPROJECT, pyproject)
-    return {"core_dir": core, "handlers_dir": handlers, "pyproject": pyproject}
-
-
 def _build(out: Path, sources: dict[str, Path], arch: str = "arm64", python: str = "3.12") -> None:
     build.build(Target.lambda_runtime(arch, python), out, installer=noop_installer, **sources)  # type: ignore[arg-type]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,17 +41,6 @@ class Recording:
         for rel, data in (self.files if no_deps else self.core_files).items():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             (dest / rel).write_bytes(data)
-
-
-@pytest.fixture
-def sources(tmp_path: Path) -> dict[str, Path]:
-    """A private copy of the sources, so a test can change them."""
-    core, handlers = tmp_path / "src" / "promptcache", tmp_path / "src" / "handlers"
-    shutil.copytree(build.CORE_DIR, core, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(build.HANDLERS_DIR, handlers, ignore=shutil.ignore_patterns("__pycache__"))
-    pyproject = tmp_path / "src" / "pyproject.toml"
-    shutil.copy(build.PYPROJECT, pyproject)
-    return {"core_dir": core, "handlers_dir": handlers, "pyproject": pyproject}
 
 
 def _names(zip_path: Path) -> list[str]:

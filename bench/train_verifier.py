@@ -1,6 +1,7 @@
 """Train the verifier: a MiniLM cross-encoder (both prompts in one input, one logit: same intent).
 
     python -m bench.train_verifier                      # train, export, quantize, report holdout
+                                                        # (the shipped weights: ~70 min, 2 cores)
     python -m bench.train_verifier --measure 256        # training throughput only (pairs/s)
 
 Needs the training extra (``pip install -e '.[train]'``: torch CPU, transformers, onnx); the
@@ -275,13 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/promptcache-verifier"))
     p.add_argument("--vector-cache", type=Path, default=Path("/tmp/promptcache-vectors"))
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=8e-5)
+    p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--k", type=int, default=4, help="cosine neighbours per fit query")
     p.add_argument("--floor", type=float, default=0.7, help="lowest neighbour similarity")
-    p.add_argument("--limit", type=int, default=3500, help="at most this many QQP examples")
-    p.add_argument("--paws-limit", type=int, default=1500, help="at most this many PAWS examples")
+    p.add_argument("--limit", type=int, default=0, help="at most this many QQP examples (0: all)")
+    p.add_argument(
+        "--paws-limit", type=int, default=0, help="at most this many PAWS examples (0: all)"
+    )
     p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--measure", type=int, default=0, help="only measure pairs/s on this many")

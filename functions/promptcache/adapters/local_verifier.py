@@ -31,7 +31,7 @@ MODEL_FILE = "verifier.onnx"
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
 #: The tokenizer beside the model, as the verifier layer carries it (infra/build.py).
 TOKENIZER_FILE = "verifier.tokenizer.json"
-MODEL_SHA256 = "c6421a6c73edb35886734641c45e84c321e2cb58fab6482ff1ea59702335f048"
+MODEL_SHA256 = "b9b9e8fde0f2c53a91226a817fc58c4e42c377aaf8600b1ef6daeb75f92b0b3a"
 MAX_TOKENS = 64  # what the model was trained on (query and candidate together)
 INSTALL_HINT = "the verifier needs onnxruntime and tokenizers: pip install onnxruntime tokenizers"
 

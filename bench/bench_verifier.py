@@ -9,9 +9,10 @@ Run: ``.venv/bin/python -m bench.bench_verifier`` (reads the QQP dev pairs in pl
 2. The cache: a PromptCache on the memory store with the local embedder, 10,000 distinct QQP
    ``a`` questions stored (holdout half), then every ``b`` of those pairs asked through
    ``PromptCache.lookup``, three times round-robin, once per configuration: default guards
-   only, and guards + the verifier with the default policy. Reported: the share of lookups that
-   called the verifier, and p50/p95 of the lookups that were semantic hits (each configuration
-   its own hits). Embedding is included in the lookup (the query is embedded each time).
+   only, and guards + the verifier judging every candidate (band 1). Reported: the share of
+   lookups that called the verifier, and p50/p95 of the lookups that were semantic hits (each
+   configuration its own hits). Embedding is included in the lookup (the query is embedded
+   each time).
 3. Memory: the peak RSS (VmHWM) of a fresh interpreter that imports the runtime, against one
    that also loads the verifier and scores one query with 4 candidates: what a function with the
    verifier layer needs on top (``--memory-only`` runs this part alone).
@@ -119,7 +120,9 @@ def main() -> int:
 
     caches = {
         "guards only": build({"PROMPTCACHE_VERIFIER_MODEL": "off"}),
-        "guards + verifier (default policy)": build({"PROMPTCACHE_VERIFIER_MODEL": "local"}),
+        "guards + verifier (every candidate judged)": build(
+            {"PROMPTCACHE_VERIFIER_MODEL": "local", "PROMPTCACHE_VERIFIER_MODEL_BAND": "1"}
+        ),
     }
     first = next(iter(caches.values()))
     memo = ev.MemoEmbedder(first.embedder)  # type: ignore[attr-defined]

@@ -124,9 +124,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "How far below the threshold the verifier may accept a candidate (0 = never below it).",
     ),
     "PROMPTCACHE_VERIFIER_MODEL_BAND": (
-        "1",
+        "0.04",
         "The verifier judges candidates below threshold + this band; those above pass without "
-        "it (1 = every candidate).",
+        'it (1 = every candidate). 0.04: the measured trade (README, "The verifier").',
     ),
     "PROMPTCACHE_VERIFIER_TIMEOUT": (
         "1",
@@ -316,7 +316,7 @@ class Settings:
     verifier_model: str = "off"
     verifier_cutoff: float = 0.5
     verifier_below: float = 0.0
-    verifier_model_band: float = 1.0
+    verifier_model_band: float = 0.04
     verifier_timeout: float = 1.0
     admin_key: str = field(default="", repr=False)  # its sha256 hex digest (``key_digest``)
     admin_key_ssm_parameter: str = ""

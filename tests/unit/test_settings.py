@@ -122,8 +122,13 @@ def test_the_verifier_model_settings() -> None:
 
     s = Settings.from_env({})
     assert (s.verifier_model, s.verifier_cutoff, s.verifier_below, s.verifier_model_band) == (
-        "off", 0.5, 0.0, 1.0,
+        "off", 0.5, 0.0, 0.04,
     )  # fmt: skip
+    # local alone is the measured trade: the borderline 0.04 band
+    default_on = runtime.build(
+        Settings.from_env({"PROMPTCACHE_VERIFIER_MODEL": "local", "PROMPTCACHE_STORE": "memory"})
+    ).verifier_model
+    assert default_on is not None and (default_on.band, default_on.below) == (0.04, 0.0)
     assert runtime.build(Settings.from_env({"PROMPTCACHE_STORE": "memory"})).verifier_model is None
     on = Settings.from_env(
         {"PROMPTCACHE_VERIFIER_MODEL": "local", "PROMPTCACHE_VERIFIER_CUTOFF": "0.7",

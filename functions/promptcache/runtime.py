@@ -128,16 +128,24 @@ def _within(policy: RetryPolicy, seconds: float) -> RetryPolicy:
     return dataclasses.replace(policy, deadline=seconds)
 
 
-def _workers_ai_embedder(settings: Settings) -> Embedder:
-    from .adapters.workers_ai import WorkersAIEmbedder
-
-    return WorkersAIEmbedder(
-        _http(settings, settings.backend_timeout),
+def _workers_ai(cls: Any, settings: Settings, timeout: float, **kwargs: Any) -> Any:
+    """A Workers AI adapter on the account, token and base URL of the settings, its own retry
+    policy bounded by ``timeout``."""
+    return cls(
+        _http(settings, timeout),
         settings.cloudflare_account_id,
         cloudflare_token(settings),
         settings.cloudflare_api_base_url,
-        policy=_within(WorkersAIEmbedder.DEFAULT_POLICY, settings.backend_timeout),
+        policy=_within(cls.DEFAULT_POLICY, timeout),
+        **kwargs,
     )
+
+
+def _workers_ai_embedder(settings: Settings) -> Embedder:
+    from .adapters.workers_ai import WorkersAIEmbedder
+
+    embedder: Embedder = _workers_ai(WorkersAIEmbedder, settings, settings.backend_timeout)
+    return embedder
 
 
 def _workers_ai_llm(settings: Settings) -> LLM:
@@ -145,14 +153,8 @@ def _workers_ai_llm(settings: Settings) -> LLM:
 
     # A Workers AI model id starts with "@"; any other default model is the adapter's default.
     model = settings.model if settings.model.startswith("@") else None
-    return WorkersAILLM(
-        _http(settings, settings.upstream_timeout),
-        settings.cloudflare_account_id,
-        cloudflare_token(settings),
-        settings.cloudflare_api_base_url,
-        model,
-        policy=_within(WorkersAILLM.DEFAULT_POLICY, settings.upstream_timeout),
-    )
+    llm: LLM = _workers_ai(WorkersAILLM, settings, settings.upstream_timeout, model=model)
+    return llm
 
 
 def _kv_stats(settings: Settings, store: Store, store_stats: Stats) -> Stats:
@@ -223,13 +225,8 @@ def _local_verifier(settings: Settings) -> Verifier:
 def _workers_ai_verifier(settings: Settings) -> Verifier:
     from .adapters.workers_ai import WorkersAIReranker
 
-    return WorkersAIReranker(
-        _http(settings, settings.verifier_timeout),
-        settings.cloudflare_account_id,
-        cloudflare_token(settings),
-        settings.cloudflare_api_base_url,
-        policy=_within(WorkersAIReranker.DEFAULT_POLICY, settings.verifier_timeout),
-    )
+    verifier: Verifier = _workers_ai(WorkersAIReranker, settings, settings.verifier_timeout)
+    return verifier
 
 
 VERIFIERS: dict[str, Callable[[Settings], Verifier]] = {

@@ -147,6 +147,23 @@ class _WorkersAI:
     def _url(self, model: str) -> str:
         return self._run_url + _model_path(model)
 
+    def _post(self, body: Any, error: type[Exception], what: str) -> httpx.Response:
+        """POST ``body`` to the adapter's model; any failure, an HTTP error status included, is
+        ``error`` naming ``what`` (the LLM maps its failures itself: they have codes)."""
+        try:
+            response = self._http.request(
+                "POST", self._url(self.model), json=body, headers=self._headers
+            )
+        except CircuitOpenError as exc:
+            raise error(f"Workers AI {what} unavailable: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise error(f"Workers AI {what} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise error(f"Workers AI {what} unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise error(f"Workers AI {what} failed: {cf.describe(response)}")
+        return response
+
 
 # ---------------------------------------------------------------------------- embeddings
 class WorkersAIEmbedder(_WorkersAI):
@@ -218,18 +235,7 @@ class WorkersAIEmbedder(_WorkersAI):
         return np.concatenate(parts)
 
     def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        try:
-            response = self._http.request(
-                "POST", self._url(self.model), json={"text": texts}, headers=self._headers
-            )
-        except CircuitOpenError as exc:
-            raise EmbedderError(f"Workers AI embeddings unavailable: {exc}") from exc
-        except httpx.TimeoutException as exc:
-            raise EmbedderError(f"Workers AI embeddings timed out: {exc!r}") from exc
-        except httpx.HTTPError as exc:
-            raise EmbedderError(f"Workers AI embeddings unreachable: {exc!r}") from exc
-        if response.status_code >= 400:
-            raise EmbedderError(f"Workers AI embeddings failed: {cf.describe(response)}")
+        response = self._post({"text": texts}, EmbedderError, "embeddings")
         try:
             result = cf.result_of(response)
             return self._vectors(result, len(texts))
@@ -276,16 +282,7 @@ class WorkersAIReranker(_WorkersAI):
             "contexts": [{"text": c} for c in candidates],
             "top_k": len(candidates),
         }
-        try:
-            response = self._http.request(
-                "POST", self._url(self.model), json=body, headers=self._headers
-            )
-        except CircuitOpenError as exc:
-            raise VerifierError(f"Workers AI reranker unavailable: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise VerifierError(f"Workers AI reranker unreachable: {exc!r}") from exc
-        if response.status_code >= 400:
-            raise VerifierError(f"Workers AI reranker failed: {cf.describe(response)}")
+        response = self._post(body, VerifierError, "reranker")
         try:
             return _ranked(cf.result_of(response), len(candidates))
         except (ValueError, TypeError, KeyError) as exc:

@@ -104,8 +104,10 @@ def test_a_writer_killed_mid_traffic_keeps_every_acknowledged_write(tmp_path: Pa
     # While the victim's 16 threads hold the file, a survivor write may wait past its 0.3 s busy
     # timeout on a loaded machine: it then fails loudly (counted), never silently. Every write is
     # acknowledged or reported, and every acknowledged one is kept (below).
+    # (failures counts every failed step: entry, counter and the reader's sync beside them)
     done, done_counters, failures = (int(x) for x in out.split())
-    assert done == done_counters and done + failures == 8 * PER_THREAD, (out, err)
+    sent = 8 * PER_THREAD
+    assert (sent - done) + (sent - done_counters) <= failures, (out, err)
 
     store = SQLiteStore(path)  # opens (and recovers) the file the victim left
     entries, counted = acknowledged(ack)
@@ -114,7 +116,7 @@ def test_a_writer_killed_mid_traffic_keeps_every_acknowledged_write(tmp_path: Pa
     counters = SQLiteStats(store).read()
     # A counter committed but not yet acknowledged when the signal came may be there too.
     assert counted <= counters["writer:a"] <= counted + 16
-    assert counters["writer:b"] == done
+    assert counters["writer:b"] == done_counters
     assert_intact(store, acknowledged(tmp_path / "ack-b")[0])
     assert store.count() >= len(entries) + done
     assert store.count() <= len(entries) + 16 + done

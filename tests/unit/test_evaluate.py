@@ -32,6 +32,7 @@ from promptcache_tools.evaluate import (
     read_pairs,
     score,
     select,
+    table,
     write_calibration,
 )
 from tests.unit.fakes import FakeEmbedder
@@ -162,6 +163,37 @@ def test_decisions_and_metrics_by_hand() -> None:
     strict = score("strict", 0.94, decide(work, cands, 0.94, ["g"]), work)
     assert (strict.hits, strict.correct, strict.false_hits) == (2, 2, 0)
     assert Metrics("none", 0.9, 10, 5, 0, 0).precision == 1.0
+
+
+def test_false_hits_on_labelled_pairs_are_told_apart_from_pairs_nobody_labelled() -> None:
+    pairs = [
+        Pair("e0", "q0", True),
+        Pair("e1", "q0", False),  # q0 -> e1: wrong, and labelled so
+        Pair("e2", "q1", True),  # q1 -> e0: wrong, but nobody labelled (e0, q1)
+        Pair("e3", "q2", False),  # q2 -> e2: wrong, unlabelled; its labelled e3 is not chosen
+        Pair("e4", "q3", True),  # q3 -> e4: right
+    ]
+    work = Workload.build(pairs)
+    assert work.entries == ("e0", "e1", "e2", "e3", "e4")
+    assert work.queries == ("q0", "q1", "q2", "q3")
+    cands = Candidates(
+        index=np.array([[1, 0], [0, 2], [2, 3], [4, 0]]),
+        sims=np.array([[0.95, 0.93], [0.94, 0.92], [0.96, 0.91], [0.97, 0.2]], dtype=np.float32),
+    )
+    m = score("fixed", 0.9, decide(work, cands, 0.9), work)
+    assert (m.hits, m.correct, m.false_hits, m.labelled_false) == (4, 1, 3, 1)
+    assert m.labelled_false_per_1k == 250.0 and m.false_hits_per_1k == 750.0
+    body = m.as_dict()
+    assert body["labelled_false_hits"] == 1 and body["labelled_false_hits_per_1k"] == 250.0
+    assert table([m]).splitlines()[-1].endswith("| 750.0 | 250.0 |")
+    # the second candidate, labelled different, is what q2 gets once the first is rejected
+    rejects = {"g": np.array([[False, False], [False, False], [True, False], [False, False]])}
+    guarded = score(
+        "g", 0.9, decide(work, Candidates(cands.index, cands.sims, rejects), 0.9, ["g"]), work
+    )
+    assert (guarded.false_hits, guarded.labelled_false) == (3, 2)
+    nothing = score("miss", 0.99, np.full(len(work.queries), -1, dtype=np.int64), work)
+    assert (nothing.false_hits, nothing.labelled_false) == (0, 0)
 
 
 def test_pick_threshold_needs_precision_to_hold_above_it() -> None:

@@ -268,6 +268,7 @@ def report(data: Path, model: Path, sha256: str, cache: Path | None) -> None:
             flush=True,
         )
         print("\n".join(ev.model_bars(evaluation, rows, models)), flush=True)
+        print("\n" + ev.bar_check(evaluation, rows), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

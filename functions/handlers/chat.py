@@ -9,8 +9,9 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from promptcache import admin_api, api, openai_api, resolver, runtime
-from promptcache.observability import count, invocation, tracer
+from promptcache import runtime
+from promptcache.http import admin_api, api, openai_api, resolver
+from promptcache.http.observability import count, invocation, tracer
 
 app = resolver.make_app(runtime.settings())
 

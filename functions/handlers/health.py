@@ -6,8 +6,9 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from promptcache import api, resolver, runtime
-from promptcache.observability import invocation, tracer
+from promptcache import runtime
+from promptcache.http import api, resolver
+from promptcache.http.observability import invocation, tracer
 
 app = resolver.make_app(runtime.settings())
 

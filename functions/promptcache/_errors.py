@@ -25,7 +25,7 @@
                 +-- UpstreamPayloadTooLarge 413  ... because it is too large for the model
 
 Adapters wrap transport errors with ``raise ... from exc``; the HTTP layer maps this tree to
-status codes in one place (``promptcache.api``).
+status codes in one place (``promptcache.http.wire``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from .adapters._http import RetryPolicy
 from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, verifier_guards
-from .ratelimit import RateLimiter
+from .http.ratelimit import RateLimiter
 from .settings import Settings, key_digest, parse_api_keys
 
 

@@ -45,7 +45,7 @@ class FunctionTarget:
 @dataclass(frozen=True)
 class HttpApiArgs:
     name: str
-    #: (method, path) -> handler module, as in promptcache.api.ROUTES.
+    #: (method, path) -> handler module, as in promptcache.routes.ROUTES.
     routes: Mapping[tuple[str, str], str]
     #: handler module -> its function.
     functions: Mapping[str, FunctionTarget]

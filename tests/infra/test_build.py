@@ -59,7 +59,8 @@ def test_build_writes_the_layer_the_function_zip_and_a_manifest(tmp_path: Path) 
     result = build.build(target, tmp_path, installer=noop_installer)
     with zipfile.ZipFile(result.layer.path) as zf:
         names = zf.namelist()
-    assert "python/promptcache/__init__.py" in names and "python/promptcache/api.py" in names
+    assert "python/promptcache/__init__.py" in names and "python/promptcache/http/api.py" in names
+    assert "python/promptcache/http/static/dashboard.js" in names
     assert all(n.startswith("python/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     # The layer holds what Lambda runs: no tool module (eval, calibrate, CLI, local server).
@@ -143,7 +144,7 @@ def test_artifacts_older_than_the_sources_are_refused(
     tmp_path: Path, sources: dict[str, Path]
 ) -> None:
     _build(tmp_path / "out", sources)
-    core_api = sources["core_dir"] / "api.py"
+    core_api = sources["core_dir"] / "http" / "api.py"
     core_api.write_text(core_api.read_text() + "\n# changed\n")
     with pytest.raises(
         artifacts.ArtifactError, match="older than the sources.*python -m infra.build"

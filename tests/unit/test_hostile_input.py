@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from promptcache import runtime
-from promptcache.ratelimit import RateLimiter, retry_after
-from promptcache.wire import MAX_JSON_DEPTH
+from promptcache.http.ratelimit import RateLimiter, retry_after
+from promptcache.http.wire import MAX_JSON_DEPTH
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.test_handlers import call, handlers  # noqa: F401  (the fixture)
 

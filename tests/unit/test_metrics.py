@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from promptcache import runtime
-from promptcache._prometheus import render
+from promptcache.http.prometheus import render
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.test_tenants import ADMIN, call, handlers, traffic  # noqa: F401 - the fixture
 

@@ -11,7 +11,7 @@ import pytest
 from promptcache import CacheMode, ChatResult, Message, Settings, Tier, Usage
 from promptcache._errors import PayloadTooLarge, Unprocessable, UpstreamError
 from promptcache._stream import ChatStream, replay_pieces
-from promptcache.openai_api import MAX_N, completion_object, parse_request, sse_body
+from promptcache.http.openai_api import MAX_N, completion_object, parse_request, sse_body
 
 SETTINGS = Settings.from_env(
     {"PROMPTCACHE_MODEL": "default-model", "PROMPTCACHE_MAX_MESSAGES": "4"}

@@ -8,7 +8,7 @@ import pytest
 
 from promptcache._errors import RateLimited
 from promptcache.adapters.memory import MemoryStore
-from promptcache.ratelimit import RateLimiter
+from promptcache.http.ratelimit import RateLimiter
 
 
 class Clock:

@@ -19,7 +19,7 @@ import pytest
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from promptcache import observability, resolver, wire
+from promptcache.http import observability, resolver, wire
 from promptcache.settings import Settings
 from promptcache_tools.server import LocalContext, from_result, to_event
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from promptcache._types import ChatResult, Tier, Usage
-from promptcache.observability import invocation, record
-from promptcache.wire import server_timing
+from promptcache.http.observability import invocation, record
+from promptcache.http.wire import server_timing
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.support.emf import validate
 from tests.unit.test_handlers import handlers  # noqa: F401 - the fixture

@@ -20,10 +20,10 @@ from promptcache._accounting import tenant_prefix
 from promptcache._errors import Forbidden
 from promptcache._types import ChatRequest, Message
 from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.http.wire import reader
 from promptcache.routes import ROUTES
 from promptcache.runtime import with_secrets
 from promptcache.settings import key_digest
-from promptcache.wire import reader
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 

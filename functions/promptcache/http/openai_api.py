@@ -35,12 +35,12 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from ._errors import PromptCacheError, Unprocessable
-from ._stream import ChatStream
-from ._types import CacheMode, ChatRequest, ChatResult, Tier, Usage
-from .core import PromptCache
+from .._errors import PromptCacheError, Unprocessable
+from .._stream import ChatStream
+from .._types import CacheMode, ChatRequest, ChatResult, Tier, Usage
+from ..core import PromptCache
+from ..settings import Settings
 from .observability import count, record
-from .settings import Settings
 from .wire import (
     RateLimiter,
     admit_chat,

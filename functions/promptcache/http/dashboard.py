@@ -32,5 +32,5 @@ HEADERS = {
 def asset(path: str) -> tuple[str, str]:
     """The text and content type of the asset at route ``path`` (a KeyError for no asset)."""
     name, content_type = ASSETS[path]
-    text = resources.files("promptcache").joinpath("static", name).read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
     return text, content_type

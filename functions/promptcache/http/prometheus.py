@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 
-from ._accounting import models_in
-from ._timeline import LATENCY_BOUNDS_MS, TOKEN_BOUNDS
+from .._accounting import models_in
+from .._timeline import LATENCY_BOUNDS_MS, TOKEN_BOUNDS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MODEL = "m|"

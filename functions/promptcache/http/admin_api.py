@@ -14,11 +14,11 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from ._errors import Forbidden, Unprocessable
-from ._keys import tenant_of
-from ._types import Entry
-from .core import PromptCache
-from .settings import Settings
+from .._errors import Forbidden, Unprocessable
+from .._keys import tenant_of
+from .._types import Entry
+from ..core import PromptCache
+from ..settings import Settings
 from .wire import json_body, json_response, reader
 
 #: The most entries one page of ``GET /admin/entries`` holds, and its default.

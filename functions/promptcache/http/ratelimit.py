@@ -7,9 +7,9 @@ import math
 import time
 from collections.abc import Callable
 
-from ._boundary import GuardedRateWindows
-from ._errors import RateLimited, StoreError
-from ._protocols import RateWindows
+from .._boundary import GuardedRateWindows
+from .._errors import RateLimited, StoreError
+from .._protocols import RateWindows
 
 log = logging.getLogger("promptcache")
 

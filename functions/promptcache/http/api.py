@@ -13,16 +13,16 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from ._dashboard import HEADERS, asset
-from ._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
-from ._prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
-from ._prometheus import render
-from ._timeline import HOUR, HOURS_KEPT
-from ._types import CacheMode, ChatRequest, Message
-from .core import PromptCache
+from .._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
+from .._timeline import HOUR, HOURS_KEPT
+from .._types import CacheMode, ChatRequest, Message
+from ..core import PromptCache
+from ..routes import ENTRY_HEADER
+from ..settings import Settings
+from .dashboard import HEADERS, asset
 from .observability import record
-from .routes import ENTRY_HEADER
-from .settings import Settings
+from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
+from .prometheus import render
 from .wire import (
     RateLimiter,
     admit,

@@ -17,9 +17,9 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ._errors import MethodNotAllowed, NotFound, PromptCacheError
-from .routes import ROUTES, route_path
-from .settings import Settings
+from .._errors import MethodNotAllowed, NotFound, PromptCacheError
+from ..routes import ROUTES, route_path
+from ..settings import Settings
 from .wire import RESULT_HEADERS, error_response
 
 log = logging.getLogger("promptcache")

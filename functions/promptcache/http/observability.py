@@ -26,7 +26,7 @@ from aws_lambda_powertools.logging.lambda_context import build_lambda_context_mo
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities import jmespath_utils
 
-from ._types import ChatResult
+from .._types import ChatResult
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "promptcache"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "promptcache"

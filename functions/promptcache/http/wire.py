@@ -17,7 +17,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from ._errors import (
+from .._errors import (
     BadRequest,
     Forbidden,
     PayloadTooLarge,
@@ -28,9 +28,8 @@ from ._errors import (
     UnsupportedMediaType,
     UpstreamRateLimited,
 )
-from ._types import Message, Tier
-from .ratelimit import RateLimiter
-from .routes import (
+from .._types import Message, Tier
+from ..routes import (
     ENTRY_HEADER,
     RESULT_HEADERS,
     SIMILARITY_HEADER,
@@ -38,7 +37,8 @@ from .routes import (
     TIMING_HEADER,
     TIMING_PARTS,
 )
-from .settings import Settings
+from ..settings import Settings
+from .ratelimit import RateLimiter
 
 __all__ = [
     "ENTRY_HEADER",

@@ -106,6 +106,8 @@ class Accounting:
             entry_id=entry.id,
             timings=tally.timings(),
             saved_tokens=saved,
+            finish_reason=entry.finish_reason,
+            tool_calls=entry.tool_calls,
         )
 
     def answered(
@@ -145,6 +147,7 @@ class Accounting:
             bypass_reason=reason,
             finish_reason=completion.finish_reason,
             timings=tally.timings(),
+            tool_calls=completion.tool_calls,
         )
 
     def report(

@@ -21,8 +21,15 @@ import json
 import re
 import textwrap
 import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ._types import ChatRequest
+from ._types import ChatRequest, Message
+
+#: Request fields that only identify the caller or bill the request: forwarded to the model,
+#: never part of the key (two users asking the same thing share an answer). Every other field
+#: that is set is keyed (``ChatRequest.options``).
+UNKEYED = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier")
 
 #: Part of every namespace: a change of ``canonical`` or of the key layout bumps it, so that
 #: entries keyed the old way are never reached again (a miss), rather than matched by a key that
@@ -114,19 +121,76 @@ def _digest(payload: object) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-def namespace(request: ChatRequest, embedder_id: str, dim: int) -> str:
+def _arguments(text: str) -> Any:
+    """A tool call's arguments as keyed: the JSON value when they parse (layout and key order do
+    not matter), else the text."""
+    try:
+        return ["json", json.loads(text)]
+    except ValueError:
+        return ["text", text]
+
+
+def _part(part: Mapping[str, Any]) -> list[str]:
+    """A content part as keyed: a text part by its canonical text, any other (image, audio,
+    file) by a hash of the whole part (its bytes or its URL and options)."""
+    if part.get("type") == "text" and isinstance(part.get("text"), str):
+        return ["text", canonical(part["text"])]
+    return [str(part.get("type")), _digest(part)]
+
+
+def turn_keys(messages: Sequence[Message]) -> list[Any]:
+    """Each turn as the key sees it. A plain text turn is ``[role, canonical text]`` (as before
+    tools existed, so stored entries keep their keys); any other is an object holding its tool
+    calls by position, the call a tool result answers as ``[turn, index]`` of that call (ids are
+    opaque: a replayed answer has fresh ones), and its parts (``_part``)."""
+    calls: dict[str, list[int]] = {}
+    keys: list[Any] = []
+    for turn, m in enumerate(messages):
+        if m.plain:
+            keys.append([m.role, canonical(m.content)])
+            continue
+        form: dict[str, Any] = {"role": m.role, "content": canonical(m.content)}
+        if m.parts:
+            form["parts"] = [_part(p) for p in m.parts]
+        if m.tool_calls:
+            form["calls"] = [[c.type, c.name, _arguments(c.arguments)] for c in m.tool_calls]
+            for index, call in enumerate(m.tool_calls):
+                if call.id:
+                    calls[call.id] = [turn, index]
+        if m.tool_call_id is not None:
+            form["answers"] = calls.get(m.tool_call_id, ["id", m.tool_call_id])
+        if m.name:
+            form["name"] = m.name
+        keys.append(form)
+    return keys
+
+
+def turn_text(key: Any) -> str:
+    """The exact tier's text of the last turn: its canonical text for a plain turn, else its
+    whole key form (a tool result, parts, a name), which no plain prompt can spell."""
+    if isinstance(key, list):
+        return str(key[1])
+    return "\x00turn " + json.dumps(key, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def namespace(
+    request: ChatRequest, embedder_id: str, dim: int, keys: list[Any] | None = None
+) -> str:
     """Entries only ever match within one namespace.
 
     It holds the tenant, the model, the embedder and its dimension, the generation parameters
-    that change answers (temperature, max_tokens), the conversation context (system prompt and
-    earlier turns, canonical) and ``KEY_VERSION``: a follow-up question never matches one asked
-    in another context.
+    that change answers (temperature, max_tokens, and ``options``: tools, response format, stop,
+    seed... when any is set), the conversation context (system prompt and earlier turns,
+    ``turn_keys``) and ``KEY_VERSION``: a follow-up question never matches one asked in another
+    context. ``keys``: the request's ``turn_keys``, if already computed.
     """
-    context = [[m.role, canonical(m.content)] for m in request.context]
-    params = {
+    context = (turn_keys(request.messages) if keys is None else keys)[:-1]
+    params: dict[str, Any] = {
         "temperature": None if request.temperature is None else round(request.temperature, 2),
         "max_tokens": request.max_tokens,
     }
+    if request.options:  # only when set: requests without any keep the keys they always had
+        params["options"] = dict(request.options)
     payload = {"model": request.model, "params": params, "context": context, "v": KEY_VERSION}
     digest = _digest(payload)[:24]
     return f"{request.tenant}:{embedder_id}:{dim}:{digest}"

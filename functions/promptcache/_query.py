@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._keys import canonical, namespace, normalize, text_key
+from ._keys import namespace, normalize, text_key, turn_keys, turn_text
 from ._types import CacheMode, ChatRequest
 
 
@@ -18,8 +18,10 @@ class Query:
     - ``text``: the canonical prompt (``_keys.canonical``): what the exact key hashes, what is
       stored and what the guards compare.
     - ``folded``: the prompt as the embedder reads it (``_keys.normalize``).
-    - ``semantic``: whether the semantic tier applies (the embedder reads ``folded`` whole);
-      a longer prompt is matched by the exact tier only.
+    - ``semantic``: whether the semantic tier applies: the last turn is a plain user turn
+      whose ``folded`` the embedder reads whole (a longer prompt, a tool result, a turn with an
+      image... use the exact tier only), and the request is not tool- or schema-bound unless
+      ``request.semantic`` allows it (a wrong loose hit there replays a wrong action or record).
     """
 
     request: ChatRequest
@@ -33,10 +35,17 @@ class Query:
     def of(
         cls, request: ChatRequest, *, embedder_id: str, dim: int, semantic_max_chars: int
     ) -> Query:
-        ns = namespace(request, embedder_id, dim)
-        text = canonical(request.prompt)
-        folded = normalize(text)
-        semantic = len(folded) <= semantic_max_chars
+        keys = turn_keys(request.messages)
+        ns = namespace(request, embedder_id, dim, keys)
+        text = turn_text(keys[-1])
+        last = request.messages[-1]
+        folded = normalize(text if last.plain else request.prompt)
+        semantic = (
+            len(folded) <= semantic_max_chars
+            and last.role == "user"
+            and last.plain
+            and (request.semantic or not request.bound)
+        )
         return cls(request, ns, text_key(ns, text), text, folded, semantic)
 
     @property

@@ -31,8 +31,9 @@ def replay_pieces(text: str, size: int = 24) -> list[str]:
 
 def passthrough(upstream: Iterator[str], model: str) -> Generator[str, None, Completion]:
     """The model's non-empty deltas as they arrive; returns the whole answer: the deltas joined,
-    with the model name, usage and finish reason of the Completion the model's iterator returned
-    (``model``, no usage and "stop" if it returned none). Closes ``upstream`` however it ends."""
+    with the model name, usage, finish reason and tool calls of the Completion the model's
+    iterator returned (``model``, no usage and "stop" if it returned none). Closes ``upstream``
+    however it ends."""
     parts: list[str] = []
     try:
         while True:
@@ -54,6 +55,7 @@ def passthrough(upstream: Iterator[str], model: str) -> Generator[str, None, Com
         model=(done.model if done else "") or model,
         usage=done.usage if done else Usage(),
         finish_reason=done.finish_reason if done else "stop",
+        tool_calls=done.tool_calls if done else (),
     )
 
 

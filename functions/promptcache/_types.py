@@ -29,12 +29,67 @@ class Tier(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call an assistant turn asks for. ``arguments`` is the JSON text the model wrote
+    (kept as written). ``id`` is opaque: a replayed answer gets fresh ids, and keys name calls by
+    position (``_keys``), never by id."""
+
+    name: str
+    arguments: str
+    id: str = ""
+    type: str = "function"
+
+    def anonymous(self) -> ToolCall:
+        """The call as stored: without its id."""
+        return ToolCall(self.name, self.arguments, "", self.type)
+
+    def as_wire(self, call_id: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id if call_id is None else call_id,
+            "type": self.type,
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One turn. ``content`` is its text (text parts joined by newlines; empty for an assistant
+    turn holding only tool calls). The rest is set only where the turn carries it:
+
+    - ``tool_calls``: an assistant turn's calls; ``tool_call_id``: the call a ``tool`` turn
+      answers; ``name``: a participant's or a legacy ``function`` turn's name.
+    - ``parts``: the content parts as sent, when one of them is not text (an image, audio, a
+      file): forwarded as they are, keyed by a hash of each part (exact tier only).
+    """
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    parts: tuple[Mapping[str, Any], ...] = ()
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    @property
+    def plain(self) -> bool:
+        """A text turn and nothing else: keyed exactly as before tools were supported."""
+        return not (self.tool_calls or self.tool_call_id is not None or self.name or self.parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The turn in the chat completions wire shape."""
+        out: dict[str, Any] = {"role": self.role}
+        if self.parts:
+            out["content"] = [dict(p) for p in self.parts]
+        elif self.tool_calls and not self.content:
+            out["content"] = None
+        else:
+            out["content"] = self.content
+        if self.tool_calls:
+            out["tool_calls"] = [c.as_wire() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name:
+            out["name"] = self.name
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +109,32 @@ class Usage:
         }
 
 
+#: Why an answer was forwarded and not stored when the request itself decided it (the closed
+#: list a ``ChatRequest.bypass`` is one of; a failed store adds ``store_error: ...`` and the
+#: like, and ``cache=skip`` is the caller's own choice). Each is a header value
+#: (``x-promptcache-bypass``) and a label in the stats and ``/metrics``.
+BYPASS_REASONS: dict[str, str] = {
+    "logprobs": "log probabilities were asked for; a stored answer has none to replay",
+    "audio": "audio output was asked for; the cache stores text and tool calls only",
+    "n": "several choices were asked for (n > 1); one stored answer is one sample",
+    "oversize": "the request is over the cache's limits (messages, characters or body)",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated chat request. ``messages`` ends with the user turn to answer."""
+    """A validated chat request. ``messages`` ends with the turn to answer (a user turn, or for
+    an agent loop a tool result).
+
+    - ``options``: every other field that can change the answer, in the chat completions wire
+      spelling (tools, tool_choice, response_format, stop, top_p, seed, penalties, unknown
+      fields...): forwarded and part of the namespace (only when set: a request without any is
+      keyed as before they existed).
+    - ``forward``: fields that only identify or bill (``_keys.UNKEYED``): forwarded, not keyed.
+    - ``bypass``: one of ``BYPASS_REASONS``: the answer is forwarded and not stored.
+    - ``semantic``: whether a tool- or schema-bound request may use the semantic tier (an
+      operator's setting, narrowed by the request's own option); text requests ignore it.
+    """
 
     messages: tuple[Message, ...]
     model: str
@@ -66,11 +144,22 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     cache: CacheMode = CacheMode.USE
+    options: Mapping[str, Any] = field(default_factory=dict)
+    forward: Mapping[str, Any] = field(default_factory=dict)
+    bypass: str | None = None
+    semantic: bool = False
 
     @property
     def prompt(self) -> str:
-        """The last user turn: the text the semantic tier compares."""
+        """The last turn's text: what the semantic tier compares."""
         return self.messages[-1].content
+
+    @property
+    def bound(self) -> bool:
+        """Tool- or schema-bound: the answer is an action or a record, not prose."""
+        fmt = self.options.get("response_format")
+        schema = isinstance(fmt, Mapping) and fmt.get("type") not in (None, "text")
+        return bool(self.options.get("tools") or self.options.get("functions") or schema)
 
     @property
     def context(self) -> tuple[Message, ...]:
@@ -86,11 +175,19 @@ class Completion:
     model: str
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+#: The stored answer's format: 1 (no ``format`` field) held the text alone, finished by
+#: ``stop``; 2 adds the tool calls (name and arguments, by position: ids are never stored) and
+#: the finish reason. Entries of either format are read.
+ANSWER_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stored answer. ``prompt`` is the canonical last user turn it answers."""
+    """One stored answer. ``prompt`` is the canonical last turn it answers; ``response`` the
+    answer's text, ``tool_calls`` its calls (without ids), ``finish_reason`` how it ended."""
 
     id: str
     namespace: str
@@ -101,6 +198,8 @@ class Entry:
     usage: Usage
     created_at: float
     expires_at: float | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str = "stop"
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -116,11 +215,18 @@ class Entry:
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "format": ANSWER_FORMAT,
+            "tool_calls": [[c.name, c.arguments, c.type] for c in self.tool_calls],
+            "finish_reason": self.finish_reason,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         usage = data.get("usage") or [0, 0]
+        calls = tuple(
+            ToolCall(str(c[0]), str(c[1]), "", str(c[2]) if len(c) > 2 else "function")
+            for c in data.get("tool_calls") or ()
+        )
         return cls(
             id=str(data["id"]),
             namespace=str(data["namespace"]),
@@ -131,6 +237,8 @@ class Entry:
             usage=Usage(int(usage[0]), int(usage[1])),
             created_at=float(data["created_at"]),
             expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+            tool_calls=calls,
+            finish_reason=str(data.get("finish_reason") or "stop"),
         )
 
 
@@ -186,6 +294,8 @@ class ChatResult:
     - ``timings``: milliseconds spent in each part of the answer that ran: ``lookup`` (store
       and index, without the rest), ``embed``, ``verify`` (the guards), ``model``.
     - ``saved_tokens``: on a hit, the tokens the stored answer cost when it was made.
+    - ``tool_calls``: the calls the answer asks for (a stored answer's carry no ids: the face
+      gives each replay fresh ones).
     """
 
     response: str
@@ -199,6 +309,7 @@ class ChatResult:
     finish_reason: str = "stop"
     timings: Mapping[str, float] = field(default_factory=dict)
     saved_tokens: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def cached(self) -> bool:

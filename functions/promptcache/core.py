@@ -323,9 +323,9 @@ class PromptCache:
         )
 
     def _plan(self, query: Query, tally: Tally) -> _Plan:
-        """A hit, a bypass (cache=skip, or a failed lookup), or a miss to fill."""
-        if query.mode is CacheMode.SKIP:
-            return _Plan(bypass="cache=skip")
+        """A hit, a bypass (the request's reason, cache=skip, a failed lookup), or a miss."""
+        if query.request.bypass is not None or query.mode is CacheMode.SKIP:
+            return _Plan(bypass=query.request.bypass or "cache=skip")
         if query.mode is CacheMode.REFRESH:  # find what the exact key answers now, to replace it
             try:
                 return _Plan(old=self._indexes.sync(query.namespace, query.key).exact)
@@ -371,8 +371,7 @@ class PromptCache:
             yield entry, similarity
 
     def _lead(self, query: Query, plan: _Plan) -> Lead | Filled:
-        """The claim step (module ``_claim``): lead the answer, or share another request's. A
-        bypass is neither shared nor stored: it leads nothing."""
+        """The claim step (``_claim``): lead, or share another's answer (a bypass leads none)."""
         return Lead() if plan.bypass is not None else self._claims.claim(query)
 
     def _relay(
@@ -429,11 +428,12 @@ class PromptCache:
             usage=completion.usage,
             created_at=now,
             expires_at=(now + ttl) if ttl else None,
+            tool_calls=tuple(c.anonymous() for c in completion.tool_calls),
+            finish_reason=completion.finish_reason,
         )
 
     def _shared(self, query: Query, tally: Tally, filled: Filled) -> ChatResult:
-        """An identical request answered meanwhile: its stored entry is an exact hit (an answer
-        it could not store is passed on as it is, a bypass)."""
+        """An identical request answered meanwhile: its entry is an exact hit (else a bypass)."""
         if filled.entry is None:
             return self._answered(query, tally, filled)
         hit = CacheHit(entry=filled.entry, tier=Tier.EXACT, similarity=1.0)

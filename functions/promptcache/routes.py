@@ -45,7 +45,10 @@ def route_path(path: str) -> str | None:
 TIER_HEADER = "X-Promptcache-Tier"
 SIMILARITY_HEADER = "X-Promptcache-Similarity"
 ENTRY_HEADER = "X-Promptcache-Entry"
+#: Why an answer was not stored (a bypass): one of ``_types.BYPASS_REASONS``, ``cache=skip``, or
+#: a backend failure's error code.
+BYPASS_HEADER = "X-Promptcache-Bypass"
 #: Where the answer's time went: lookup, embed, verify, model (milliseconds, W3C Server Timing).
 TIMING_HEADER = "Server-Timing"
 TIMING_PARTS = ("lookup", "embed", "verify", "model")
-RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER, TIMING_HEADER)
+RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER, BYPASS_HEADER, TIMING_HEADER)

@@ -147,9 +147,33 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Entries with a vector one namespace keeps; past it the least recently hit ones are "
         "deleted (beside the TTL).",
     ),
-    "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest request body accepted (413 above)."),
-    "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message content accepted (413 above)."),
-    "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages accepted in one request."),
+    "PROMPTCACHE_MAX_BODY_BYTES": (
+        "262144",
+        "Largest request body the cache handles: `POST /chat` answers 413 above it; "
+        "/v1/chat/completions forwards a larger one uncached (bypass `oversize`) up to 6 MB.",
+    ),
+    "PROMPTCACHE_MAX_PROMPT_CHARS": (
+        "32000",
+        "Longest message content the cache handles (`POST /chat`: 413 above; "
+        "/v1/chat/completions: forwarded uncached).",
+    ),
+    "PROMPTCACHE_MAX_MESSAGES": (
+        "100",
+        "Most messages the cache handles in one request (`POST /chat`: 413 above; "
+        "/v1/chat/completions: forwarded uncached).",
+    ),
+    "PROMPTCACHE_SEMANTIC_TOOLS": (
+        "off",
+        "`off` or `on`: `on` lets the semantic tier answer tool- or schema-bound requests "
+        "(tools, functions, a JSON response format) whose last turn is a user turn, behind the "
+        "same guards as text; `off` keeps them on the exact tier (a wrong loose hit replays a "
+        "wrong action or record). A turn ending in a tool result is always exact.",
+    ),
+    "PROMPTCACHE_MAX_N": (
+        "8",
+        "Most choices (`n`) one /v1/chat/completions request may ask for; each is a model call, "
+        "never stored.",
+    ),
     "PROMPTCACHE_API_KEYS": (
         "",
         "Comma-separated `key:tenant` pairs (a key may be given as `sha256:<hex>`, its digest); "
@@ -330,6 +354,8 @@ class Settings:
     upstash_vector_url: str = ""
     upstash_vector_token: str = field(default="", repr=False)
     upstash_vector_token_ssm_parameter: str = ""
+    semantic_tools: bool = False
+    max_n: int = 8
 
     def __post_init__(self) -> None:
         if self.admin_key and self.admin_key in self.api_keys:
@@ -452,4 +478,6 @@ class Settings:
             upstash_vector_url=vector_url.rstrip("/"),
             upstash_vector_token=vector_token,
             upstash_vector_token_ssm_parameter=vector_token_param,
+            semantic_tools=_choice(env, "PROMPTCACHE_SEMANTIC_TOOLS", ("off", "on")) == "on",
+            max_n=_int(env, "PROMPTCACHE_MAX_N", 1, 128),
         )

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from promptcache import CacheMode, ChatResult, Message, Settings, Tier, Usage
-from promptcache._errors import PayloadTooLarge, Unprocessable, UpstreamError
+from promptcache._errors import Unprocessable, UpstreamError
+from promptcache._keys import UNKEYED
 from promptcache._stream import ChatStream, replay_pieces
+from promptcache._types import BYPASS_REASONS, ToolCall
 from promptcache.http.openai_api import MAX_N, completion_object, parse_request, sse_body
 
 SETTINGS = Settings.from_env(
@@ -64,6 +66,9 @@ def test_full_request() -> None:
     assert chat.model == "gpt-x" and chat.temperature == 0.7 and chat.max_tokens == 64
     assert chat.messages[0] == Message("system", "Be brief.")  # developer is the system role
     assert chat.messages[1] == Message("user", "Part one.\nPart two.")
+    assert chat.messages[2] == Message("assistant", "ok", name="bot")
+    assert chat.options["seed"] == 3 and chat.options["some_future_field"] == {"x": 1}
+    assert chat.forward == {"user": "u-1", "metadata": {"a": "b"}, "max_completion_tokens": 64}
     assert chat.prompt == "and now?" and len(chat.context) == 3
     assert req.stream and req.include_usage
     assert chat.cache is CacheMode.REFRESH and chat.threshold == 0.95 and chat.ttl == 60
@@ -79,28 +84,15 @@ def test_full_request() -> None:
         ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
         (
-            {
-                "messages": [
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
-                ]
-            },
-            "'image_url' part",
-        ),
-        (
             {"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
             "messages[0].content[0].text",
         ),
         ({"messages": [{"role": "user", "content": ["hi"]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "'type'"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-        (
-            {
-                "messages": [
-                    {"role": "tool", "content": "42", "tool_call_id": "c"},
-                    {"role": "user", "content": "hi"},
-                ]
-            },
-            "tool calling",
-        ),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
+        ({"messages": [{"role": "tool", "content": 4, "tool_call_id": "c"}]}, "content"),
+        ({"messages": [{"role": "function", "content": "42"}]}, "messages[0].name"),
         (
             {
                 "messages": [
@@ -108,17 +100,18 @@ def test_full_request() -> None:
                     {"role": "user", "content": "hi"},
                 ]
             },
-            "tool calls",
+            "messages[0].tool_calls[0]",
         ),
         (
-            {
-                "messages": [
-                    {"role": "user", "content": "hi"},
-                    {"role": "assistant", "content": "yo"},
-                ]
-            },
-            "last message",
+            {"messages": [{"role": "assistant", "content": None, "tool_calls": {"id": "c"}}]},
+            "messages[0].tool_calls",
         ),
+        ({"messages": [{"role": "assistant", "content": None}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "assistant", "content": None, "function_call": "f"}]},
+            "function_call",
+        ),
+        ({"messages": [{"role": "user", "content": "hi", "name": 3}]}, "messages[0].name"),
         ({"messages": ["hi"]}, "messages[0]"),
         ({"model": 5}, "'model'"),
         ({"model": " "}, "'model'"),
@@ -135,15 +128,33 @@ def test_full_request() -> None:
         ({"stream_options": {"include_usage": True}}, "only allowed with 'stream'"),
         ({"stream": True, "stream_options": ["x"]}, "'stream_options'"),
         ({"stream": True, "stream_options": {"include_usage": 1}}, "'include_usage'"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "'tools'"),
-        ({"tool_choice": "required"}, "'tool_choice'"),
-        ({"response_format": {"type": "json_object"}}, "'response_format'"),
-        ({"top_p": 0.5}, "'top_p'"),
-        ({"stop": ["\n"]}, "'stop'"),
-        ({"logprobs": True}, "'logprobs'"),
-        ({"frequency_penalty": 0.3}, "'frequency_penalty'"),
-        ({"logit_bias": {"1": 5}}, "'logit_bias'"),
-        ({"modalities": ["text", "audio"]}, "'modalities'"),
+        ({"tools": {"type": "function"}}, "'tools'"),
+        ({"tools": [{"type": "function", "function": {}}]}, "'tools[0].function.name'"),
+        ({"tools": [{"function": {"name": "f"}}]}, "'tools[0].type'"),
+        ({"functions": [{"description": "f"}]}, "'functions[0].name'"),
+        ({"tool_choice": 3}, "'tool_choice'"),
+        ({"parallel_tool_calls": "yes"}, "'parallel_tool_calls'"),
+        ({"response_format": "json"}, "'response_format'"),
+        ({"response_format": {"type": "yaml"}}, "'response_format.type'"),
+        ({"response_format": {"type": "json_schema"}}, "'response_format.json_schema'"),
+        ({"top_p": 1.5}, "'top_p'"),
+        ({"top_p": True}, "'top_p'"),
+        ({"stop": 3}, "'stop'"),
+        ({"stop": ["a", 1]}, "'stop'"),
+        ({"seed": 1.5}, "'seed'"),
+        ({"seed": 2**64}, "'seed'"),
+        ({"logprobs": "yes"}, "'logprobs'"),
+        ({"top_logprobs": 21}, "'top_logprobs'"),
+        ({"frequency_penalty": 3}, "'frequency_penalty'"),
+        ({"presence_penalty": "x"}, "'presence_penalty'"),
+        ({"logit_bias": [1]}, "'logit_bias'"),
+        ({"logit_bias": {"1": 500}}, "'logit_bias.1'"),
+        ({"modalities": "text"}, "'modalities'"),
+        ({"reasoning_effort": 1}, "'reasoning_effort'"),
+        ({"user": 1}, "'user'"),
+        ({"metadata": "x"}, "'metadata'"),
+        ({"store": "yes"}, "'store'"),
+        ({"promptcache": {"semantic": "yes"}}, "'promptcache.semantic'"),
         ({"promptcache": "skip"}, "'promptcache'"),
         ({"promptcache": {"cache": "sometimes"}}, "promptcache.cache"),
         ({"promptcache": {"mode": "skip"}}, "unknown field(s) in 'promptcache': mode"),
@@ -162,10 +173,120 @@ def test_missing_messages() -> None:
         parse_request({"model": "m"}, SETTINGS, "t")
 
 
-def test_limits_apply_as_on_chat() -> None:
+def test_over_the_limits_is_forwarded_uncached() -> None:
     too_many = [{"role": "user", "content": "x"}] * 5
-    with pytest.raises(PayloadTooLarge):
-        parse(messages=too_many)
+    assert parse(messages=too_many).chat.bypass == "oversize"
+    assert parse(messages=too_many[:4]).chat.bypass is None
+    long = [{"role": "user", "content": "x" * (SETTINGS.max_prompt_chars + 1)}]
+    assert parse(messages=long).chat.bypass == "oversize"
+    assert (
+        parse_request({"messages": too_many[:1]}, SETTINGS, "t", big=True).chat.bypass == "oversize"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "x", "format": "wav"}}, "audio"),
+        ({"n": 2}, "n"),
+        ({"logprobs": False}, None),
+        ({"modalities": ["text"]}, None),
+    ],
+)
+def test_what_cannot_be_replayed_is_bypassed(body: dict[str, Any], reason: str | None) -> None:
+    req = parse(**body)
+    assert req.chat.bypass == reason
+    assert reason is None or reason in BYPASS_REASONS
+
+
+def test_every_field_is_forwarded_keyed_or_not() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    req = parse(
+        tools=tools,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": {}}},
+        stop=["\n"],
+        top_p=0.5,
+        seed=7,
+        frequency_penalty=0.3,
+        presence_penalty=-0.2,
+        logit_bias={"12": -100},
+        reasoning_effort="low",
+        verbosity="high",
+        modalities=["text"],
+        future_field={"x": [1]},
+        user="u-1",
+        metadata={"a": "b"},
+        store=True,
+        service_tier="flex",
+        prompt_cache_key="k",
+        safety_identifier="s",
+        max_completion_tokens=50,
+    )
+    assert set(req.chat.options) == {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "stop",
+        "top_p",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "reasoning_effort",
+        "verbosity",
+        "modalities",
+        "future_field",
+    }
+    assert req.chat.options["tools"] == tools and req.chat.options["future_field"] == {"x": [1]}
+    assert dict(req.chat.forward) == {
+        "user": "u-1",
+        "metadata": {"a": "b"},
+        "store": True,
+        "service_tier": "flex",
+        "prompt_cache_key": "k",
+        "safety_identifier": "s",
+        "max_completion_tokens": 50,
+    }
+    assert set(UNKEYED) <= set(req.chat.forward)
+    assert req.chat.max_tokens == 50 and req.chat.bound and req.chat.bypass is None
+
+
+def test_tool_turns_and_parts_are_parsed() -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    req = parse(
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ]
+    )
+    user, assistant, tool = req.chat.messages
+    assert user.content == "What is it?" and user.parts[1] == image and not user.plain
+    assert assistant.tool_calls == (ToolCall("f", "{}", "c1"),) and assistant.content == ""
+    assert assistant.as_dict()["content"] is None
+    assert tool == Message("tool", "42", tool_call_id="c1")
+    assert tool.as_dict() == {"role": "tool", "content": "42", "tool_call_id": "c1"}
+
+
+def test_semantic_for_bound_requests_needs_the_setting_and_may_be_narrowed() -> None:
+    assert parse().chat.semantic is False
+    on = Settings.from_env({"PROMPTCACHE_SEMANTIC_TOOLS": "on"})
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    assert parse_request(body, on, "t").chat.semantic is True
+    narrowed = {**body, "promptcache": {"semantic": False}}
+    assert parse_request(narrowed, on, "t").chat.semantic is False
+    widened = {**body, "promptcache": {"semantic": True}}
+    assert parse_request(widened, SETTINGS, "t").chat.semantic is False
 
 
 SOME_USAGE = Usage(3, 4)
@@ -275,3 +396,48 @@ def test_replay_pieces_lose_nothing(text: str) -> None:
     pieces = replay_pieces(text)
     assert "".join(pieces) == text
     assert all(pieces)
+
+
+def tool_result(*calls: ToolCall, text: str = "") -> ChatResult:
+    return ChatResult(
+        response=text,
+        tier=Tier.EXACT,
+        model="m-1",
+        usage=Usage(0, 0),
+        latency_ms=1.0,
+        finish_reason="tool_calls",
+        tool_calls=calls,
+    )
+
+
+def test_a_replayed_tool_call_gets_a_fresh_id_each_time() -> None:
+    stored = tool_result(ToolCall("f", '{"a":1}'), ToolCall("g", "{}"))
+    first = completion_object([stored], completion_id="c", created=1)["choices"][0]
+    second = completion_object([stored], completion_id="c", created=1)["choices"][0]
+    message = first["message"]
+    assert message["content"] is None and first["finish_reason"] == "tool_calls"
+    assert [(c["type"], c["function"]) for c in message["tool_calls"]] == [
+        ("function", {"name": "f", "arguments": '{"a":1}'}),
+        ("function", {"name": "g", "arguments": "{}"}),
+    ]
+    ids = [c["id"] for c in message["tool_calls"]] + [
+        c["id"] for c in second["message"]["tool_calls"]
+    ]
+    assert len(set(ids)) == 4 and all(i.startswith("call_") for i in ids)
+    upstream = tool_result(ToolCall("f", "{}", "call_model"), text="Let me check.")
+    message = completion_object([upstream], completion_id="c", created=1)["choices"][0]["message"]
+    assert message["content"] == "Let me check." and message["tool_calls"][0]["id"] == "call_model"
+
+
+def test_streamed_tool_calls_go_out_as_indexed_pieces() -> None:
+    args = json.dumps({"city": "Paris", "days": list(range(40))})
+    stream = ChatStream.replay(tool_result(ToolCall("f", args), ToolCall("g", "{}")))
+    chunks = events(b"".join(sse_body([stream], completion_id="c", created=1)))
+    assert chunks[-1] == "[DONE]" and chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    pieces = [
+        call for c in chunks[:-1] for call in c["choices"][0]["delta"].get("tool_calls") or ()
+    ]
+    heads = [p for p in pieces if "id" in p]
+    assert [(h["index"], h["function"]["name"]) for h in heads] == [(0, "f"), (1, "g")]
+    joined = "".join(p["function"]["arguments"] for p in pieces if p["index"] == 0)
+    assert joined == args and sum(p["index"] == 0 for p in pieces) > 2  # in fragments

@@ -19,7 +19,7 @@ from .._errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from .._types import ChatRequest, Completion, Usage
+from .._types import ChatRequest, Completion, ToolCall, Usage
 from ._chat import chat_body
 from ._http import retry_after
 
@@ -78,6 +78,46 @@ def _chunk(data: str) -> dict[str, Any]:
     return chunk
 
 
+def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+    """An answer's tool calls (and a legacy ``function_call``, kept as a call of that type)."""
+    calls = [
+        ToolCall(
+            name=str(call["function"]["name"]),
+            arguments=str(call["function"].get("arguments") or ""),
+            id=str(call.get("id") or ""),
+            type=str(call.get("type") or "function"),
+        )
+        for call in message.get("tool_calls") or ()
+    ]
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict):
+        calls.append(
+            ToolCall(str(legacy["name"]), str(legacy.get("arguments") or ""), "", "function_call")
+        )
+    return tuple(calls)
+
+
+def _gather(calls: dict[int, dict[str, str]], delta: dict[str, Any]) -> None:
+    """Add a streamed delta's tool-call fragments to ``calls`` (by index): the id, type and name
+    come once, the arguments in pieces."""
+    pieces = list(delta.get("tool_calls") or ())
+    legacy = delta.get("function_call")
+    if isinstance(legacy, dict):
+        pieces.append({"index": -1, "type": "function_call", "function": legacy})
+    for piece in pieces:
+        index = int(piece.get("index", 0))
+        call = calls.setdefault(index, {"id": "", "type": "function", "name": "", "arguments": ""})
+        if piece.get("id"):
+            call["id"] = str(piece["id"])
+        if piece.get("type"):
+            call["type"] = str(piece["type"])
+        function = piece.get("function") or {}
+        if function.get("name"):
+            call["name"] += str(function["name"])
+        if function.get("arguments"):
+            call["arguments"] += str(function["arguments"])
+
+
 class OpenAICompatibleLLM:
     def __init__(self, client: httpx.Client, *, base_url: str = "", api_key: str = "") -> None:
         self._client = client
@@ -89,7 +129,15 @@ class OpenAICompatibleLLM:
         return f"openai-compatible ({self._url.rsplit('/chat/completions', 1)[0]})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-        return {"model": request.model, **chat_body(request, stream=stream)}
+        """The request as sent: the conversation, every field the client set (keyed or not), and
+        the output limit under the name the client used (``max_completion_tokens`` is the only
+        one reasoning models take)."""
+        body: dict[str, Any] = {"model": request.model, **chat_body(request, stream=stream)}
+        body.update(request.forward)
+        body.update(request.options)
+        if "max_completion_tokens" in body:
+            body.pop("max_tokens", None)
+        return body
 
     def generate(self, request: ChatRequest) -> Completion:
         try:
@@ -104,11 +152,16 @@ class OpenAICompatibleLLM:
         try:
             body = response.json()
             choice = body["choices"][0]
-            text = choice["message"]["content"]
+            message = choice["message"]
+            text = message.get("content")
+            calls = _tool_calls(message)
+            if text is None and calls:
+                text = ""
             if not isinstance(text, str):
                 raise TypeError("message.content is not a string")
             usage = body.get("usage") or {}
             return Completion(
+                tool_calls=calls,
                 text=text,
                 model=str(body.get("model") or request.model),
                 usage=Usage(
@@ -132,6 +185,7 @@ class OpenAICompatibleLLM:
         payload = self.payload(request, stream=True)
         payload["stream_options"] = {"include_usage": True}
         model, usage, finish = request.model, Usage(), ""
+        calls: dict[int, dict[str, str]] = {}
         done = False
         try:
             with self._client.stream(
@@ -157,7 +211,9 @@ class OpenAICompatibleLLM:
                             continue
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
-                        content = (choice.get("delta") or {}).get("content")
+                        delta = choice.get("delta") or {}
+                        _gather(calls, delta)
+                        content = delta.get("content")
                         if isinstance(content, str) and content:
                             yield content
         except httpx.TimeoutException as exc:
@@ -168,4 +224,14 @@ class OpenAICompatibleLLM:
             raise UpstreamError(f"the LLM upstream streamed an unreadable chunk: {exc}") from exc
         if not done and not finish:
             raise UpstreamError("the LLM upstream stream ended before the answer was complete")
-        return Completion(text="", model=model, usage=usage, finish_reason=finish or "stop")
+        tool_calls = tuple(
+            ToolCall(c["name"], c["arguments"], c["id"], c["type"])
+            for _, c in sorted(calls.items())
+        )
+        return Completion(
+            text="",
+            model=model,
+            usage=usage,
+            finish_reason=finish or "stop",
+            tool_calls=tool_calls,
+        )

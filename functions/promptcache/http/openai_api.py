@@ -1,22 +1,21 @@
 """The OpenAI-compatible face of the cache: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
-Parses OpenAI's request shape into a ``ChatRequest`` and shapes the answer as OpenAI's
-``chat.completion`` object or as ``chat.completion.chunk`` server-sent events. The cache path is
-the one ``POST /chat`` takes: ``PromptCache.chat`` (or ``chat_stream`` for ``stream: true``).
+Parses OpenAI's request shape into a ``ChatRequest`` (``openai_request``: what is forwarded,
+keyed, bypassed and refused) and shapes the answer as OpenAI's ``chat.completion`` object or as
+``chat.completion.chunk`` server-sent events, text and tool calls alike. The cache path is the one
+``POST /chat`` takes: ``PromptCache.chat`` (or ``chat_stream`` for ``stream: true``).
 
-Policy (README, "OpenAI-compatible API"):
-
-- The system prompt and earlier turns are part of the cache namespace (``_keys.namespace``), so
-  are the model, ``temperature`` and ``max_tokens``; only the last user turn is compared loosely.
+- The system prompt and earlier turns (tool calls by position, tool results, content parts) are
+  part of the cache namespace (``_keys.namespace``), so are the model and every field that can
+  change the answer; only a plain last user turn is compared loosely.
 - ``temperature > 0`` is cached like any other value, in its own namespace: a stored answer is one
   valid sample of what the caller asked for. Fresh samples: ``"promptcache": {"cache": "skip"}``.
 - ``n > 1`` asks for n different samples, which one stored answer cannot be: the cache is
-  bypassed (not read, not written) and the model is asked n times (at most ``MAX_N``).
-- Fields that change the answer but that the cache neither forwards nor keys on (tools,
-  response_format other than text, top_p, stop, penalties, logprobs...) are refused with 422
-  unless they hold their default value: silently dropping them would return wrong answers.
-  Fields that do not change the text (user, seed, metadata, store, service_tier...) and fields
-  this version does not know are ignored.
+  bypassed (not read, not written) and the model is asked n times (at most PROMPTCACHE_MAX_N).
+- Tool calls go out with fresh ids on every replay (ids are opaque; the next turn's key names
+  calls by position). Streamed, a call goes out as OpenAI's ``delta.tool_calls`` pieces (id,
+  type and name first, then the arguments in fragments), after the answer's text.
+- A bypassed answer carries ``x-promptcache-bypass`` (its reason).
 """
 
 from __future__ import annotations
@@ -25,211 +24,39 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from .._errors import PromptCacheError, Unprocessable
+from .._errors import PromptCacheError
 from .._stream import ChatStream
-from .._types import CacheMode, ChatRequest, ChatResult, Tier, Usage
+from .._types import ChatResult, Tier, ToolCall, Usage
 from ..core import PromptCache
 from ..settings import Settings
 from .observability import count, record
+from .openai_request import CompletionRequest, parse_request
 from .wire import (
+    BYPASS_HEADER,
     RateLimiter,
     admit_chat,
     check_threshold,
     json_body,
     json_response,
-    number,
     openai_error_type,
-    parse_messages,
     reader,
     result_headers,
 )
 
 log = logging.getLogger("promptcache")
 
-#: The most samples one request may ask for with ``n`` (each is a model call).
+#: The most samples one request may ask for with ``n`` by default (PROMPTCACHE_MAX_N).
 MAX_N = 8
-
-_ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
-_TEXT_ROLES = ("system", "developer", "user", "assistant")
-_CACHE_FIELDS = {"cache", "threshold", "ttl"}
-
-
-def _unset(value: Any) -> bool:
-    return value is None
-
-
-def _is(*defaults: Any) -> Callable[[Any], bool]:
-    return lambda value: value is None or any(value == d for d in defaults)
-
-
-#: Fields that change the answer, accepted only at their default value: name -> (is default, why).
-_REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "tools": (_is([]), "tool calling is not supported"),
-    "functions": (_is([]), "function calling is not supported"),
-    "tool_choice": (_is("none", "auto"), "tool calling is not supported"),
-    "function_call": (_is("none", "auto"), "function calling is not supported"),
-    "response_format": (_is({"type": "text"}), "only text responses are supported"),
-    "logprobs": (_is(False), "log probabilities are not stored"),
-    "top_logprobs": (_is(0), "log probabilities are not stored"),
-    "top_p": (_is(1), "it is neither forwarded nor part of the cache key"),
-    "frequency_penalty": (_is(0), "it is neither forwarded nor part of the cache key"),
-    "presence_penalty": (_is(0), "it is neither forwarded nor part of the cache key"),
-    "stop": (_is("", []), "it is neither forwarded nor part of the cache key"),
-    "logit_bias": (_is({}), "it is neither forwarded nor part of the cache key"),
-    "reasoning_effort": (_unset, "it is neither forwarded nor part of the cache key"),
-    "verbosity": (_unset, "it is neither forwarded nor part of the cache key"),
-    "modalities": (_is(["text"]), "only text responses are supported"),
-    "audio": (_unset, "only text responses are supported"),
-    "prediction": (_unset, "predicted outputs are not supported"),
-    "web_search_options": (_unset, "web search is not supported"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CompletionRequest:
-    """A validated ``/v1/chat/completions`` request."""
-
-    chat: ChatRequest
-    n: int = 1
-    stream: bool = False
-    include_usage: bool = False
-
-
-# ---------------------------------------------------------------- parsing
-def _text(content: Any, where: str) -> Any:
-    """A message's text: a string as is, a list of text parts joined by newlines. Anything else is
-    returned unchanged for ``parse_messages`` to reject with its own message."""
-    if not isinstance(content, list):
-        return content
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise Unprocessable(f"{where}[{j}] must be a content part object")
-        kind = part.get("type")
-        if kind != "text":
-            raise Unprocessable(
-                f"{where}[{j}] is a {kind!r} part; only text parts are supported (the cache "
-                "compares text, it cannot tell images, audio or files apart)"
-            )
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise Unprocessable(f"{where}[{j}].text must be a string")
-        texts.append(text)
-    if not texts:
-        raise Unprocessable(f"{where} must not be an empty list")
-    return "\n".join(texts)
-
-
-def _messages(value: Any, settings: Settings) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        return value  # type: ignore[no-any-return]  # parse_messages names the problem
-    plain: list[dict[str, Any]] = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            plain.append(item)
-            continue
-        role = item.get("role")
-        if role in ("tool", "function"):
-            raise Unprocessable(f"messages[{i}] has role {role!r}; tool calling is not supported")
-        if item.get("tool_calls") or item.get("function_call"):
-            raise Unprocessable(f"messages[{i}] carries tool calls; tool calling is not supported")
-        if role not in _TEXT_ROLES:
-            raise Unprocessable(f"messages[{i}].role must be one of {', '.join(_TEXT_ROLES)}")
-        content = _text(item.get("content"), f"messages[{i}].content")
-        plain.append({"role": _ROLE_ALIASES.get(role, role), "content": content})
-    return plain
-
-
-def _int(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise Unprocessable(f"'{name}' must be an integer between {lo} and {hi}")
-    return value
-
-
-def _bool(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise Unprocessable(f"'{name}' must be true or false")
-    return value
-
-
-def _cache_options(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Unprocessable("'promptcache' must be an object with cache, threshold and/or ttl")
-    unknown = sorted(set(value) - _CACHE_FIELDS)
-    if unknown:
-        raise Unprocessable(
-            f"unknown field(s) in 'promptcache': {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(_CACHE_FIELDS))}"
-        )
-    return value
-
-
-def parse_request(body: dict[str, Any], settings: Settings, tenant: str) -> CompletionRequest:
-    """OpenAI's request shape -> a CompletionRequest. Raises RequestError (4xx) naming the field."""
-    for name, (is_default, why) in _REFUSED.items():
-        if name in body and not is_default(body[name]):
-            raise Unprocessable(f"'{name}' is not supported by this cache: {why}")
-    if "messages" not in body:
-        raise Unprocessable("'messages' is required: a non-empty list of {role, content}")
-    messages = parse_messages(_messages(body["messages"], settings), settings)
-
-    model = body.get("model", settings.model)
-    if not isinstance(model, str) or not model.strip() or len(model) > 200:
-        raise Unprocessable("'model' must be a non-empty string of at most 200 characters")
-
-    max_tokens = _int(body, "max_tokens", 1, 1_000_000)
-    max_completion_tokens = _int(body, "max_completion_tokens", 1, 1_000_000)
-    if None not in (max_tokens, max_completion_tokens) and max_tokens != max_completion_tokens:
-        raise Unprocessable("'max_tokens' and 'max_completion_tokens' disagree; send one of them")
-    n = _int(body, "n", 1, 128) or 1
-    if n > MAX_N:
-        raise Unprocessable(f"'n' is at most {MAX_N} here (each sample is a model call), got {n}")
-
-    stream = _bool(body, "stream")
-    options = body.get("stream_options")
-    include_usage = False
-    if options is not None:
-        if not stream:
-            raise Unprocessable("'stream_options' is only allowed with 'stream': true")
-        if not isinstance(options, dict):
-            raise Unprocessable("'stream_options' must be an object")
-        include_usage = _bool(options, "include_usage")
-
-    extra = _cache_options(body.get("promptcache"))
-    try:
-        mode = CacheMode(extra.get("cache", "use"))
-    except ValueError:
-        raise Unprocessable("'promptcache.cache' must be one of use, skip, refresh") from None
-    ttl = number(extra, "ttl", 0, 10 * 365 * 86400)
-    chat = ChatRequest(
-        messages=messages,
-        model=model.strip(),
-        tenant=tenant,
-        threshold=number(extra, "threshold", 0.0, 1.0),
-        ttl=None if ttl is None else int(ttl),
-        max_tokens=max_completion_tokens if max_tokens is None else max_tokens,
-        temperature=number(body, "temperature", 0.0, 2.0),
-        cache=mode,
-    )
-    return CompletionRequest(chat=chat, n=n, stream=stream, include_usage=include_usage)
 
 
 # ---------------------------------------------------------------- shaping
@@ -239,6 +66,39 @@ def _usage(results: Sequence[ChatResult]) -> dict[str, int]:
         sum(r.usage.completion_tokens for r in results),
     )
     return total.as_dict()
+
+
+def _call_id(call: ToolCall) -> str:
+    """The id a call goes out with: the model's on a miss, a fresh one on a replay (a stored
+    call has none)."""
+    return call.id or f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _message(result: ChatResult) -> dict[str, Any]:
+    """The answer as OpenAI's assistant message: its text (None when it holds only tool calls)
+    and its calls (a legacy ``function_call`` as such)."""
+    calls = [c for c in result.tool_calls if c.type != "function_call"]
+    legacy = [c for c in result.tool_calls if c.type == "function_call"]
+    text = result.response if (result.response or not result.tool_calls) else None
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        message["tool_calls"] = [c.as_wire(_call_id(c)) for c in calls]
+    if legacy:
+        message["function_call"] = {"name": legacy[0].name, "arguments": legacy[0].arguments}
+    return message
+
+
+def _call_deltas(calls: Sequence[ToolCall], size: int = 64) -> Iterator[dict[str, Any]]:
+    """A streamed answer's tool calls as OpenAI streams them: for each call, a first piece with
+    its index, id, type and name, then the arguments in fragments (the SDK joins them)."""
+    for index, call in enumerate(c for c in calls if c.type != "function_call"):
+        head = {"index": index, "id": _call_id(call), "type": call.type}
+        yield {"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}
+        for at in range(0, len(call.arguments), size):
+            piece = {"arguments": call.arguments[at : at + size]}
+            yield {"tool_calls": [{"index": index, "function": piece}]}
+    for call in (c for c in calls if c.type == "function_call"):
+        yield {"function_call": {"name": call.name, "arguments": call.arguments}}
 
 
 def completion_object(
@@ -253,7 +113,7 @@ def completion_object(
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": r.response, "refusal": None},
+                "message": _message(r),
                 "logprobs": None,
                 "finish_reason": r.finish_reason,
             }
@@ -310,6 +170,8 @@ def sse_body(
             yield chunk(index, {"role": "assistant", "content": ""}, None, stream.model)
             for delta in stream:
                 yield chunk(index, {"content": delta}, None, stream.model)
+            for call_delta in _call_deltas(stream.result.tool_calls if stream.result else ()):
+                yield chunk(index, call_delta, None, stream.model)
             finish = stream.result.finish_reason if stream.result else "stop"
             yield chunk(index, {}, finish, stream.model)
         if include_usage:
@@ -377,17 +239,38 @@ def live_body() -> Iterator[LiveBody]:
 
 # ---------------------------------------------------------------- the two endpoints
 def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]:
-    """n > 1: n independent model answers, the cache neither read nor written."""
-    fresh = replace(request.chat, cache=CacheMode.SKIP)
+    """n > 1: n independent model answers, the cache neither read nor written (bypass ``n``)."""
     with ThreadPoolExecutor(max_workers=request.n) as pool:
-        return list(pool.map(cache.chat, [fresh] * request.n))
+        return list(pool.map(cache.chat, [request.chat] * request.n))
+
+
+#: The largest body the OpenAI face forwards (what a Lambda function takes in: 6 MB); past it,
+#: 413 in OpenAI's error shape. Between PROMPTCACHE_MAX_BODY_BYTES and this: forwarded uncached.
+MAX_FORWARD_BYTES = 6 * 1024 * 1024
+
+
+def _body_bytes(event: APIGatewayProxyEventV2) -> int:
+    raw = event.body or ""
+    if event.is_base64_encoded:
+        return len(raw) * 3 // 4
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+def _bypass_headers(headers: dict[str, str], reason: str | None) -> dict[str, str]:
+    """``x-promptcache-bypass``: a request's reason (``BYPASS_REASONS``), ``cache=skip``, or a
+    backend failure's error code (``store_error``...); never the failure's free text."""
+    if reason:
+        headers[BYPASS_HEADER] = reason.split(":", 1)[0].strip()
+    return headers
 
 
 def chat_completions(
     event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
 ) -> Response[str]:
     tenant, admin = admit_chat(event, settings, limiter)
-    request = parse_request(json_body(event, settings), settings, tenant)
+    body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
+    big = _body_bytes(event) > settings.max_body_bytes
+    request = parse_request(body, settings, tenant, big=big)
     check_threshold(request.chat.threshold, cache.threshold, admin=admin)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -396,6 +279,7 @@ def chat_completions(
         for one in results:
             record(one)
         headers = result_headers(Tier.BYPASS, None, None, _slowest(results))
+        _bypass_headers(headers, results[0].bypass_reason)
         if not request.stream:
             body = completion_object(results, completion_id=completion_id, created=created)
             return json_response(200, body, headers)
@@ -407,13 +291,14 @@ def chat_completions(
         else:  # a live miss: its parts are in the counters once it ends
             count(f"tier_{stream.tier.value}")
         headers = result_headers(stream.tier, stream.similarity, stream.entry_id, stream.timings)
+        _bypass_headers(headers, stream.bypass_reason)
         streams = [stream]
     else:
         result = cache.chat(request.chat)
         record(result)
         body = completion_object([result], completion_id=completion_id, created=created)
         headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
-        return json_response(200, body, headers)
+        return json_response(200, body, _bypass_headers(headers, result.bypass_reason))
 
     headers["Cache-Control"] = "no-cache"
     slot = _LIVE.get()

@@ -30,6 +30,7 @@ from .._errors import (
 )
 from .._types import Message, Tier
 from ..routes import (
+    BYPASS_HEADER,
     ENTRY_HEADER,
     RESULT_HEADERS,
     SIMILARITY_HEADER,
@@ -41,6 +42,7 @@ from ..settings import Settings
 from .ratelimit import RateLimiter
 
 __all__ = [
+    "BYPASS_HEADER",
     "ENTRY_HEADER",
     "RESULT_HEADERS",
     "SIMILARITY_HEADER",
@@ -210,8 +212,11 @@ def reader(event: APIGatewayProxyEventV2, settings: Settings) -> str | None:
 
 
 # ---------------------------------------------------------------- body parsing
-def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, Any]:
-    """The request's JSON object, after content-type and size checks."""
+def json_body(
+    event: APIGatewayProxyEventV2, settings: Settings, *, limit: int | None = None
+) -> dict[str, Any]:
+    """The request's JSON object, after content-type and size checks (``limit``: the largest
+    body accepted, default PROMPTCACHE_MAX_BODY_BYTES)."""
     content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise UnsupportedMediaType(
@@ -222,10 +227,11 @@ def json_body(event: APIGatewayProxyEventV2, settings: Settings) -> dict[str, An
         data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
     except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
         raise BadRequest("the body is neither valid base64 nor UTF-8 text") from None
-    if len(data) > settings.max_body_bytes:
+    most = settings.max_body_bytes if limit is None else limit
+    if len(data) > most:
         raise PayloadTooLarge(
-            f"body is {len(data)} bytes; the limit is {settings.max_body_bytes} "
-            "(PROMPTCACHE_MAX_BODY_BYTES)"
+            f"body is {len(data)} bytes; the limit is {most}"
+            + (" (PROMPTCACHE_MAX_BODY_BYTES)" if limit is None else "")
         )
     if not data.strip():
         raise BadRequest("the request body is empty; send a JSON object")

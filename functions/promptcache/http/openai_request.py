@@ -1,0 +1,394 @@
+"""OpenAI's chat completions request -> the cache's ``ChatRequest``: what is forwarded, keyed,
+bypassed and refused (docs/openai-compatibility.md says why).
+
+- Every field is forwarded. A field that can change the answer (tools, response_format, stop,
+  seed, top_p, penalties, logit_bias, reasoning_effort, verbosity, modalities, and any field this
+  version does not know) is also keyed: ``ChatRequest.options``. Fields that only identify or
+  bill (``_keys.UNKEYED``) are forwarded and not keyed: ``ChatRequest.forward``.
+- What one stored answer cannot replay faithfully is forwarded and not stored, with a reason
+  from ``BYPASS_REASONS``: log probabilities, audio output, several choices (n > 1), and a
+  request over the cache's limits (messages, characters, body).
+- The cache's own 4xx are for what OpenAI refuses too: a field of the wrong type or range, a
+  malformed message, in OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import Unprocessable
+from .._keys import UNKEYED
+from .._types import CacheMode, ChatRequest, Message, ToolCall
+from ..settings import Settings
+from .wire import number
+
+_ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_CACHE_FIELDS = {"cache", "threshold", "ttl", "semantic"}
+#: Read by this module, not forwarded as options (the cache's own, or shaped by the face).
+_OWN = {"messages", "model", "stream", "stream_options", "n", "promptcache"}
+_OWN |= {"max_tokens", "max_completion_tokens", "temperature"}
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """A validated ``/v1/chat/completions`` request."""
+
+    chat: ChatRequest
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+
+
+# ---------------------------------------------------------------- field checks
+def _fail(name: str, what: str) -> Unprocessable:
+    return Unprocessable(f"'{name}' must be {what}")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _range(lo: float, hi: float) -> Any:
+    def check(name: str, value: Any) -> None:
+        if not _is_number(value) or not lo <= value <= hi:
+            raise _fail(name, f"a number between {lo:g} and {hi:g}")
+
+    return check
+
+
+def _integer(lo: int, hi: int) -> Any:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _fail(name, f"an integer between {lo} and {hi}")
+
+    return check
+
+
+def _of(kind: type | tuple[type, ...], what: str) -> Any:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise _fail(name, what)
+        if not isinstance(value, kind):
+            raise _fail(name, what)
+
+    return check
+
+
+def _objects(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _fail(name, "a list of objects")
+
+
+def _tools(name: str, value: Any) -> None:
+    _objects(name, value)
+    for i, tool in enumerate(value):
+        if not isinstance(tool.get("type"), str):
+            raise Unprocessable(f"'{name}[{i}].type' must be a string")
+        function = tool.get("function")
+        if tool["type"] == "function" and not (
+            isinstance(function, dict) and isinstance(function.get("name"), str)
+        ):
+            raise Unprocessable(f"'{name}[{i}].function.name' must be a string")
+
+
+def _functions(name: str, value: Any) -> None:
+    _objects(name, value)
+    for i, function in enumerate(value):
+        if not isinstance(function.get("name"), str):
+            raise Unprocessable(f"'{name}[{i}].name' must be a string")
+
+
+def _choice(name: str, value: Any) -> None:
+    if not isinstance(value, (str, dict)):
+        raise _fail(name, "a string or an object")
+
+
+def _response_format(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _fail(name, "an object with a 'type'")
+    kind = value.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _fail(f"{name}.type", "one of text, json_object, json_schema")
+    schema = value.get("json_schema")
+    if kind == "json_schema" and not (
+        isinstance(schema, dict) and isinstance(schema.get("name"), str)
+    ):
+        raise _fail(f"{name}.json_schema", "an object with a 'name'")
+
+
+def _stop(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(name, "a string or a list of strings")
+
+
+def _logit_bias(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _fail(name, "an object of token ids to numbers between -100 and 100")
+    for token, bias in value.items():
+        _range(-100, 100)(f"{name}.{token}", bias)
+
+
+def _strings(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(name, "a list of strings")
+
+
+#: The documented fields this face checks the type of (OpenAI refuses the wrong one as well).
+#: A field not listed (a newer one) is forwarded and keyed as it is.
+_CHECKS: dict[str, Any] = {
+    "tools": _tools,
+    "functions": _functions,
+    "tool_choice": _choice,
+    "function_call": _choice,
+    "parallel_tool_calls": _of(bool, "true or false"),
+    "response_format": _response_format,
+    "stop": _stop,
+    "top_p": _range(0, 1),
+    "seed": _integer(-(2**63), 2**63 - 1),
+    "frequency_penalty": _range(-2, 2),
+    "presence_penalty": _range(-2, 2),
+    "logit_bias": _logit_bias,
+    "logprobs": _of(bool, "true or false"),
+    "top_logprobs": _integer(0, 20),
+    "reasoning_effort": _of(str, "a string"),
+    "verbosity": _of(str, "a string"),
+    "modalities": _strings,
+    "audio": _of(dict, "an object"),
+    "prediction": _of(dict, "an object"),
+    "web_search_options": _of(dict, "an object"),
+    "user": _of(str, "a string"),
+    "metadata": _of(dict, "an object"),
+    "store": _of(bool, "true or false"),
+    "service_tier": _of(str, "a string"),
+    "prompt_cache_key": _of(str, "a string"),
+    "safety_identifier": _of(str, "a string"),
+}
+
+
+# ---------------------------------------------------------------- messages
+def _parts(value: list[Any], where: str) -> tuple[str, tuple[Mapping[str, Any], ...]]:
+    """A list of content parts -> (the text parts joined by newlines, the parts as sent when one
+    of them is not text, else ())."""
+    texts: list[str] = []
+    other = False
+    for j, part in enumerate(value):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise Unprocessable(f"{where}[{j}] must be a content part object with a 'type'")
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                raise Unprocessable(f"{where}[{j}].text must be a string")
+            texts.append(part["text"])
+        else:
+            other = True
+    if not value:
+        raise Unprocessable(f"{where} must not be an empty list")
+    return "\n".join(texts), (tuple(value) if other else ())
+
+
+def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
+    if not isinstance(value, list):
+        raise Unprocessable(f"{where} must be a list of tool calls")
+    calls = []
+    for j, call in enumerate(value):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (
+            isinstance(call, dict)
+            and isinstance(call.get("id"), str)
+            and isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise Unprocessable(
+                f"{where}[{j}] must be a tool call: {{id, type, function: {{name, arguments}}}} "
+                "with string values"
+            )
+        kind = call.get("type", "function")
+        calls.append(
+            ToolCall(function["name"], function["arguments"], call["id"], str(kind or "function"))
+        )
+    return tuple(calls)
+
+
+def _message(item: Any, i: int) -> Message:
+    where = f"messages[{i}]"
+    if not isinstance(item, dict):
+        raise Unprocessable(f"{where} must be an object with 'role' and 'content'")
+    role = item.get("role")
+    if role not in _ROLES:
+        raise Unprocessable(f"{where}.role must be one of {', '.join(_ROLES)}")
+    raw = item.get("content")
+    calls: tuple[ToolCall, ...] = ()
+    if role == "assistant" and item.get("tool_calls") is not None:
+        calls = _calls(item["tool_calls"], f"{where}.tool_calls")
+    legacy = item.get("function_call") if role == "assistant" else None
+    if legacy is not None:
+        if not (
+            isinstance(legacy, dict)
+            and isinstance(legacy.get("name"), str)
+            and isinstance(legacy.get("arguments"), str)
+        ):
+            raise Unprocessable(f"{where}.function_call must be {{name, arguments}} strings")
+        calls += (ToolCall(legacy["name"], legacy["arguments"], "", "function_call"),)
+    parts: tuple[Mapping[str, Any], ...] = ()
+    if isinstance(raw, list):
+        text, parts = _parts(raw, f"{where}.content")
+    elif isinstance(raw, str):
+        text = raw
+    elif raw is None and calls:
+        text = ""
+    else:
+        raise Unprocessable(f"{where}.content must be a string or a list of content parts")
+    if not calls and role not in ("tool", "function") and not parts and not text.strip():
+        raise Unprocessable(f"{where}.content must not be empty")
+    call_id = item.get("tool_call_id")
+    if role == "tool" and not isinstance(call_id, str):
+        raise Unprocessable(f"{where}.tool_call_id must be a string (the call it answers)")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise Unprocessable(f"{where}.name must be a string")
+    if role == "function" and not name:
+        raise Unprocessable(f"{where}.name must name the function (role 'function')")
+    return Message(
+        _ROLE_ALIASES.get(role, str(role)),
+        text,
+        tool_calls=calls,
+        tool_call_id=call_id if role == "tool" else None,
+        name=name or None,
+        parts=parts,
+    )
+
+
+def parse_messages(value: Any) -> tuple[Message, ...]:
+    if not isinstance(value, list) or not value:
+        raise Unprocessable("'messages' must be a non-empty list of {role, content} objects")
+    return tuple(_message(item, i) for i, item in enumerate(value))
+
+
+def oversize(messages: tuple[Message, ...], settings: Settings) -> bool:
+    """Over the cache's limits (PROMPTCACHE_MAX_MESSAGES, PROMPTCACHE_MAX_PROMPT_CHARS): such a
+    request is forwarded and answered uncached."""
+    return len(messages) > settings.max_messages or any(
+        len(m.content) > settings.max_prompt_chars for m in messages
+    )
+
+
+# ---------------------------------------------------------------- the request
+def _int(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise Unprocessable(f"'{name}' must be an integer between {lo} and {hi}")
+    return value
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Unprocessable(f"'{name}' must be true or false")
+    return value
+
+
+def _cache_options(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Unprocessable(
+            "'promptcache' must be an object with cache, threshold, ttl and/or semantic"
+        )
+    unknown = sorted(set(value) - _CACHE_FIELDS)
+    if unknown:
+        raise Unprocessable(
+            f"unknown field(s) in 'promptcache': {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(_CACHE_FIELDS))}"
+        )
+    if not isinstance(value.get("semantic", True), bool):
+        raise Unprocessable("'promptcache.semantic' must be true or false")
+    return value
+
+
+def _bypass(body: dict[str, Any], n: int, big: bool) -> str | None:
+    """Why the answer must not be stored (``BYPASS_REASONS``), or None."""
+    if body.get("logprobs") is True:
+        return "logprobs"
+    if body.get("audio") is not None or "audio" in (body.get("modalities") or ()):
+        return "audio"
+    if n > 1:
+        return "n"
+    if big:
+        return "oversize"
+    return None
+
+
+def parse_request(
+    body: dict[str, Any], settings: Settings, tenant: str, *, big: bool = False
+) -> CompletionRequest:
+    """OpenAI's request shape -> a CompletionRequest. Raises RequestError (4xx) naming the field.
+    ``big``: the body is over PROMPTCACHE_MAX_BODY_BYTES (forwarded uncached)."""
+    for name, check in _CHECKS.items():
+        if body.get(name) is not None:
+            check(name, body[name])
+    if "messages" not in body:
+        raise Unprocessable("'messages' is required: a non-empty list of {role, content}")
+    messages = parse_messages(body["messages"])
+
+    model = body.get("model", settings.model)
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise Unprocessable("'model' must be a non-empty string of at most 200 characters")
+
+    max_tokens = _int(body, "max_tokens", 1, 1_000_000)
+    max_completion_tokens = _int(body, "max_completion_tokens", 1, 1_000_000)
+    if None not in (max_tokens, max_completion_tokens) and max_tokens != max_completion_tokens:
+        raise Unprocessable("'max_tokens' and 'max_completion_tokens' disagree; send one of them")
+    n = _int(body, "n", 1, 128) or 1
+    if n > settings.max_n:
+        raise Unprocessable(
+            f"'n' is at most {settings.max_n} here (each sample is a model call; "
+            f"PROMPTCACHE_MAX_N), got {n}"
+        )
+
+    stream = _bool(body, "stream")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise Unprocessable("'stream_options' is only allowed with 'stream': true")
+        if not isinstance(options, dict):
+            raise Unprocessable("'stream_options' must be an object")
+        include_usage = _bool(options, "include_usage")
+
+    extra = _cache_options(body.get("promptcache"))
+    try:
+        mode = CacheMode(extra.get("cache", "use"))
+    except ValueError:
+        raise Unprocessable("'promptcache.cache' must be one of use, skip, refresh") from None
+    ttl = number(extra, "ttl", 0, 10 * 365 * 86400)
+    forward = {k: body[k] for k in UNKEYED if body.get(k) is not None}
+    if max_completion_tokens is not None:  # keyed as max_tokens; sent under the client's name
+        forward["max_completion_tokens"] = max_completion_tokens
+    keyed = {k: v for k, v in body.items() if k not in _OWN and k not in UNKEYED and v is not None}
+    chat = ChatRequest(
+        messages=messages,
+        model=model.strip(),
+        tenant=tenant,
+        threshold=number(extra, "threshold", 0.0, 1.0),
+        ttl=None if ttl is None else int(ttl),
+        max_tokens=max_completion_tokens if max_tokens is None else max_tokens,
+        temperature=number(body, "temperature", 0.0, 2.0),
+        cache=mode,
+        options=keyed,
+        forward=forward,
+        bypass=_bypass(body, n, big or oversize(messages, settings)),
+        semantic=settings.semantic_tools and extra.get("semantic", True),
+    )
+    return CompletionRequest(chat=chat, n=n, stream=stream, include_usage=include_usage)

@@ -7,7 +7,14 @@ or made to fail. Its answers are labelled as coming from this test upstream.
 ``stream_break_mode = "reset"`` drops the connection in the middle of the chunked body, ``"eof"``
 ends the body cleanly but without a finish reason or ``[DONE]``. ``streams_completed`` and
 ``streams_aborted`` (the reader went away: a write failed) count what happened;
-``stream_aborted`` is set at each abort."""
+``stream_aborted`` is set at each abort.
+
+Tools: a request with ``tools`` whose last turn is a user turn is answered with one call of each
+tool (parallel calls when there are several; arguments ``{"question": ...}``), finish reason
+``tool_calls``; streamed, each call goes out as ``delta.tool_calls`` pieces with its arguments in
+fragments. A turn ending in tool results is answered with text naming them. ``response_format``
+``json_object`` / ``json_schema`` gets a JSON object (``json_answer``, or one built from the
+schema's properties). ``requests`` holds every body received, as received."""
 
 from __future__ import annotations
 
@@ -22,12 +29,20 @@ from typing import Any
 from tests.support.http_server import LoopbackServer
 
 
+def _text(content: Any) -> str:
+    """A message's text: a string, or its text parts joined (other parts left out)."""
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return content if isinstance(content, str) else ""
+
+
 class OpenAIUpstream:
     """``answer``: what to answer a question with (default: a numbered answer labelled as this
     test upstream's, quoting the question)."""
 
     def __init__(self, answer: Callable[[str], str] | None = None) -> None:
         self.answer = answer
+        self.json_answer: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.calls = 0
         self.requests: list[dict[str, Any]] = []
         self.delay = 0.0
@@ -82,15 +97,33 @@ class OpenAIUpstream:
                 if upstream.fail_status is not None:
                     self._json(upstream.fail_status, upstream.fail_body, upstream.fail_headers)
                     return
-                question = body["messages"][-1]["content"]
-                text = (
-                    upstream.answer(question)
-                    if upstream.answer is not None
-                    else f"[test upstream answer #{n}] {question}"
-                )
+                last = body["messages"][-1]
+                question = _text(last.get("content"))
+                calls = upstream._calls(n, body, question)
+                if calls:
+                    text = ""
+                elif last.get("role") == "tool":
+                    results = [
+                        _text(m.get("content")) for m in body["messages"] if m["role"] == "tool"
+                    ]
+                    text = f"[test upstream answer #{n}] from tool results: {'; '.join(results)}"
+                elif (body.get("response_format") or {}).get("type") in (
+                    "json_object",
+                    "json_schema",
+                ):
+                    text = json.dumps(upstream._json(n, body, question))
+                else:
+                    text = (
+                        upstream.answer(question)
+                        if upstream.answer is not None
+                        else f"[test upstream answer #{n}] {question}"
+                    )
                 if body.get("stream"):
-                    self._stream(n, body, question, text)
+                    self._stream(n, body, question, text, calls)
                     return
+                message: dict[str, Any] = {"role": "assistant", "content": text or None}
+                if calls:
+                    message["tool_calls"] = calls
                 self._json(
                     200,
                     {
@@ -101,8 +134,8 @@ class OpenAIUpstream:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
+                                "message": message,
+                                "finish_reason": "tool_calls" if calls else "stop",
                             }
                         ],
                         "usage": {
@@ -113,7 +146,14 @@ class OpenAIUpstream:
                     },
                 )
 
-            def _stream(self, n: int, body: dict[str, Any], question: str, text: str) -> None:
+            def _stream(
+                self,
+                n: int,
+                body: dict[str, Any],
+                question: str,
+                text: str,
+                calls: list[dict[str, Any]],
+            ) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -150,7 +190,15 @@ class OpenAIUpstream:
                         if upstream.stream_delay:
                             time.sleep(upstream.stream_delay)
                         event(delta({"content": word}))
-                    event(delta({}, "stop"))
+                    for index, call in enumerate(calls):
+                        head = {"index": index, "id": call["id"], "type": "function"}
+                        name = call["function"]["name"]
+                        event(delta({"tool_calls": [{**head, "function": {"name": name}}]}))
+                        args = call["function"]["arguments"]
+                        for at in range(0, len(args), 7):
+                            piece = {"index": index, "function": {"arguments": args[at : at + 7]}}
+                            event(delta({"tool_calls": [piece]}))
+                    event(delta({}, "tool_calls" if calls else "stop"))
                     if (body.get("stream_options") or {}).get("include_usage"):
                         usage = {
                             "prompt_tokens": len(question.split()),
@@ -170,6 +218,33 @@ class OpenAIUpstream:
 
         self._server = LoopbackServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _calls(self, n: int, body: dict[str, Any], question: str) -> list[dict[str, Any]]:
+        """One call of each tool when the last turn is a user turn (parallel when several)."""
+        tools = body.get("tools") or []
+        if not tools or body["messages"][-1].get("role") != "user":
+            return []
+        if body.get("parallel_tool_calls") is False:
+            tools = tools[:1]
+        return [
+            {
+                "id": f"call_up_{n}_{i}",
+                "type": "function",
+                "function": {
+                    "name": tool["function"]["name"],
+                    "arguments": json.dumps({"question": question, "call": i}),
+                },
+            }
+            for i, tool in enumerate(tools)
+        ]
+
+    def _json(self, n: int, body: dict[str, Any], question: str) -> dict[str, Any]:
+        if self.json_answer is not None:
+            return self.json_answer(body)
+        schema = ((body["response_format"].get("json_schema") or {}).get("schema")) or {}
+        values = {"string": f"#{n} {question}", "integer": n, "number": float(n), "boolean": True}
+        props = schema.get("properties") or {"answer": {"type": "string"}}
+        return {k: values.get(v.get("type")) for k, v in props.items()}
 
     def _record(self, body: dict[str, Any]) -> int:
         with self._lock:

@@ -331,28 +331,23 @@ def test_models_list(client: openai.OpenAI) -> None:
     ("kwargs", "needle"),
     [
         ({"messages": []}, "'messages'"),
-        ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
         ({"messages": user("x"), "n": 9}, "'n' is at most"),
         ({"messages": user("x"), "temperature": 5}, "'temperature'"),
         (
             {
                 "messages": user("x"),
-                "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                "tools": [{"type": "function", "function": {"parameters": {}}}],
             },
-            "'tools'",
+            "'tools[0].function.name'",
         ),
-        ({"messages": user("x"), "response_format": {"type": "json_object"}}, "'response_format'"),
+        ({"messages": user("x"), "response_format": {"type": "yaml"}}, "'response_format.type'"),
         (
-            {
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
-                    }
-                ]
-            },
-            "only text parts",
+            {"messages": [{"role": "tool", "content": "42"}]},
+            "messages[0].tool_call_id",
         ),
+        ({"messages": user("x"), "seed": 1.5}, "'seed'"),
+        ({"messages": user("x"), "stop": 7}, "'stop'"),
         (
             {"messages": user("x"), "extra_body": {"promptcache": {"cache": "never"}}},
             "promptcache.cache",

@@ -15,7 +15,8 @@ the most requests by name, and sums the rest into ``other_models`` (``other_tena
 also says how many there are.
 
 Overall and per tenant only (not per model): the time buckets, the latency and token histograms,
-the guards' rejections (``rejected.{guard}``) and, per tenant, each entry's hits (``_timeline``
+the guards' rejections (``rejected.{guard}``), the bypasses by reason (``bypassed.{label}``,
+``bypass_label``) and, per tenant, each entry's hits (``_timeline``
 names them). Once an hour per process (and on every report) stale buckets and the entry
 counters beyond the most hit are dropped, so storage stays bounded.
 """
@@ -58,6 +59,12 @@ LISTED = 100
 
 
 TOP_ENTRIES = 10  # entries listed in a report's top_entries
+
+
+def bypass_label(reason: str | None) -> str:
+    """A bypass reason as a label: a request's (``BYPASS_REASONS``), ``cache=skip``, or a
+    backend failure's error code (``store_error: ...`` -> ``store_error``): a closed set."""
+    return (reason or "unknown").split(":", 1)[0].strip() or "unknown"
 
 
 class Accounting:
@@ -123,15 +130,18 @@ class Accounting:
         ``reason`` says why)."""
         tier = Tier.MISS if entry is not None else Tier.BYPASS
         latency = tally.elapsed_ms()
+        counters = {
+            "requests": 1,
+            "embeddings": tally.embeddings,
+            "misses" if tier is Tier.MISS else "bypasses": 1,
+            "latency_ms.miss": latency,
+            "tokens_used": completion.usage.total_tokens,
+        }
+        if tier is Tier.BYPASS:
+            counters[f"bypassed.{bypass_label(reason)}"] = 1
         self._add(
             request,
-            {
-                "requests": 1,
-                "embeddings": tally.embeddings,
-                "misses" if tier is Tier.MISS else "bypasses": 1,
-                "latency_ms.miss": latency,
-                "tokens_used": completion.usage.total_tokens,
-            },
+            counters,
             tally,
             "miss",
             {},
@@ -229,6 +239,11 @@ class Accounting:
             k[len("rejected.") :]: int(v)
             for k, v in sorted(counters.items())
             if k[:9] == "rejected."
+        }
+        body["bypass_reasons"] = {
+            k[len("bypassed.") :]: int(v)
+            for k, v in sorted(counters.items())
+            if k[:9] == "bypassed."
         }
         body["latency_ms"] = {p: histogram(counters, p, LATENCY_BOUNDS_MS) for p in PHASES}
         body["series"] = series(counters, now - HOUR if since is None else since, now)

@@ -355,6 +355,10 @@ def test_logprobs_are_forwarded_and_bypass_the_cache(
         assert headers["x-promptcache-bypass"] == "logprobs"
     assert up.calls == 2 and up.requests[0]["logprobs"] is True
     assert up.requests[0]["top_logprobs"] == 2 and entries(server) == before
+    stats = httpx.get(server.url + "/stats", timeout=10).json()
+    assert stats["bypass_reasons"]["logprobs"] >= 2
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    assert 'promptcache_cache_bypasses_total{tenant="default",reason="logprobs"}' in metrics
 
 
 def test_n_choices_bypass_the_cache(client: openai.OpenAI, up: OpenAIUpstream) -> None:

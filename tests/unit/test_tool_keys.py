@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from promptcache import ChatRequest, Message, PromptCache, Tier
+from promptcache import CacheMode, ChatRequest, Message, PromptCache, Tier
+from promptcache._accounting import bypass_label
 from promptcache._keys import KEY_VERSION, canonical, namespace, text_key
 from promptcache._query import Query
 from promptcache._types import Completion, Entry, ToolCall, Usage
@@ -242,3 +243,12 @@ def test_a_request_bypass_is_forwarded_and_not_stored() -> None:
     first, second = cache.chat(request), cache.chat(request)
     assert first.tier is second.tier is Tier.BYPASS and first.bypass_reason == "logprobs"
     assert llm.calls == 2 and store.count() == 0
+    assert cache.report()["bypass_reasons"] == {"logprobs": 2}
+    skip = ChatRequest(messages=(Message("user", "hi"),), model="m", cache=CacheMode.SKIP)
+    assert cache.chat(skip).bypass_reason == "cache=skip"
+    assert cache.report()["bypass_reasons"] == {"cache=skip": 1, "logprobs": 2}
+
+
+def test_bypass_labels_are_a_closed_set() -> None:
+    assert bypass_label("store_error: connection refused at 10.0.0.1") == "store_error"
+    assert bypass_label("oversize") == "oversize" and bypass_label(None) == "unknown"

@@ -34,6 +34,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from .._accounting import bypass_label
 from .._errors import PromptCacheError
 from .._stream import ChatStream
 from .._types import ChatResult, Tier, ToolCall, Usage
@@ -260,7 +261,7 @@ def _bypass_headers(headers: dict[str, str], reason: str | None) -> dict[str, st
     """``x-promptcache-bypass``: a request's reason (``BYPASS_REASONS``), ``cache=skip``, or a
     backend failure's error code (``store_error``...); never the failure's free text."""
     if reason:
-        headers[BYPASS_HEADER] = reason.split(":", 1)[0].strip()
+        headers[BYPASS_HEADER] = bypass_label(reason)
     return headers
 
 

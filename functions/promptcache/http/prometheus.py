@@ -133,6 +133,18 @@ def _lines(per_tenant: Mapping[str, Mapping[str, float]], entries: int | None) -
                 rejections.sample({"tenant": t, "guard": key[len("rejected.") :]}, value)
     yield from rejections.lines
 
+    bypasses = _Family(
+        "promptcache_cache_bypasses_total",
+        "counter",
+        "Answers forwarded and not stored, by reason (logprobs, audio, n, oversize, cache=skip, "
+        "a backend's error code).",
+    )
+    for t in tenants:
+        for key, value in sorted(per_tenant[t].items()):
+            if key.startswith("bypassed."):
+                bypasses.sample({"tenant": t, "reason": key[len("bypassed.") :]}, value)
+    yield from bypasses.lines
+
     ms = 1 / 1000
     answers = _Family(
         "promptcache_cache_request_duration_seconds",

@@ -124,9 +124,10 @@ def _digest(payload: object) -> str:
 def _arguments(text: str) -> Any:
     """A tool call's arguments as keyed: the JSON value when they parse (layout and key order do
     not matter), else the text."""
-    try:
-        return ["json", json.loads(text)]
-    except ValueError:
+    try:  # re-encoded here: a value nested too deeply for json is keyed as its text
+        value = json.loads(text)
+        return ["json", json.dumps(value, separators=(",", ":"), sort_keys=True)]
+    except (ValueError, RecursionError):
         return ["text", text]
 
 

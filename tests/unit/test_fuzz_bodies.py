@@ -77,6 +77,13 @@ VALUES = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
     max_leaves=12,
 )
+
+
+def field(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A field's value: a plausible one (mostly), or anything at all."""
+    return st.one_of(good, good, VALUES)
+
+
 #: Written into the body as is: what json.dumps of a value cannot spell.
 RAW = st.one_of(
     st.sampled_from(["NaN", "Infinity", "-Infinity", "-0", "-0.0", "1e400", "-1e400", "1E999"]),
@@ -85,18 +92,51 @@ RAW = st.one_of(
 )
 
 
+ARGUMENTS = st.one_of(
+    TEXT,
+    st.sampled_from(['{"city": "Paris"}', "{}", "not json", "[" * 3000 + "]" * 3000]),
+)
+TOOL_CALL = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "id": field(st.sampled_from(["call_1", "call_2", ""])),
+            "type": field(st.just("function")),
+            "function": field(
+                st.fixed_dictionaries(
+                    {"name": field(st.sampled_from(["f", "g"])), "arguments": field(ARGUMENTS)}
+                )
+            ),
+        }
+    ),
+    VALUES,
+)
+IMAGE = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["image_url", "input_audio", "file"]),
+        "image_url": st.fixed_dictionaries({"url": field(TEXT)}),
+    }
+)
+
+
 def message(content: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    role = st.one_of(st.sampled_from(["user", "system", "assistant", "developer", "tool"]), VALUES)
+    role = st.one_of(
+        st.sampled_from(["user", "system", "assistant", "developer", "tool", "function"]), VALUES
+    )
     part = st.fixed_dictionaries({"type": st.one_of(st.just("text"), VALUES), "text": content})
+    parts = st.lists(st.one_of(part, IMAGE), max_size=3)
     return st.one_of(
         st.fixed_dictionaries({"role": role, "content": st.one_of(content, st.lists(part))}),
+        st.fixed_dictionaries(
+            {"role": role, "content": st.one_of(content, parts, st.none())},
+            optional={
+                "tool_calls": field(st.lists(TOOL_CALL, max_size=3)),
+                "tool_call_id": field(st.sampled_from(["call_1", "call_2", "x"])),
+                "name": field(st.sampled_from(["f", "bot"])),
+                "function_call": VALUES,
+            },
+        ),
         VALUES,
     )
-
-
-def field(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A field's value: a plausible one (mostly), or anything at all."""
-    return st.one_of(good, good, VALUES)
 
 
 PROMPT = field(TEXT)
@@ -153,9 +193,49 @@ V1_OPTIONAL = {
     "stream_options": field(st.fixed_dictionaries({"include_usage": field(st.booleans())})),
     "promptcache": field(OPTIONS),
     "top_p": field(NUMBERS),
-    "tools": VALUES,
-    "stop": VALUES,
+    "tools": field(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "type": field(st.just("function")),
+                    "function": field(
+                        st.fixed_dictionaries(
+                            {"name": field(st.sampled_from(["f", "g"]))},
+                            optional={"parameters": VALUES},
+                        )
+                    ),
+                }
+            ),
+            max_size=2,
+        )
+    ),
+    "functions": VALUES,
+    "tool_choice": field(st.sampled_from(["auto", "none", "required"])),
+    "parallel_tool_calls": field(st.booleans()),
+    "response_format": field(
+        st.fixed_dictionaries(
+            {"type": field(st.sampled_from(["text", "json_object", "json_schema"]))},
+            optional={"json_schema": field(st.fixed_dictionaries({"name": field(TEXT)}))},
+        )
+    ),
+    "stop": field(st.one_of(TEXT, st.lists(TEXT, max_size=3))),
+    "seed": field(NUMBERS),
+    "frequency_penalty": field(NUMBERS),
+    "presence_penalty": field(NUMBERS),
+    "logit_bias": field(st.dictionaries(TEXT, NUMBERS, max_size=2)),
+    "logprobs": field(st.booleans()),
+    "top_logprobs": field(NUMBERS),
+    "reasoning_effort": field(st.sampled_from(["low", "high"])),
+    "verbosity": field(TEXT),
+    "modalities": field(st.lists(st.sampled_from(["text", "audio"]), max_size=2)),
+    "audio": VALUES,
+    "user": field(TEXT),
+    "store": field(st.booleans()),
+    "service_tier": field(TEXT),
+    "prompt_cache_key": field(TEXT),
+    "safety_identifier": field(TEXT),
     "metadata": VALUES,
+    "a_future_field": VALUES,
 }
 V1_BODIES = st.one_of(
     one_field({"messages": [{"role": "user", "content": "?"}]}, V1_OPTIONAL),

@@ -252,3 +252,14 @@ def test_a_request_bypass_is_forwarded_and_not_stored() -> None:
 def test_bypass_labels_are_a_closed_set() -> None:
     assert bypass_label("store_error: connection refused at 10.0.0.1") == "store_error"
     assert bypass_label("oversize") == "oversize" and bypass_label(None) == "unknown"
+
+
+def test_arguments_too_deep_for_json_are_keyed_as_text() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    a = query(
+        ask(Message("user", "x"), call_turn("c", args=deep), Message("tool", "1", tool_call_id="c"))
+    )
+    b = query(
+        ask(Message("user", "x"), call_turn("c", args=deep), Message("tool", "1", tool_call_id="c"))
+    )
+    assert a.key == b.key

@@ -14,6 +14,7 @@ import httpx
 import httpx2
 import openai
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from promptcache import PromptCache, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
@@ -157,3 +158,45 @@ def test_the_local_server_entry_point_returns_the_same_response_with_a_live_body
     )
     result, live = gateway.handler.stream_handler(bad, LocalContext("chat"))
     assert live is None and result["statusCode"] == 422
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def test_a_tool_loop_through_the_lambda_handler_plain_and_streamed(
+    client: openai.OpenAI, upstream: OpenAIUpstream
+) -> None:
+    """The deployed path serves tools as the local server does: a streamed tool call buffered
+    into one event stream the SDK reassembles, then the loop's second run from the cache."""
+
+    def run(stream: bool) -> list[str]:
+        messages: list[Any] = ask("Weather in Madrid?")
+        tiers = []
+        for _ in range(3):
+            raw = client.chat.completions.with_raw_response.create(
+                model="test-model", messages=messages, tools=[WEATHER], stream=stream
+            )
+            tiers.append(raw.headers["x-promptcache-tier"])
+            if stream:
+                state: ChatCompletionStreamState[Any] = ChatCompletionStreamState(
+                    input_tools=[WEATHER]
+                )
+                for chunk in raw.parse():
+                    state.handle_chunk(chunk)
+                message: Any = state.get_final_completion().choices[0].message
+            else:
+                message = raw.parse().choices[0].message
+            if not message.tool_calls:
+                assert message.content.endswith("from tool results: sunny")
+                return tiers
+            messages.append(message.model_dump(exclude_none=True, exclude={"parsed"}))
+            for call in message.tool_calls:
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny"})
+        raise AssertionError("the loop did not end")
+
+    assert run(stream=True) == ["miss", "miss"] and upstream.calls == 2
+    assert run(stream=False) == ["exact", "exact"] and upstream.calls == 2
+    assert run(stream=True) == ["exact", "exact"] and upstream.calls == 2

@@ -158,6 +158,7 @@ class Accounting:
             finish_reason=completion.finish_reason,
             timings=tally.timings(),
             tool_calls=completion.tool_calls,
+            alternatives=completion.alternatives,
         )
 
     def report(

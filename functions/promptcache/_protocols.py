@@ -168,6 +168,16 @@ class StreamingLLM(LLM, Protocol):
 
 
 @runtime_checkable
+class ChoicesLLM(LLM, Protocol):
+    """An LLM that answers several choices in one call: ``takes_n`` is true, and ``generate``
+    of a request whose ``forward`` holds ``n`` returns the first choice with the others in
+    ``Completion.alternatives``. Without it, ``n > 1`` is fanned out as n calls."""
+
+    @property
+    def takes_n(self) -> bool: ...
+
+
+@runtime_checkable
 class Stats(Protocol):
     """Counters that lose no update under concurrency. ``drop`` forgets the named counters (the
     accounting drops stale time buckets with it; a backend whose counters have several writers

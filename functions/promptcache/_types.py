@@ -176,6 +176,8 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
     tool_calls: tuple[ToolCall, ...] = ()
+    #: the other choices, when the model was asked for several (``n``): never stored
+    alternatives: tuple[Completion, ...] = ()
 
 
 #: The stored answer's format: 1 (no ``format`` field) held the text alone, finished by
@@ -296,6 +298,7 @@ class ChatResult:
     - ``saved_tokens``: on a hit, the tokens the stored answer cost when it was made.
     - ``tool_calls``: the calls the answer asks for (a stored answer's carry no ids: the face
       gives each replay fresh ones).
+    - ``alternatives``: the model's other choices when it was asked for several (a bypass).
     """
 
     response: str
@@ -310,6 +313,7 @@ class ChatResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     saved_tokens: int = 0
     tool_calls: tuple[ToolCall, ...] = ()
+    alternatives: tuple[Completion, ...] = ()
 
     @property
     def cached(self) -> bool:

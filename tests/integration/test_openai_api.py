@@ -281,8 +281,8 @@ def test_n_above_one_bypasses_the_cache(client: openai.OpenAI, upstream: OpenAIU
     assert raw.headers["x-promptcache-tier"] == "bypass"
     answers = sorted(c.message.content or "" for c in raw.parse().choices)
     assert [c.index for c in raw.parse().choices] == [0, 1, 2]
-    assert len(set(answers)) == 3 and upstream.calls == 3  # three samples, three model calls
-    assert all("n" not in r for r in upstream.requests)
+    assert len(set(answers)) == 3 and upstream.calls == 1  # n forwarded: one model call
+    assert upstream.requests[0]["n"] == 3
 
     stream = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=user("Name a color"), n=2, stream=True
@@ -293,11 +293,12 @@ def test_n_above_one_bypasses_the_cache(client: openai.OpenAI, upstream: OpenAIU
         for choice in chunk.choices:
             texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
     assert sorted(texts) == [0, 1] and texts[0] != texts[1]
+    assert all("n" not in r for r in upstream.requests[1:])  # streamed: fanned out
     # nothing was stored: an ordinary request is still a miss
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=user("Name a color")
     )
-    assert raw.headers["x-promptcache-tier"] == "miss" and upstream.calls == 6
+    assert raw.headers["x-promptcache-tier"] == "miss" and upstream.calls == 4
 
 
 def test_temperature_is_cached_in_its_own_namespace(
@@ -332,7 +333,7 @@ def test_models_list(client: openai.OpenAI) -> None:
     [
         ({"messages": []}, "'messages'"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-        ({"messages": user("x"), "n": 9}, "'n' is at most"),
+        ({"messages": user("x"), "n": 9, "stream": True}, "'n' is at most"),
         ({"messages": user("x"), "temperature": 5}, "'temperature'"),
         (
             {

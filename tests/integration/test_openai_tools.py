@@ -361,9 +361,30 @@ def test_logprobs_are_forwarded_and_bypass_the_cache(
     assert 'promptcache_cache_bypasses_total{tenant="default",reason="logprobs"}' in metrics
 
 
-def test_n_choices_bypass_the_cache(client: openai.OpenAI, up: OpenAIUpstream) -> None:
-    answer, headers = create(client, messages=[{"role": "user", "content": fresh("Hi")}], n=3)
-    assert headers["x-promptcache-bypass"] == "n" and len(answer.choices) == 3 and up.calls == 3
+def test_n_goes_to_an_upstream_that_takes_it_and_bypasses_the_cache(
+    client: openai.OpenAI, up: OpenAIUpstream, server: ServerProcess
+) -> None:
+    before = entries(server)
+    question = fresh("Hi")
+    answer, headers = create(client, messages=[{"role": "user", "content": question}], n=12)
+    assert headers["x-promptcache-bypass"] == "n" and headers["x-promptcache-tier"] == "bypass"
+    assert up.calls == 1 and up.requests[0]["n"] == 12  # past PROMPTCACHE_MAX_N: one call
+    texts = [c.message.content for c in answer.choices]
+    assert [c.index for c in answer.choices] == list(range(12))
+    assert texts[0] == f"[test upstream answer #1] {question}"
+    assert texts[11] == f"[test upstream answer #1] {question} (choice 11)"
+    # streamed, the choices are fanned out (at most PROMPTCACHE_MAX_N calls)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": question}], n=3, stream=True
+        )
+    )
+    assert {c.choices[0].index for c in chunks if c.choices} == {0, 1, 2} and up.calls == 4
+    with pytest.raises(openai.UnprocessableEntityError, match="PROMPTCACHE_MAX_N"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": question}], n=9, stream=True
+        )
+    assert entries(server) == before
 
 
 def test_a_150_message_loop_is_answered_uncached(

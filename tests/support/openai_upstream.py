@@ -14,7 +14,8 @@ tool (parallel calls when there are several; arguments ``{"question": ...}``), f
 ``tool_calls``; streamed, each call goes out as ``delta.tool_calls`` pieces with its arguments in
 fragments. A turn ending in tool results is answered with text naming them. ``response_format``
 ``json_object`` / ``json_schema`` gets a JSON object (``json_answer``, or one built from the
-schema's properties). ``requests`` holds every body received, as received."""
+schema's properties). ``n`` > 1 (not streamed) is answered with n choices, each but the first
+marked ``(choice i)``. ``requests`` holds every body received, as received."""
 
 from __future__ import annotations
 
@@ -133,10 +134,16 @@ class OpenAIUpstream:
                         "model": body.get("model", "test-model"),
                         "choices": [
                             {
-                                "index": 0,
-                                "message": message,
+                                "index": i,
+                                "message": {
+                                    **message,
+                                    "content": (message["content"] or "")
+                                    + (f" (choice {i})" if i else "")
+                                    or None,
+                                },
                                 "finish_reason": "tool_calls" if calls else "stop",
                             }
+                            for i in range(int(body.get("n") or 1))
                         ],
                         "usage": {
                             "prompt_tokens": len(question.split()),

@@ -8,8 +8,9 @@ from collections.abc import Generator
 from typing import Any
 
 import httpx
+import pytest
 
-from promptcache import ChatRequest, Completion, Message
+from promptcache import ChatRequest, Completion, Message, UpstreamError
 from promptcache._types import ToolCall
 from promptcache.adapters.openai_compat import OpenAICompatibleLLM
 
@@ -146,3 +147,30 @@ def test_streamed_tool_call_fragments_are_joined() -> None:
         ToolCall("weather", '{"city":"Paris"}', "call_1"),
         ToolCall("time", "{}", "call_2"),
     )
+
+
+def test_n_choices_come_back_as_alternatives() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        choices = [
+            {
+                "index": 1,
+                "message": {"role": "assistant", "content": "b"},
+                "finish_reason": "length",
+            },
+            {"index": 0, "message": {"role": "assistant", "content": "a"}, "finish_reason": "stop"},
+        ]
+        usage = {"prompt_tokens": 3, "completion_tokens": 4}
+        return httpx.Response(200, json={"model": "m", "choices": choices, "usage": usage})
+
+    model, sent = llm(handler)
+    request = ChatRequest(messages=(Message("user", "hi"),), model="m", forward={"n": 2})
+    done = model.generate(request)
+    assert sent[0]["n"] == 2 and model.takes_n
+    assert (done.text, done.finish_reason, done.usage.total_tokens) == ("a", "stop", 7)
+    assert [(c.text, c.finish_reason) for c in done.alternatives] == [("b", "length")]
+
+
+def test_an_answer_without_choices_is_an_upstream_error() -> None:
+    model, _ = llm(lambda r: httpx.Response(200, json={"model": "m", "choices": []}))
+    with pytest.raises(UpstreamError, match="unreadable"):
+        model.generate(REQ)

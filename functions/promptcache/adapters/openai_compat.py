@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -97,6 +98,20 @@ def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+def _choice(choice: dict[str, Any], model: str) -> Completion:
+    """One choice of a chat.completion: its text (empty when it holds only tool calls), tool
+    calls and finish reason."""
+    message = choice["message"]
+    text = message.get("content")
+    calls = _tool_calls(message)
+    if text is None and calls:
+        text = ""
+    if not isinstance(text, str):
+        raise TypeError("message.content is not a string")
+    finish = str(choice.get("finish_reason") or "stop")
+    return Completion(text=text, model=model, finish_reason=finish, tool_calls=calls)
+
+
 def _gather(calls: dict[int, dict[str, str]], delta: dict[str, Any]) -> None:
     """Add a streamed delta's tool-call fragments to ``calls`` (by index): the id, type and name
     come once, the arguments in pieces."""
@@ -119,6 +134,9 @@ def _gather(calls: dict[int, dict[str, str]], delta: dict[str, Any]) -> None:
 
 
 class OpenAICompatibleLLM:
+    #: ``n`` is sent as it is: the server answers n choices in one call (``ChoicesLLM``)
+    takes_n = True
+
     def __init__(self, client: httpx.Client, *, base_url: str = "", api_key: str = "") -> None:
         self._client = client
         self._url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
@@ -151,23 +169,16 @@ class OpenAICompatibleLLM:
         _raise_for_status(response)
         try:
             body = response.json()
-            choice = body["choices"][0]
-            message = choice["message"]
-            text = message.get("content")
-            calls = _tool_calls(message)
-            if text is None and calls:
-                text = ""
-            if not isinstance(text, str):
-                raise TypeError("message.content is not a string")
+            model = str(body.get("model") or request.model)
+            choices = sorted(body["choices"], key=lambda c: int(c.get("index") or 0))
+            first, *others = [_choice(c, model) for c in choices]
             usage = body.get("usage") or {}
-            return Completion(
-                tool_calls=calls,
-                text=text,
-                model=str(body.get("model") or request.model),
+            return replace(
+                first,
                 usage=Usage(
                     int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
                 ),
-                finish_reason=str(choice.get("finish_reason") or "stop"),
+                alternatives=tuple(others),
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamError(f"the LLM upstream sent an unreadable answer: {exc}") from exc

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from .._accounting import bypass_label
 from .._errors import PromptCacheError
+from .._protocols import ChoicesLLM
 from .._stream import ChatStream
 from .._types import ChatResult, Tier, ToolCall, Usage
 from ..core import PromptCache
@@ -240,7 +241,15 @@ def live_body() -> Iterator[LiveBody]:
 
 # ---------------------------------------------------------------- the two endpoints
 def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]:
-    """n > 1: n independent model answers, the cache neither read nor written (bypass ``n``)."""
+    """n > 1: n model answers, the cache neither read nor written (bypass ``n``): one call when
+    the upstream takes ``n`` (forwarded), else n calls in parallel."""
+    if "n" in request.chat.forward:
+        first = cache.chat(request.chat)
+        others = [
+            replace(first, response=c.text, tool_calls=c.tool_calls, finish_reason=c.finish_reason)
+            for c in first.alternatives
+        ]
+        return [first, *(replace(o, usage=Usage()) for o in others)]
     with ThreadPoolExecutor(max_workers=request.n) as pool:
         return list(pool.map(cache.chat, [request.chat] * request.n))
 
@@ -271,7 +280,8 @@ def chat_completions(
     tenant, admin = admit_chat(event, settings, limiter)
     body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
     big = _body_bytes(event) > settings.max_body_bytes
-    request = parse_request(body, settings, tenant, big=big)
+    takes_n = isinstance(cache.llm, ChoicesLLM) and cache.llm.takes_n
+    request = parse_request(body, settings, tenant, big=big, takes_n=takes_n)
     check_threshold(request.chat.threshold, cache.threshold, admin=admin)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 

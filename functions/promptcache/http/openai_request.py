@@ -38,7 +38,7 @@ class CompletionRequest:
     """A validated ``/v1/chat/completions`` request."""
 
     chat: ChatRequest
-    n: int = 1
+    n: int = 1  # choices asked for: forwarded when ``chat.forward`` holds it, else fanned out
     stream: bool = False
     include_usage: bool = False
 
@@ -331,10 +331,17 @@ def _bypass(body: dict[str, Any], n: int, big: bool) -> str | None:
 
 
 def parse_request(
-    body: dict[str, Any], settings: Settings, tenant: str, *, big: bool = False
+    body: dict[str, Any],
+    settings: Settings,
+    tenant: str,
+    *,
+    big: bool = False,
+    takes_n: bool = False,
 ) -> CompletionRequest:
     """OpenAI's request shape -> a CompletionRequest. Raises RequestError (4xx) naming the field.
-    ``big``: the body is over PROMPTCACHE_MAX_BODY_BYTES (forwarded uncached)."""
+    ``big``: the body is over PROMPTCACHE_MAX_BODY_BYTES (forwarded uncached). ``takes_n``: the
+    upstream answers n choices in one call (``n`` is forwarded, up to OpenAI's 128, when not
+    streamed); otherwise n > 1 is fanned out, at most PROMPTCACHE_MAX_N calls."""
     for name, check in _CHECKS.items():
         if body.get(name) is not None:
             check(name, body[name])
@@ -351,13 +358,14 @@ def parse_request(
     if None not in (max_tokens, max_completion_tokens) and max_tokens != max_completion_tokens:
         raise Unprocessable("'max_tokens' and 'max_completion_tokens' disagree; send one of them")
     n = _int(body, "n", 1, 128) or 1
-    if n > settings.max_n:
+    stream = _bool(body, "stream")
+    forwarded = takes_n and not stream
+    if n > settings.max_n and not forwarded:
         raise Unprocessable(
             f"'n' is at most {settings.max_n} here (each sample is a model call; "
             f"PROMPTCACHE_MAX_N), got {n}"
         )
 
-    stream = _bool(body, "stream")
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
@@ -376,6 +384,8 @@ def parse_request(
     forward = {k: body[k] for k in UNKEYED if body.get(k) is not None}
     if max_completion_tokens is not None:  # keyed as max_tokens; sent under the client's name
         forward["max_completion_tokens"] = max_completion_tokens
+    if n > 1 and forwarded:  # one call answers every choice
+        forward["n"] = n
     keyed = {k: v for k, v in body.items() if k not in _OWN and k not in UNKEYED and v is not None}
     chat = ChatRequest(
         messages=messages,

@@ -96,7 +96,7 @@ def test_tool_calls_are_stored_and_replayed_with_fresh_ids(
 ) -> None:
     messages = [{"role": "user", "content": fresh("What is the weather in Paris?")}]
     first, headers = create(client, messages=messages, tools=[WEATHER])
-    assert headers["x-promptcache-tier"] == "miss"
+    assert headers["x-promptcache-tier"] == "miss" and headers["x-request-id"]
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert calls_of(choice.message) == [
@@ -433,6 +433,7 @@ def test_nothing_is_stored_from_a_failed_tool_request(
         create(client, messages=messages, tools=[WEATHER])
     assert 400 <= info.value.status_code < 600 and info.value.status_code != 500
     assert "tools are not supported" in str(info.value.message)
+    assert info.value.request_id  # x-request-id, which the SDK shows on errors
     up.fail_status = None
     _, headers = create(client, messages=messages, tools=[WEATHER])
     assert headers["x-promptcache-tier"] == "miss" and entries(server) == before + 1

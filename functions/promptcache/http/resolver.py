@@ -104,9 +104,10 @@ class RequestScopedResolver(APIGatewayHttpResolver):
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         token = self._now.set(_Invocation(lambda_context=context))
         try:
-            return super().resolve(event, context)
+            result = super().resolve(event, context)
         finally:
             self._now.reset(token)
+        return _with_request_id(result, event)
 
     def _to_proxy_event(self, event: dict[str, Any]) -> BaseProxyEvent:
         """``resolve`` wraps the event here, then stores it on ``BaseRouter``: kept for this
@@ -116,13 +117,28 @@ class RequestScopedResolver(APIGatewayHttpResolver):
         return proxy
 
 
+#: On every answer: API Gateway's id of the request (the SDKs show it on errors; the access log
+#: and the function's log carry the same id).
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _with_request_id(result: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    context = event.get("requestContext")
+    request_id = context.get("requestId") if isinstance(context, Mapping) else None
+    if isinstance(request_id, str) and request_id and isinstance(result, dict):
+        headers = result.setdefault("headers", {})
+        if isinstance(headers, dict):
+            headers.setdefault(REQUEST_ID_HEADER, request_id)
+    return result
+
+
 def make_app(settings: Settings) -> APIGatewayHttpResolver:
     """A resolver with CORS and the error map; routes are added by the handler modules."""
     app = RequestScopedResolver(
         cors=CORSConfig(
             allow_origin=settings.cors_origins,
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=[*RESULT_HEADERS, "Retry-After"],
+            expose_headers=[*RESULT_HEADERS, "Retry-After", REQUEST_ID_HEADER],
             max_age=600,
         )
     )

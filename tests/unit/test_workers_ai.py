@@ -517,3 +517,21 @@ def test_stream_retries_before_the_first_delta() -> None:
     model, rec = llm(handler)
     assert drain(model.stream(request()))[0] == ["ok"]
     assert len(rec.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ChatRequest(messages=(Message("user", "hi"),), model="m", options={"tools": [{"x": 1}]}),
+        ChatRequest(
+            messages=(Message("user", "hi"), Message("tool", "42", tool_call_id="c")), model="m"
+        ),
+    ],
+)
+def test_what_workers_ai_is_not_sent_is_refused_not_dropped(request_: ChatRequest) -> None:
+    model, rec = llm(llm_ok)
+    with pytest.raises(UpstreamBadRequest, match="does not forward"):
+        model.generate(request_)
+    with pytest.raises(UpstreamBadRequest):
+        list(model.stream(request_))
+    assert rec.requests == []

@@ -325,6 +325,17 @@ class WorkersAILLM(_WorkersAI):
         return f"workers-ai ({self.model})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
+        """The chat body; a request this adapter cannot forward whole (tools, response formats,
+        other sampling fields, tool turns, non-text parts) is refused (UpstreamBadRequest: a 4xx,
+        nothing stored) rather than answered without them."""
+        unsent = sorted(request.options)
+        if any(not m.plain for m in request.messages):
+            unsent.append("tool turns or non-text parts in 'messages'")
+        if unsent:
+            raise UpstreamBadRequest(
+                "the Workers AI upstream of this cache does not forward "
+                f"{', '.join(unsent)}; use an OpenAI-compatible upstream (OPENAI_BASE_URL)"
+            )
         return chat_body(request, stream=stream)
 
     def generate(self, request: ChatRequest) -> Completion:

@@ -535,3 +535,11 @@ def test_what_workers_ai_is_not_sent_is_refused_not_dropped(request_: ChatReques
     with pytest.raises(UpstreamBadRequest):
         list(model.stream(request_))
     assert rec.requests == []
+
+
+def test_the_sampling_fields_workers_ai_takes_are_forwarded() -> None:
+    model, rec = llm(llm_ok)
+    options = {"seed": 7, "top_p": 0.5, "frequency_penalty": 0.1, "presence_penalty": 0.2}
+    model.generate(ChatRequest(messages=(Message("user", "hi"),), model="", options=options))
+    sent = json.loads(rec.requests[0].content)
+    assert {k: sent[k] for k in options} == options

@@ -310,6 +310,10 @@ def _ranked(result: Any, n: int) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- generation
+#: The chat completions fields Workers AI text generation takes under the same name.
+_SAMPLING = {"top_p", "seed", "frequency_penalty", "presence_penalty"}
+
+
 class WorkersAILLM(_WorkersAI):
     """LLM protocol over Workers AI text generation (default Llama 3.1 8B instruct).
 
@@ -328,7 +332,7 @@ class WorkersAILLM(_WorkersAI):
         """The chat body; a request this adapter cannot forward whole (tools, response formats,
         other sampling fields, tool turns, non-text parts) is refused (UpstreamBadRequest: a 4xx,
         nothing stored) rather than answered without them."""
-        unsent = sorted(request.options)
+        unsent = sorted(set(request.options) - _SAMPLING)
         if any(not m.plain for m in request.messages):
             unsent.append("tool turns or non-text parts in 'messages'")
         if unsent:
@@ -336,7 +340,9 @@ class WorkersAILLM(_WorkersAI):
                 "the Workers AI upstream of this cache does not forward "
                 f"{', '.join(unsent)}; use an OpenAI-compatible upstream (OPENAI_BASE_URL)"
             )
-        return chat_body(request, stream=stream)
+        body = chat_body(request, stream=stream)
+        body.update({k: v for k, v in request.options.items() if k in _SAMPLING})
+        return body
 
     def generate(self, request: ChatRequest) -> Completion:
         model = request.model or self.model

@@ -23,6 +23,7 @@ from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, verifier_guards
 from .http.ratelimit import RateLimiter
+from .http.service import Service
 from .settings import Settings, key_digest, parse_api_keys
 
 
@@ -323,21 +324,22 @@ def settings() -> Settings:
 
 
 @_Once
-def service() -> PromptCache:
+def cache() -> PromptCache:
     """Built once per warm container."""
     return build(settings())
 
 
 @_Once
-def limiter() -> RateLimiter:
-    """The per-tenant rate limit, counted in the store when it keeps rate windows."""
-    store = service().store
-    windows = store if isinstance(store, RateWindows) else None
-    return RateLimiter(settings().rate_limit_per_minute, windows)
+def service() -> Service:
+    """What every route passes whole: the cache, the settings and the per-tenant rate limit
+    (counted in the store when it keeps rate windows)."""
+    built = cache()
+    windows = built.store if isinstance(built.store, RateWindows) else None
+    return Service(built, settings(), RateLimiter(settings().rate_limit_per_minute, windows))
 
 
 def reset() -> None:
-    """Forget the cached settings and service (tests, `promptcache clear`)."""
+    """Forget the cached settings, cache and service (tests, `promptcache clear`)."""
     settings.cache_clear()
+    cache.cache_clear()
     service.cache_clear()
-    limiter.cache_clear()

@@ -376,7 +376,7 @@ def test_calibrate_command_writes_what_the_cache_reads(
     record = body["minilm-l6-v2-int8"]
     assert record["fit"]["precision"] >= 0.99 and record["target_precision"] == 0.99
     runtime.reset()
-    assert runtime.service().threshold == record["threshold"]
+    assert runtime.cache().threshold == record["threshold"]
 
 
 def test_calibrate_command_fails_clearly_when_the_target_is_out_of_reach(

@@ -302,7 +302,7 @@ def http(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setenv("PROMPTCACHE_RATE_LIMIT_PER_MINUTE", "100")  # counted: count_window
     runtime.reset()
     cache, backends, llm = faulty_cache()
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     chat = importlib.reload(importlib.import_module("promptcache_handlers.chat"))
     yield {"chat": chat, "backends": backends, "llm": llm}
     monkeypatch.undo()

@@ -41,8 +41,8 @@ from .._types import CacheMode, ChatRequest, ChatResult, Tier, Usage
 from ..core import PromptCache
 from ..settings import Settings
 from .observability import count, record
+from .service import Service
 from .wire import (
-    RateLimiter,
     admit_chat,
     check_threshold,
     json_body,
@@ -383,16 +383,14 @@ def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]
         return list(pool.map(cache.chat, [fresh] * request.n))
 
 
-def chat_completions(
-    event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
-) -> Response[str]:
-    tenant, admin = admit_chat(event, settings, limiter)
-    request = parse_request(json_body(event, settings), settings, tenant)
-    check_threshold(request.chat.threshold, cache.threshold, admin=admin)
+def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
+    tenant, admin = admit_chat(event, svc.settings, svc.limiter)
+    request = parse_request(json_body(event, svc.settings), svc.settings, tenant)
+    check_threshold(request.chat.threshold, svc.cache.threshold, admin=admin)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     if request.n > 1:
-        results = _samples(cache, request)
+        results = _samples(svc.cache, request)
         for one in results:
             record(one)
         headers = result_headers(Tier.BYPASS, None, None, _slowest(results))
@@ -401,7 +399,8 @@ def chat_completions(
             return json_response(200, body, headers)
         streams = [ChatStream.replay(r) for r in results]
     elif request.stream:
-        stream = cache.chat_stream(request.chat)  # primed: an early upstream failure raises here
+        # primed: an early upstream failure raises here
+        stream = svc.cache.chat_stream(request.chat)
         if stream.result is not None:
             record(stream.result)
         else:  # a live miss: its parts are in the counters once it ends
@@ -409,7 +408,7 @@ def chat_completions(
         headers = result_headers(stream.tier, stream.similarity, stream.entry_id, stream.timings)
         streams = [stream]
     else:
-        result = cache.chat(request.chat)
+        result = svc.cache.chat(request.chat)
         record(result)
         body = completion_object([result], completion_id=completion_id, created=created)
         headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
@@ -440,10 +439,10 @@ def _slowest(results: list[ChatResult]) -> dict[str, float]:
     }
 
 
-def models(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def models(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """The default model, then every model the cache has answered for the caller's tenant (for
     every tenant: the admin key's, or without API keys)."""
-    tenant = reader(event, settings) if settings.api_keys else None
-    names = [settings.model] + [m for m in cache.models(tenant) if m != settings.model]
+    tenant = reader(event, svc.settings) if svc.settings.api_keys else None
+    names = [svc.settings.model] + [m for m in svc.cache.models(tenant) if m != svc.settings.model]
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "promptcache"} for m in names]
     return json_response(200, {"object": "list", "data": data})

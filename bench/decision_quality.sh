@@ -12,7 +12,7 @@ pc="${PROMPTCACHE_BIN:-$repo/.venv/bin/promptcache}"
 mkdir -p "$out" "$repo/docs"
 # no calibration file, no environment threshold: the cache's default configuration
 export PROMPTCACHE_DATA_DIR="$(mktemp -d)"
-unset PROMPTCACHE_THRESHOLD PROMPTCACHE_VERIFIER
+unset PROMPTCACHE_THRESHOLD PROMPTCACHE_STRICT_GUARDS PROMPTCACHE_VERIFIER
 trap 'rm -rf "$PROMPTCACHE_DATA_DIR"' EXIT
 
 run() {  # name file args...

@@ -7,6 +7,7 @@ from the same list (``promptcache settings``), so the two cannot drift apart.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -15,16 +16,25 @@ from pathlib import Path
 
 from ._errors import ConfigError
 
+log = logging.getLogger("promptcache")
+
 # Defaults stated once: the SETTINGS table (and so README and the parsers) and PromptCache's
 # constructor (for a cache built without settings, as the tests do) both read these.
 TTL_SECONDS = 7 * 86400
-VERIFIER_BAND = 0.04
+STRICT_GUARDS_BAND = 0.04
 UPSTREAM_TIMEOUT = 60.0
 PRICE_PER_1K_TOKENS = 0.002
 UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_NAMESPACES = 256
 MAX_ENTRIES_PER_NAMESPACE = 100_000
 REDIS_EF_RUNTIME = 512
+
+#: Names still read for one release, each with its new name and how its values map (documented
+#: as deprecated; a warning is logged when one is set).
+DEPRECATED: dict[str, tuple[str, dict[str, str]]] = {
+    "PROMPTCACHE_VERIFIER": ("PROMPTCACHE_STRICT_GUARDS", {"off": "off", "strict": "on"}),
+    "PROMPTCACHE_VERIFIER_BAND": ("PROMPTCACHE_STRICT_GUARDS_BAND", {}),
+}
 
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -98,15 +108,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "embedder's default (0.92 for the local MiniLM, calibrated; 0.90 for Workers AI bge-base, "
         "not yet calibrated).",
     ),
-    "PROMPTCACHE_VERIFIER": (
+    "PROMPTCACHE_STRICT_GUARDS": (
         "off",
-        "`off` or `strict`: `strict` also rejects a candidate whose negation or target "
-        '("into Spanish" vs "into German") differs; fewer false hits, fewer hits.',
+        "`off` or `on`: `on` also rejects a candidate whose negation or target "
+        '("into Spanish" vs "into German") differs; fewer false hits, fewer hits. Formerly '
+        "PROMPTCACHE_VERIFIER=strict.",
     ),
-    "PROMPTCACHE_VERIFIER_BAND": (
-        f"{VERIFIER_BAND:g}",
-        "The verifier checks only candidates whose similarity is below threshold + this band "
-        "(borderline ones); 1 = every candidate.",
+    "PROMPTCACHE_STRICT_GUARDS_BAND": (
+        f"{STRICT_GUARDS_BAND:g}",
+        "The strict guards check only candidates whose similarity is below threshold + this "
+        "band (borderline ones); 1 = every candidate. Formerly PROMPTCACHE_VERIFIER_BAND.",
     ),
     "PROMPTCACHE_VERIFIER_MODEL": (
         "off",
@@ -238,6 +249,26 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _renamed(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each deprecated name that is set read as its new name (a warning logged);
+    both set to different values is an error."""
+    found = {old: env[old].strip() for old in DEPRECATED if env.get(old, "").strip()}
+    if not found:
+        return env
+    out = dict(env)
+    for old, raw in found.items():
+        new, values = DEPRECATED[old]
+        value = values.get(raw.lower(), raw)
+        given = env.get(new, "").strip()
+        if given and given.lower() != value.lower():
+            raise ConfigError(
+                f"{old} (deprecated) and {new} are both set and differ: set {new} only"
+            )
+        log.warning("%s is deprecated and will be removed: set %s=%s instead", old, new, value)
+        out[new] = value
+    return out
+
+
 def _str(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip() or SETTINGS[name][0]
 
@@ -311,8 +342,8 @@ class Settings:
     upstash_token: str
     upstash_token_ssm_parameter: str
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
-    verifier: str = "off"
-    verifier_band: float = VERIFIER_BAND
+    strict_guards: str = "off"
+    strict_guards_band: float = STRICT_GUARDS_BAND
     verifier_model: str = "off"
     verifier_cutoff: float = 0.5
     verifier_below: float = 0.0
@@ -341,7 +372,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = _renamed(os.environ if env is None else env)
         cf_token = _str(env, "CLOUDFLARE_API_TOKEN")
         cf_token_param = _str(env, "CLOUDFLARE_API_TOKEN_SSM_PARAMETER")
         cf_account = _str(env, "CLOUDFLARE_ACCOUNT_ID")
@@ -433,8 +464,8 @@ class Settings:
             upstash_token=_str(env, "UPSTASH_REDIS_REST_TOKEN"),
             upstash_token_ssm_parameter=_str(env, "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"),
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
-            verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
-            verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
+            strict_guards=_choice(env, "PROMPTCACHE_STRICT_GUARDS", ("off", "on")),
+            strict_guards_band=_float(env, "PROMPTCACHE_STRICT_GUARDS_BAND", 0.0, 1.0),
             verifier_model=verifier_model,
             verifier_cutoff=_float(env, "PROMPTCACHE_VERIFIER_CUTOFF", 0.0, 1.0),
             verifier_below=_float(env, "PROMPTCACHE_VERIFIER_BELOW", 0.0, 1.0),

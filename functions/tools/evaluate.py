@@ -684,10 +684,10 @@ def evaluate(
     chose."""
     seconds: dict[str, float] = {}
     work = Workload.build(pairs, intent_of)
+    # build_cache gives the cache a MemoEmbedder: its real lookups then reuse these vectors
     memo = (
         cache.embedder if isinstance(cache.embedder, MemoEmbedder) else MemoEmbedder(cache.embedder)
     )
-    cache.embedder = memo
     # prompts longer than the embedder reads whole get the exact tier only (as in the cache)
     longest = int(getattr(cache, "semantic_max_chars", 1 << 62))
     folded = {t: normalize(t) for t in work.entries + work.queries}
@@ -729,15 +729,16 @@ def evaluate(
         sims[semantic_queries] = found_sims
     seconds["search"] = time.perf_counter() - started
 
-    own = {_guard_name(g): g for g in cache.guards}
-    strict = {_guard_name(g): g for g in cache.verifier}
+    rules = cache.rules
+    own = {_guard_name(g): g for g in rules.guards}
+    strict = {_guard_name(g): g for g in rules.strict_guards}
     judged = {**own, **strict}
     for name, guard in (extra_guards or {}).items():
         judged.setdefault(name, guard)
     started = time.perf_counter()
     cands = judge(work, index, sims, judged, progress=progress)
     seconds["guards"] = time.perf_counter() - started
-    check_model = getattr(cache, "verifier_model", None)
+    check_model = rules.verifier_model
     model = verifier if check_model is None else check_model.verifier
     if model is not None:
         started = time.perf_counter()
@@ -750,7 +751,7 @@ def evaluate(
         float(cache.threshold),
         tuple(own),
         tuple(strict),
-        float(cache.verifier_band),
+        float(rules.strict_guards_band),
         _model_of(check_model),
     )
 
@@ -1010,7 +1011,8 @@ def iter_rows(ev: Evaluation) -> Iterator[Metrics]:
 # ---------------------------------------------------------------------------- commands
 def build_cache(threshold: float | None = None, env: dict[str, str] | None = None) -> Any:
     """A PromptCache built by ``runtime.build`` exactly as the server builds it (same embedder,
-    guards and threshold resolution), on an isolated in-memory store, with no LLM."""
+    guards and threshold resolution), on an isolated in-memory store, with no LLM; its embedder
+    is memoised (``MemoEmbedder``), so ``evaluate`` embeds each text once."""
     import os
 
     from promptcache import runtime
@@ -1023,7 +1025,8 @@ def build_cache(threshold: float | None = None, env: dict[str, str] | None = Non
     }
     if threshold is not None:
         overrides["PROMPTCACHE_THRESHOLD"] = repr(threshold)
-    return runtime.build(Settings.from_env({**(os.environ if env is None else env), **overrides}))
+    settings = Settings.from_env({**(os.environ if env is None else env), **overrides})
+    return runtime.build(settings, embedder=MemoEmbedder(runtime.make_embedder(settings)))
 
 
 def _progress(quiet: bool) -> Progress | None:
@@ -1067,7 +1070,7 @@ def _run(
 def _comparison_verifier(cache: Any) -> Any:
     """The local verifier, for the verifier rows when the cache itself runs without one; None
     when it is not installed (the rows are left out)."""
-    if getattr(cache, "verifier_model", None) is not None:
+    if cache.rules.verifier_model is not None:
         return None
     from promptcache.adapters.local_verifier import LocalVerifier
 
@@ -1102,9 +1105,9 @@ def _describe(
 
 
 def _strict() -> list[str]:
-    from promptcache.guards import verifier_guards
+    from promptcache.guards import strict_guards
 
-    return [g.__name__ for g in verifier_guards("strict")]
+    return [g.__name__ for g in strict_guards("on")]
 
 
 def run_eval(

@@ -233,9 +233,10 @@ def test_evaluate_decides_like_the_real_lookup_path() -> None:
         Pair("how do i cook rice?", "how can i cook rice?", True),
         Pair("how do i cook rice?", "what is rice?", False),
     ]
+    fake = FakeEmbedder(vectors)
     cache = PromptCache(
         store=MemoryStore(),
-        embedder=FakeEmbedder(vectors),
+        embedder=MemoEmbedder(fake),  # as build_cache gives it
         stats=MemoryStats(),
         threshold=0.9,
         guards=(numbers_guard,),
@@ -250,7 +251,9 @@ def test_evaluate_decides_like_the_real_lookup_path() -> None:
     assert (strict.hits, strict.correct) == (1, 1)
     unguarded = ev.metrics("fixed", 0.96)
     assert (unguarded.correct, unguarded.false_hits) == (1, 1)  # "3 laps" -> "2 laps"
-    assert isinstance(cache.embedder, MemoEmbedder)
+    calls = fake.calls
+    evaluate(cache, pairs, check=100)  # every text was embedded once, real lookups included
+    assert fake.calls == calls
 
 
 # ---------------------------------------------------------------- calibration file
@@ -287,7 +290,7 @@ def test_a_bad_calibration_file_is_a_config_error(tmp_path: Path, content: str) 
         runtime.build(Settings.from_env(env))
 
 
-def test_the_strict_verifier_adds_its_checks() -> None:
+def test_the_strict_guards_add_their_checks() -> None:
     off = runtime.build(
         Settings.from_env({"PROMPTCACHE_STORE": "memory", "PROMPTCACHE_THRESHOLD": "0.9"})
     )
@@ -296,16 +299,16 @@ def test_the_strict_verifier_adds_its_checks() -> None:
             {
                 "PROMPTCACHE_STORE": "memory",
                 "PROMPTCACHE_THRESHOLD": "0.9",
-                "PROMPTCACHE_VERIFIER": "strict",
+                "PROMPTCACHE_STRICT_GUARDS": "on",
             }
         )
     )
-    assert [g.__name__ for g in strict.guards] == [g.__name__ for g in off.guards]
-    assert off.verifier == ()
-    assert {g.__name__ for g in strict.verifier} == {"negation_guard", "target_guard"}
-    assert strict.verifier_band == 0.04
-    with pytest.raises(ConfigError, match="PROMPTCACHE_VERIFIER"):
-        Settings.from_env({"PROMPTCACHE_VERIFIER": "maybe"})
+    assert [g.__name__ for g in strict.rules.guards] == [g.__name__ for g in off.rules.guards]
+    assert off.rules.strict_guards == ()
+    assert {g.__name__ for g in strict.rules.strict_guards} == {"negation_guard", "target_guard"}
+    assert strict.rules.strict_guards_band == 0.04
+    with pytest.raises(ConfigError, match="PROMPTCACHE_STRICT_GUARDS"):
+        Settings.from_env({"PROMPTCACHE_STRICT_GUARDS": "maybe"})
 
 
 # ---------------------------------------------------------------- the commands, end to end

@@ -85,7 +85,7 @@ def entries(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     limit = _int_param(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = _int_param(params, "cursor", 0, 0, 10**9)
     tenant = params.get("tenant")
-    found, following = svc.cache.admin.recent(tenant, offset, limit)
+    found, following = svc.cache.recent(tenant, offset, limit)
     body = {
         "entries": [_shown(e) for e in found],
         "next_cursor": None if following is None else str(following),
@@ -99,7 +99,7 @@ def flush(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     given = _strings(json_body(event, svc.settings), _FLUSH_FIELDS)
     if not given:
         raise Unprocessable("send at least one of 'namespace', 'model', 'tenant'")
-    return json_response(200, {"deleted": svc.cache.admin.flush(**given), "matched": given})
+    return json_response(200, {"deleted": svc.cache.flush(**given), "matched": given})
 
 
 def forget(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
@@ -108,5 +108,5 @@ def forget(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     given = _strings(json_body(event, svc.settings), ("prompt", *_FLUSH_FIELDS[1:]))
     if "prompt" not in given:
         raise Unprocessable("'prompt' is required: the prompt whose stored answers to remove")
-    deleted = svc.cache.admin.flush(**given)
+    deleted = svc.cache.flush(**given)
     return json_response(200, {"deleted": deleted, "matched": given})

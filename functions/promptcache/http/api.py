@@ -204,7 +204,7 @@ def metrics(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     return Response(
         status_code=200,
         content_type=PROMETHEUS_TYPE,
-        body=render(svc.cache.accounting.counters()[1], svc.cache.accounting.entries()),
+        body=render(*svc.cache.counters()),
     )
 
 

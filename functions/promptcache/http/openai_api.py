@@ -48,7 +48,7 @@ from .wire import (
     json_body,
     json_response,
     number,
-    openai_error_type,
+    openai_error,
     parse_messages,
     reader,
     result_headers,
@@ -269,8 +269,7 @@ def _event(payload: Any) -> bytes:
 
 
 def _error_event(exc: PromptCacheError) -> bytes:
-    error = {"code": exc.code, "message": exc.message, "type": openai_error_type(exc.status)}
-    return _event({"error": error})
+    return _event(openai_error(exc))
 
 
 def sse_body(

@@ -7,7 +7,7 @@ what folding merges. Guards are pure
 functions of the two strings and cost microseconds; the core applies them, best candidate first,
 to every candidate at or above the threshold.
 
-Each guard is measured on its own with ``promptcache eval`` (README, "Decision quality"); only
+Each guard is measured on its own with ``promptcache eval`` (docs/quality.md); only
 those that pay for themselves are in ``default_guards()``. ``ALL_GUARDS`` lists every guard.
 """
 

@@ -1,7 +1,8 @@
 """Settings, parsed once (at cold start) from the environment into a frozen object.
 
-Every setting is listed in ``SETTINGS`` with its default and meaning; README's table is generated
-from the same list (``promptcache settings``), so the two cannot drift apart.
+Every setting is listed in ``SETTINGS`` with its default and meaning; the table of
+docs/configuration.md is generated from the same list (``promptcache settings``), and a test holds
+the two equal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ._errors import ConfigError
 
 log = logging.getLogger("promptcache")
 
-# Defaults stated once: the SETTINGS table (and so README and the parsers) and PromptCache's
+# Defaults stated once: the SETTINGS table (and so the docs and the parsers) and PromptCache's
 # constructor (for a cache built without settings, as the tests do) both read these.
 TTL_SECONDS = 7 * 86400
 STRICT_GUARDS_BAND = 0.04
@@ -65,11 +66,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_REDIS_ALGORITHM": (
         "flat",
         "`flat` (exact scan on the server) or `hnsw` (approximate, sub-linear; tune "
-        "PROMPTCACHE_REDIS_EF_RUNTIME: see README).",
+        "PROMPTCACHE_REDIS_EF_RUNTIME: see [Backends](backends.md#server-side-semantic-index)).",
     ),
     "PROMPTCACHE_REDIS_EF_RUNTIME": (
         str(REDIS_EF_RUNTIME),
-        "HNSW candidates a KNN query explores (more: better recall, slower); see README.",
+        "HNSW candidates a KNN query explores (more: better recall, slower); see "
+        "[Backends](backends.md#server-side-semantic-index).",
     ),
     "UPSTASH_VECTOR_REST_URL": (
         "",
@@ -137,7 +139,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_VERIFIER_MODEL_BAND": (
         "0.04",
         "The verifier judges candidates below threshold + this band; those above pass without "
-        'it (1 = every candidate). 0.04: the measured trade (README, "The verifier").',
+        "it (1 = every candidate). 0.04: the measured trade ([The verifier](verifier.md)).",
     ),
     "PROMPTCACHE_VERIFIER_TIMEOUT": (
         "1",

@@ -523,7 +523,7 @@ def test_the_only_settings_a_user_must_add_are_documented_as_required(artifacts_
     optional = {k for k in no_default if declared[k]["description"].startswith("Optional.")}
     assert no_default - optional == {"cloudflareAccountId", "cloudflareApiToken"}
     assert optional == {"apiKeys", "adminKey"}
-    config_text = (REPO / "QUICKSTART.md").read_text(encoding="utf-8")
+    config_text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
     for key in no_default:
         assert f"promptcache:{key}" in config_text
 

@@ -4,7 +4,7 @@ Parses OpenAI's request shape into a ``ChatRequest`` and shapes the answer as Op
 ``chat.completion`` object or as ``chat.completion.chunk`` server-sent events. The cache path is
 the one ``POST /chat`` takes: ``PromptCache.chat`` (or ``chat_stream`` for ``stream: true``).
 
-Policy (README, "OpenAI-compatible API"):
+Policy (docs/api.md, "OpenAI-compatible API"):
 
 - The system prompt and earlier turns are part of the cache namespace (``_keys.namespace``), so
   are the model, ``temperature`` and ``max_tokens``; only the last user turn is compared loosely.

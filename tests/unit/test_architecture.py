@@ -20,6 +20,7 @@ PACKAGES = {
     "promptcache_tools": ROOT / "functions" / "tools",
 }
 LAYER_MAX_LINES = 500
+TOOLS_MAX_LINES = 500
 
 
 def _module_name(package: str, path: Path) -> str:
@@ -114,6 +115,17 @@ def test_the_import_graph_has_no_circle() -> None:
 def test_no_room_of_the_layer_is_over_500_lines(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= LAYER_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(PACKAGES["promptcache_tools"].rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGES["promptcache_tools"])),
+)
+def test_no_tool_module_is_over_500_lines(path: Path) -> None:
+    """The tools (eval, calibrate, the CLI, the local server) are split by job too."""
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= TOOLS_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
 
 
 def test_the_core_is_policy_only() -> None:

@@ -109,7 +109,7 @@ def main() -> None:
         "| code | import + build, median ms | min ms | project modules | tool modules |",
         "|---|---:|---:|---:|---|",
     ]
-    tools = ("evaluate", "cli", "server", "promptcache_tools")
+    tools = ("evaluation", "cli", "server", "promptcache_tools")
     for name in variants:
         loaded = modules[name]
         tool = [m for m in loaded if any(part in tools for part in m.split("."))]

@@ -130,7 +130,7 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import run_eval
+    from .evaluation.commands import run_eval
 
     run_eval(
         Path(args.file),
@@ -149,7 +149,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .evaluate import run_calibrate
+    from .evaluation.commands import run_calibrate
 
     run_calibrate(
         Path(args.file),

@@ -21,6 +21,7 @@ PACKAGES = {
     "promptcache_tools": ROOT / "functions" / "tools",
 }
 LAYER_MAX_LINES = 500
+TOOLS_MAX_LINES = 500
 
 
 def _module_name(package: str, path: Path) -> str:
@@ -118,11 +119,14 @@ def test_no_room_of_the_layer_is_over_500_lines(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted(PACKAGES["promptcache_tools"].rglob("*.py")), ids=lambda p: p.name
+    "path",
+    sorted(PACKAGES["promptcache_tools"].rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGES["promptcache_tools"])),
 )
-def test_no_tools_file_is_over_500_lines(path: Path) -> None:
+def test_no_tool_module_is_over_500_lines(path: Path) -> None:
+    """The tools (eval, calibrate, the CLI, the local server) are split by job too."""
     lines = len(path.read_text(encoding="utf-8").splitlines())
-    assert lines <= LAYER_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+    assert lines <= TOOLS_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
 
 
 def _powertools_importers() -> set[str]:

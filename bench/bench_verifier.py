@@ -36,7 +36,7 @@ from promptcache._accounting import Tally
 from promptcache._types import ChatRequest, Completion, Message, Tier, Usage
 from promptcache.adapters.local_verifier import LocalVerifier
 from promptcache.settings import Settings
-from promptcache_tools import evaluate as ev
+from promptcache_tools import evaluation as ev
 
 REPO = Path(__file__).resolve().parent.parent
 

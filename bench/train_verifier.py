@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from promptcache_tools import evaluate as ev
+from promptcache_tools import evaluation as ev
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = ("qqp_dev.pairs.jsonl.gz", "paws_dev.pairs.jsonl.gz")

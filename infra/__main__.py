@@ -1,4 +1,6 @@
-"""The Pulumi program (Pulumi.yaml: ``main: infra/``): one stack per stage. See QUICKSTART.md."""
+"""The Pulumi program (Pulumi.yaml: ``main: infra/``): one stack per stage.
+
+See docs/deployment.md."""
 
 import sys
 from pathlib import Path

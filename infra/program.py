@@ -33,12 +33,13 @@ from infra.components.upstash import (
     CacheVectorIndexArgs,
 )
 from infra.config import StackConfig
-from promptcache.routes import RESULT_HEADERS, ROUTES
+from promptcache.routes import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, ROUTES
 
 #: The handler that answers requests no route matches (its resolver returns the JSON 404/405).
 FALLBACK_HANDLER = "health"
 #: Headers the browser may read on a cross-origin response.
-EXPOSE_HEADERS = tuple(header.lower() for header in RESULT_HEADERS)
+ALLOW_HEADERS = tuple(header.lower() for header in CORS_ALLOW_HEADERS)
+EXPOSE_HEADERS = tuple(header.lower() for header in CORS_EXPOSE_HEADERS)
 #: SSM parameter names (under /promptcache/<stage>) of the secrets.
 CLOUDFLARE_TOKEN_PARAMETER = "cloudflare-api-token"
 UPSTASH_TOKEN_PARAMETER = "upstash-redis-rest-token"
@@ -302,6 +303,7 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
             },
             fallback=FALLBACK_HANDLER,
             cors_allow_origins=cfg.cors_allow_origins,
+            cors_allow_headers=ALLOW_HEADERS,
             cors_expose_headers=EXPOSE_HEADERS,
             throttle_rate_limit=cfg.throttle_rate_limit,
             throttle_burst_limit=cfg.throttle_burst_limit,
@@ -327,6 +329,7 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
                 ),
                 cors_allow_origins=cfg.cors_allow_origins,
                 cors_allow_methods=sorted({method for method, _ in ROUTES}),
+                cors_allow_headers=ALLOW_HEADERS,
                 cors_expose_headers=EXPOSE_HEADERS,
             ),
         )

@@ -19,55 +19,49 @@ app = resolver.make_app(runtime.settings())
 @app.post("/chat")
 @tracer.capture_method
 def chat() -> Response[str]:
-    return api.chat(app.current_event, runtime.service(), runtime.settings(), runtime.limiter())
+    return api.chat(app.current_event, runtime.service())
 
 
 @app.post("/v1/chat/completions")
 @tracer.capture_method
 def chat_completions() -> Response[str]:
-    return openai_api.chat_completions(
-        app.current_event, runtime.service(), runtime.settings(), runtime.limiter()
-    )
+    return openai_api.chat_completions(app.current_event, runtime.service())
 
 
 @app.get("/v1/models")
 @tracer.capture_method
 def models() -> Response[str]:
-    return openai_api.models(app.current_event, runtime.service(), runtime.settings())
+    return openai_api.models(app.current_event, runtime.service())
 
 
 @app.get("/entries/<entry_id>")
 @tracer.capture_method
 def entry(entry_id: str) -> Response[str]:
-    return api.entry(
-        app.current_event, entry_id, runtime.service(), runtime.settings(), runtime.limiter()
-    )
+    return api.entry(app.current_event, entry_id, runtime.service())
 
 
 @app.delete("/entries/<entry_id>")
 @tracer.capture_method
 def forget(entry_id: str) -> Response[str]:
-    return api.forget(
-        app.current_event, entry_id, runtime.service(), runtime.settings(), runtime.limiter()
-    )
+    return api.forget(app.current_event, entry_id, runtime.service())
 
 
 @app.get("/admin/entries")
 @tracer.capture_method
 def admin_entries() -> Response[str]:
-    return admin_api.entries(app.current_event, runtime.service(), runtime.settings())
+    return admin_api.entries(app.current_event, runtime.service())
 
 
 @app.post("/admin/flush")
 @tracer.capture_method
 def admin_flush() -> Response[str]:
-    return admin_api.flush(app.current_event, runtime.service(), runtime.settings())
+    return admin_api.flush(app.current_event, runtime.service())
 
 
 @app.post("/admin/forget")
 @tracer.capture_method
 def admin_forget() -> Response[str]:
-    return admin_api.forget(app.current_event, runtime.service(), runtime.settings())
+    return admin_api.forget(app.current_event, runtime.service())
 
 
 @invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

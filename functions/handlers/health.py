@@ -16,7 +16,7 @@ app = resolver.make_app(runtime.settings())
 @app.get("/health")
 @tracer.capture_method
 def health() -> Response[str]:
-    return api.health(app.current_event, runtime.service(), runtime.settings())
+    return api.health(app.current_event, runtime.service())
 
 
 @invocation(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

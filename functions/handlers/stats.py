@@ -17,13 +17,13 @@ app = resolver.make_app(runtime.settings())
 @app.get("/stats")
 @tracer.capture_method
 def stats() -> Response[str]:
-    return api.stats(app.current_event, runtime.service(), runtime.settings())
+    return api.stats(app.current_event, runtime.service())
 
 
 @app.get("/metrics")
 @tracer.capture_method
 def metrics() -> Response[str]:
-    return api.metrics(app.current_event, runtime.service(), runtime.settings())
+    return api.metrics(app.current_event, runtime.service())
 
 
 @app.get("/dashboard")

@@ -103,16 +103,14 @@ class Lead:
 class Claims:
     """Who answers each missed prompt, in this process and across the processes sharing ``locks``.
 
-    ``peek`` reads a query's live stored entry from the store (raises StoreError): what a request
-    that waited for another process's lock looks for. ``lock_ttl`` and ``wait``: how long a fill
-    lock lives and how long another process's identical miss is waited for.
+    ``lock_ttl`` and ``wait``: how long a fill lock lives and how long another process's
+    identical miss is waited for.
     """
 
     def __init__(
         self,
         *,
         locks: GuardedLocks,
-        peek: Callable[[Query], Entry | None],
         clock: Callable[[], float],
         lock_ttl: float,
         wait: float,
@@ -120,16 +118,17 @@ class Claims:
         self.locks = locks
         self.lock_ttl = lock_ttl
         self.wait = wait
-        self._peek = peek
         self._clock = clock
         self._flight: SingleFlight[Filled] = SingleFlight(
             linger=LINGER_SECONDS,
             reusable=lambda f: f.entry is not None and not f.entry.expired(self._clock()),
         )
 
-    def claim(self, query: Query) -> Lead | Filled:
+    def claim(self, query: Query, peek: Callable[[Query], Entry | None]) -> Lead | Filled:
         """Lead the answer to ``query``, or the answer someone else gave meanwhile. Raises the
-        exception of an identical request's failed answer (they share it). ``cache=refresh``
+        exception of an identical request's failed answer (they share it). ``peek`` reads the
+        query's live stored entry (raises StoreError): what a request that waited for another
+        process's fill lock looks for. ``cache=refresh``
         neither reuses a recent answer nor takes the fill lock: it is asked to replace it."""
         use = query.mode is CacheMode.USE
         lease, shared = self._flight.lead(query.key, reuse_recent=use)
@@ -139,7 +138,7 @@ class Claims:
         if not use:
             return Lead(lease)
         try:
-            peer, release = self._lock_or_wait(query)
+            peer, release = self._lock_or_wait(query, peek)
         except BaseException:
             lease.abandon()
             raise
@@ -153,7 +152,9 @@ class Claims:
         """Drop the recent shared answers (the entries they name may be gone)."""
         self._flight.forget()
 
-    def _lock_or_wait(self, query: Query) -> tuple[Entry | None, Callable[[], None] | None]:
+    def _lock_or_wait(
+        self, query: Query, peek: Callable[[Query], Entry | None]
+    ) -> tuple[Entry | None, Callable[[], None] | None]:
         """(the entry another process stored meanwhile, or None; the release of the fill lock
         this process now holds, or None)."""
         if self.locks.inner is None:
@@ -168,7 +169,7 @@ class Claims:
                 if locked and not waited:
                     return None, release  # the usual miss: the lookup just found nothing
                 # waited, then got the lock: the holder may have stored the answer and left
-                exact = self._peek(query)
+                exact = peek(query)
                 if exact is not None and not exact.expired(self._clock()):
                     if locked:
                         release()

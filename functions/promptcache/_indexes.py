@@ -68,8 +68,6 @@ DEFAULT_BOUNDS = Bounds()
 class Indexes:
     """What the core asks of the semantic tier's index (both kinds below)."""
 
-    #: Called after entries were evicted past a bound (the process index's).
-    evicted: Callable[[], None]
     #: The server-side index, None for the process's own (``/health`` probes it).
     index: GuardedIndex | None = None
 
@@ -108,11 +106,13 @@ def indexes_for(
     index: Index | None,
     dim: Callable[[], int],
     bounds: Bounds = DEFAULT_BOUNDS,
+    evicted: Callable[[], None] = lambda: None,
 ) -> Indexes:
-    """The process's own indexes (``index`` None) within ``bounds``, or the server-side
-    ``index`` (whose size is the server's to bound: TTL and its own limits)."""
+    """The process's own indexes (``index`` None) within ``bounds``, calling ``evicted`` after
+    entries were evicted past a bound; or the server-side ``index`` (whose size is the server's
+    to bound: TTL and its own limits)."""
     if index is None:
-        return ProcessIndexes(store, dim, bounds)
+        return ProcessIndexes(store, dim, bounds, evicted)
     return ServerIndexes(store, GuardedIndex(index))
 
 
@@ -147,12 +147,16 @@ class ProcessIndexes(Indexes):
     """The namespaces' indexes of one process. ``dim`` is read when a namespace is first seen."""
 
     def __init__(
-        self, store: GuardedStore, dim: Callable[[], int], bounds: Bounds = DEFAULT_BOUNDS
+        self,
+        store: GuardedStore,
+        dim: Callable[[], int],
+        bounds: Bounds = DEFAULT_BOUNDS,
+        evicted: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._dim = dim
         self.bounds = bounds
-        self.evicted = lambda: None
+        self._evicted = evicted
         self._namespaces: OrderedDict[str, _Namespace] = OrderedDict()  # least recent first
         self._lock = threading.Lock()
 
@@ -248,7 +252,7 @@ class ProcessIndexes(Indexes):
             except StoreError as exc:  # it stays in the store (until its TTL), unindexed here
                 log.warning("evicting %s from %s failed: %s", entry_id, namespace, exc)
         if victims:
-            self.evicted()
+            self._evicted()
 
 
 class ServerIndexes(Indexes):
@@ -262,7 +266,6 @@ class ServerIndexes(Indexes):
     def __init__(self, store: GuardedStore, index: GuardedIndex) -> None:
         self._store = store
         self.index: GuardedIndex = index
-        self.evicted = lambda: None  # never: the server bounds its own size
         self._cursors: dict[str, Cursor] = {}
         self._lock = threading.Lock()
 

@@ -1,10 +1,10 @@
-"""Which candidate answers: the guards, the strict checks and the verifier model.
+"""Which candidate answers: the guards, the strict guards and the verifier model.
 
 The index gives a query's nearest entries, best first, down to the lowest similarity any rule
 may accept. ``pick`` returns the first that every rule accepts:
 
 - every guard, on every candidate, whoever stored it;
-- the strict checks (``verifier`` guards) on candidates below ``threshold + band``;
+- the strict guards on candidates below ``threshold + strict_guards_band``;
 - the verifier model (``ModelCheck``), when configured, on candidates in its own band around
   the threshold: their score must reach its ``cutoff``. Candidates below the threshold are
   eligible only through the model. All candidates that need the model are judged
@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from ._protocols import Verifier
 from ._tally import Guard, Verdicts
@@ -53,17 +52,16 @@ def rejection(guards: Sequence[Guard], query: str, candidate: str) -> str | None
     return None
 
 
-class Rules(Protocol):
-    """Where ``pick`` reads the policy (a PromptCache's attributes of these names)."""
+@dataclass(frozen=True)
+class Rules:
+    """The policy ``pick`` applies, as one value: ``guards`` on every candidate,
+    ``strict_guards`` on candidates below ``threshold + strict_guards_band``, and the trained
+    ``verifier_model`` (None: off) in its own band."""
 
-    @property
-    def guards(self) -> Sequence[Guard]: ...
-    @property
-    def verifier(self) -> Sequence[Guard]: ...  # the strict checks
-    @property
-    def verifier_band(self) -> float: ...
-    @property
-    def verifier_model(self) -> ModelCheck | None: ...
+    guards: tuple[Guard, ...] = ()
+    strict_guards: tuple[Guard, ...] = ()
+    strict_guards_band: float = 0.04
+    verifier_model: ModelCheck | None = None
 
 
 def pick(
@@ -78,8 +76,8 @@ def pick(
     accepts, or None. ``found`` is read lazily: entries past an accepted one are never fetched,
     except that all candidates needing the model are gathered for one call. ``screen`` runs the
     guards (default ``rejection``; the cache's counts which guard rejected)."""
-    guards, strict, model = rules.guards, rules.verifier, rules.verifier_model
-    borderline = threshold + rules.verifier_band  # where the strict checks apply
+    guards, strict, model = rules.guards, rules.strict_guards, rules.verifier_model
+    borderline = threshold + rules.strict_guards_band  # where the strict guards apply
     ceiling = threshold if model is None else threshold + model.band  # where the model does
     lowest = threshold if model is None else model.lowest(threshold)
     pending: list[tuple[Entry, float]] = []

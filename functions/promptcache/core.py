@@ -29,7 +29,7 @@ from ._admin import Admin
 from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, GuardedStore
 from ._claim import Claims, Filled, Lead, lock_ttl, locks_of
 from ._errors import BackendError
-from ._health import Health
+from ._health import PROBE_MAX_AGE, Health
 from ._indexes import DEFAULT_BOUNDS, Bounds, indexes_for
 from ._keys import namespace, normalize
 from ._protocols import LLM, Embedder, Index, Locks, Stats, Store
@@ -47,8 +47,8 @@ from ._types import (
     Tier,
     Vector,
 )
-from ._verify import ModelCheck, pick
-from .settings import PRICE_PER_1K_TOKENS, TTL_SECONDS, UPSTREAM_TIMEOUT, VERIFIER_BAND
+from ._verify import ModelCheck, Rules, pick
+from .settings import PRICE_PER_1K_TOKENS, STRICT_GUARDS_BAND, TTL_SECONDS, UPSTREAM_TIMEOUT
 
 log = logging.getLogger("promptcache")
 
@@ -66,8 +66,8 @@ class _Plan:
 class PromptCache:
     """The semantic cache. Public methods own policy; backends do raw I/O only.
 
-    Backends (each wrapped once by ``_boundary``; the attributes of the same names read and
-    replace the backends themselves):
+    Backends, given at construction (each wrapped once by ``_boundary``; the read-only
+    attributes of the same names return the backends themselves):
 
     - ``store``: entries, exact keys and vector logs; ``index``: a server-side Index for the
       vectors (default None: each process its own, synced from the logs). ``locks``: fill locks
@@ -82,9 +82,10 @@ class PromptCache:
       embedder's ``default_threshold``); ``candidates``: how many of the nearest entries the
       guards may look at.
     - ``guards``: each may reject a candidate (query and candidate prompt, both canonical ->
-      a reason, or None). ``verifier``: more guards, asked only about borderline candidates,
-      whose similarity is below ``threshold + verifier_band``; ``verifier_model``: the trained
-      verifier and its policy (module ``_verify``), on the same borderline candidates.
+      a reason, or None). ``strict_guards``: more guards, asked only about borderline
+      candidates, whose similarity is below ``threshold + strict_guards_band``;
+      ``verifier_model``: the trained verifier and its policy (module ``_verify``), in its own
+      band. All four are held as one value, ``rules`` (``_verify.Rules``).
     - ``ttl_seconds``: lifetime of a stored answer unless the request sets one (0: forever).
     - ``semantic_max_chars``: longer prompts use the exact tier only (default: what the embedder
       reads whole, its ``max_input_chars``). ``bounds``: of the indexes in memory (``_indexes``).
@@ -105,8 +106,8 @@ class PromptCache:
         threshold: float | None = None,
         ttl_seconds: float = TTL_SECONDS,
         guards: Sequence[Guard] = (),
-        verifier: Sequence[Guard] = (),
-        verifier_band: float = VERIFIER_BAND,
+        strict_guards: Sequence[Guard] = (),
+        strict_guards_band: float = STRICT_GUARDS_BAND,
         verifier_model: ModelCheck | None = None,
         price_per_1k_tokens: float = PRICE_PER_1K_TOKENS,
         candidates: int = 4,
@@ -114,49 +115,43 @@ class PromptCache:
         bounds: Bounds = DEFAULT_BOUNDS,
         fill_lock_ttl: float = lock_ttl(UPSTREAM_TIMEOUT),
         fill_wait: float | None = None,
+        probe_max_age: float = PROBE_MAX_AGE,
         llm_hint: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = GuardedStore(store)
-        self._locks_follow_store = locks is None
         self._locks = GuardedLocks(locks if locks is not None else locks_of(store))
-        self._embedder = GuardedEmbedder(embedder)
+        self._embedder = embedder = GuardedEmbedder(embedder)
         self._stats = GuardedStats(stats)
         self._llm = GuardedLLM(llm, llm_hint)
         self.threshold = embedder.default_threshold if threshold is None else threshold
         self.ttl_seconds = ttl_seconds
-        self.guards = tuple(guards)
-        self.verifier = tuple(verifier)
-        self.verifier_band = verifier_band
-        self.verifier_model = verifier_model
+        self.rules = Rules(tuple(guards), tuple(strict_guards), strict_guards_band, verifier_model)
         self.candidates = candidates
         self.semantic_max_chars = (
             embedder.max_input_chars if semantic_max_chars is None else semantic_max_chars
         )
         self.clock = clock
-        self._indexes = indexes_for(self._store, index, lambda: self._embedder.dim, bounds)
         self._claims = Claims(
             locks=self._locks,
-            peek=lambda query: self._indexes.sync(query.namespace, query.key).exact,
             clock=clock,
             lock_ttl=fill_lock_ttl,
             wait=fill_lock_ttl if fill_wait is None else fill_wait,
         )
-        self._indexes.evicted = self._claims.forget  # a lingering shared answer may be evicted
+        # an eviction may remove the entry a lingering shared answer names
+        self._indexes = indexes_for(
+            self._store, index, lambda: embedder.dim, bounds, evicted=self._claims.forget
+        )
         self._accounting = Accounting(self._stats, price_per_1k_tokens, clock, self._store)
-        self._health = Health(self._store, self._embedder, self._stats, self._llm, self._indexes)
+        self._health = Health(
+            self._store, embedder, self._stats, self._llm, self._indexes, max_age=probe_max_age
+        )
         self._admin = Admin(self._store, self._indexes, self._claims, self._accounting, clock)
 
     # ------------------------------------------------------------------ the backends
     @property
     def store(self) -> Store:
         return self._store.inner
-
-    @store.setter
-    def store(self, store: Store) -> None:
-        self._store.inner = store
-        if self._locks_follow_store:
-            self._locks.inner = locks_of(store)
 
     @property
     def locks(self) -> Locks | None:
@@ -166,34 +161,13 @@ class PromptCache:
     def embedder(self) -> Embedder:
         return self._embedder.inner
 
-    @embedder.setter
-    def embedder(self, embedder: Embedder) -> None:
-        self._embedder.inner = embedder
-
     @property
     def stats(self) -> Stats:
         return self._stats.inner
 
-    @stats.setter
-    def stats(self, stats: Stats) -> None:
-        self._stats.inner = stats
-
     @property
     def llm(self) -> LLM | None:
         return self._llm.inner
-
-    @llm.setter
-    def llm(self, llm: LLM | None) -> None:
-        self._llm.inner = llm
-
-    @property
-    def probe_max_age(self) -> float:
-        """Seconds a health probe of the embedder or the stats is reused."""
-        return self._health.max_age
-
-    @probe_max_age.setter
-    def probe_max_age(self, seconds: float) -> None:
-        self._health.max_age = seconds
 
     # ------------------------------------------------------------------ answering
     def chat(self, request: ChatRequest) -> ChatResult:
@@ -281,9 +255,10 @@ class PromptCache:
         or None if it is neither in ``known`` nor counted. Raises StatsError."""
         return self._accounting.tenant_report(tenant, known, self._about(None), since)
 
-    @property
-    def accounting(self) -> Accounting:
-        return self._accounting
+    def counters(self) -> tuple[dict[str, dict[str, float]], int | None]:
+        """Each tenant's counters and the store's entry count (None when it cannot tell), for
+        ``/metrics``. Raises StatsError."""
+        return self._accounting.counters()[1], self._accounting.entries()
 
     def _about(self, entries: int | None) -> dict[str, Any]:
         embedder = {"id": self._embedder.id, "dim": self._embedder.dim}
@@ -309,9 +284,22 @@ class PromptCache:
         """Delete every entry and reset the counters. Raises StoreError or StatsError."""
         return self._admin.clear()
 
-    @property
-    def admin(self) -> Admin:  # entries across tenants: recent, flush (_admin.Admin)
-        return self._admin
+    def recent(self, tenant: str | None, offset: int, limit: int) -> tuple[list[Entry], int | None]:
+        """A page of live entries, newest first (``tenant``'s only, when given), and the offset
+        of the next page (None at the end). Raises StoreError."""
+        return self._admin.recent(tenant, offset, limit)
+
+    def flush(
+        self,
+        *,
+        namespace: str | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+        prompt: str | None = None,
+    ) -> int:
+        """Remove every entry matching all the filters given (at least one); how many. Raises
+        StoreError."""
+        return self._admin.flush(namespace=namespace, model=model, tenant=tenant, prompt=prompt)
 
     # ------------------------------------------------------------------ the policy
     def _query(self, request: ChatRequest) -> Query:
@@ -340,6 +328,10 @@ class PromptCache:
             return _Plan(bypass=_reason(exc))
         return _Plan(hit=hit, vector=vector)
 
+    def _peek(self, query: Query) -> Entry | None:
+        """The query's stored entry, read afresh (after waiting for another process's fill)."""
+        return self._indexes.sync(query.namespace, query.key).exact
+
     def _lookup(self, query: Query, tally: Tally) -> tuple[CacheHit | None, Vector | None]:
         now = self.clock()
         exact = self._indexes.sync(query.namespace, query.key).exact
@@ -349,13 +341,13 @@ class PromptCache:
             return None, None
         vector = self._embed(query.folded, tally)
         threshold = self.threshold if query.request.threshold is None else query.request.threshold
-        model = self.verifier_model
+        model = self.rules.verifier_model
         lowest = threshold if model is None else model.lowest(threshold)
         found = self._indexes.search(
             query.namespace, vector, k=self.candidates, min_score=lowest, now=now
         )
         live = self._live(query, found, now)
-        chosen = pick(query.text, live, threshold, self, tally.verdicts, tally.screen)
+        chosen = pick(query.text, live, threshold, self.rules, tally.verdicts, tally.screen)
         if chosen is None:
             return None, vector
         self._indexes.hit(query.namespace, chosen[0].id)
@@ -372,7 +364,7 @@ class PromptCache:
 
     def _lead(self, query: Query, plan: _Plan) -> Lead | Filled:
         """The claim step (``_claim``): lead, or share another's answer (a bypass leads none)."""
-        return Lead() if plan.bypass is not None else self._claims.claim(query)
+        return Lead() if plan.bypass is not None else self._claims.claim(query, self._peek)
 
     def _relay(
         self, query: Query, tally: Tally, plan: _Plan, lead: Lead

@@ -7,7 +7,7 @@ what folding merges. Guards are pure
 functions of the two strings and cost microseconds; the core applies them, best candidate first,
 to every candidate at or above the threshold.
 
-Each guard is measured on its own with ``promptcache eval`` (README, "Decision quality"); only
+Each guard is measured on its own with ``promptcache eval`` (docs/quality.md); only
 those that pay for themselves are in ``default_guards()``. ``ALL_GUARDS`` lists every guard.
 """
 
@@ -445,14 +445,14 @@ def default_guards() -> tuple[Guard, ...]:
 
 
 #: PROMPTCACHE_VERIFIER -> the extra checks it adds after the default guards.
-VERIFIERS: dict[str, tuple[Guard, ...]] = {
+STRICT: dict[str, tuple[Guard, ...]] = {
     "off": (),
-    "strict": (negation_guard, target_guard),
+    "on": (negation_guard, target_guard),
 }
 
 
-def verifier_guards(kind: str) -> tuple[Guard, ...]:
-    """The checks of the optional verifier (``off`` by default). ``strict`` adds the negation and
+def strict_guards(kind: str) -> tuple[Guard, ...]:
+    """The optional strict guards (``off`` by default). ``on`` adds the negation and
     changed-target checks: on held-out data they trade recall for precision at about the rate a
     higher threshold does, so they are opt-in, for traffic where these mistakes cost most."""
-    return VERIFIERS[kind]
+    return STRICT[kind]

@@ -1,8 +1,10 @@
-"""Every route of the product, the route a request path falls under, and the headers that say what
-the cache did.
+"""The HTTP contract: every route of the product, the route a request path falls under, the API
+face that answers it (and so the dialect of its errors), every header name the product reads or
+writes, and the one CORS list.
 
-Pure standard library: the infrastructure (API Gateway routes), the local server (which handler
-module serves a path) and the handlers all read this table; importing it costs nothing.
+Pure standard library: the infrastructure (API Gateway routes and CORS, the streaming function's
+URL), the local server (which handler module serves a path) and the HTTP wing all read it;
+importing it costs nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,25 @@ def route_path(path: str) -> str | None:
     return next((route for route, pattern in _TEMPLATES.items() if pattern.match(path)), None)
 
 
+#: The API faces: each answers its routes, and its errors, in its own dialect.
+NATIVE, OPENAI = "native", "openai"
+#: The routes of a face other than the native one (``/chat``, the entries, stats, admin...).
+FACES: dict[str, str] = {
+    "/v1/chat/completions": OPENAI,
+    "/v1/models": OPENAI,
+}
+#: Where a path under no route is answered (its 404 or 405): the face of its prefix.
+FACE_PREFIXES: tuple[tuple[str, str], ...] = (("/v1/", OPENAI),)
+
+
+def face_of(path: str) -> str:
+    """The face whose dialect answers a request for ``path`` (errors included)."""
+    route = route_path(path)
+    if route is not None:
+        return FACES.get(route, NATIVE)
+    return next((face for prefix, face in FACE_PREFIXES if path.startswith(prefix)), NATIVE)
+
+
 #: The cache's decision, on every chat answer (and exposed to browsers by CORS).
 TIER_HEADER = "X-Promptcache-Tier"
 SIMILARITY_HEADER = "X-Promptcache-Similarity"
@@ -52,3 +73,27 @@ BYPASS_HEADER = "X-Promptcache-Bypass"
 TIMING_HEADER = "Server-Timing"
 TIMING_PARTS = ("lookup", "embed", "verify", "model")
 RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER, BYPASS_HEADER, TIMING_HEADER)
+#: How long to wait before retrying a 429 (the rate limit's or the model's).
+RETRY_AFTER_HEADER = "Retry-After"
+#: The admin key chats for the tenant this header names.
+TENANT_HEADER = "X-Promptcache-Tenant"
+#: What clients authenticate with: ``Authorization: Bearer KEY``; Anthropic's clients may send
+#: ``x-api-key`` and ``anthropic-version`` instead (allowed for browsers now, read by the
+#: Messages face).
+AUTHORIZATION_HEADER = "Authorization"
+API_KEY_HEADER = "X-Api-Key"
+ANTHROPIC_VERSION_HEADER = "Anthropic-Version"
+
+#: CORS, the one list: the request headers a browser may send and the answer headers its script
+#: may read, on the local server and every deployed entry point alike.
+CORS_ALLOW_HEADERS = (
+    AUTHORIZATION_HEADER,
+    "Content-Type",
+    TENANT_HEADER,
+    API_KEY_HEADER,
+    ANTHROPIC_VERSION_HEADER,
+)
+#: On every answer: API Gateway's id of the request (the SDKs show it on errors; the access log
+#: and the function's log carry the same id).
+REQUEST_ID_HEADER = "X-Request-Id"
+CORS_EXPOSE_HEADERS = (*RESULT_HEADERS, RETRY_AFTER_HEADER, REQUEST_ID_HEADER)

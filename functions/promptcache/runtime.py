@@ -21,8 +21,9 @@ from ._verify import ModelCheck
 from .adapters._http import RetryPolicy
 from .calibration import read_calibration
 from .core import PromptCache
-from .guards import default_guards, verifier_guards
+from .guards import default_guards, strict_guards
 from .http.ratelimit import RateLimiter
+from .http.service import Service
 from .settings import Settings, key_digest, parse_api_keys
 
 
@@ -229,7 +230,7 @@ def _workers_ai_verifier(settings: Settings) -> Verifier:
     return verifier
 
 
-VERIFIERS: dict[str, Callable[[Settings], Verifier]] = {
+VERIFIER_MODELS: dict[str, Callable[[Settings], Verifier]] = {
     "local": _local_verifier,
     "workers-ai": _workers_ai_verifier,
 }
@@ -240,18 +241,34 @@ def _model_check(settings: Settings) -> ModelCheck | None:
     if settings.verifier_model == "off":
         return None
     return ModelCheck(
-        verifier=_pick(VERIFIERS, settings.verifier_model, "verifier")(settings),
+        verifier=_pick(VERIFIER_MODELS, settings.verifier_model, "verifier model")(settings),
         cutoff=settings.verifier_cutoff,
         below=settings.verifier_below,
         band=settings.verifier_model_band,
     )
 
 
-def build(settings: Settings) -> PromptCache:
+def make_embedder(settings: Settings) -> Embedder:
+    """The embedder PROMPTCACHE_EMBEDDER names (for a caller that wraps it before ``build``)."""
+    made: Embedder = _pick(EMBEDDERS, settings.embedder, "embedder")(settings)
+    return made
+
+
+def make_llm(settings: Settings) -> LLM | None:
+    """The model PROMPTCACHE_LLM names, None for `none` (for a caller that wraps it)."""
+    return None if settings.llm == "none" else _pick(LLMS, settings.llm, "LLM")(settings)
+
+
+def build(
+    settings: Settings, *, embedder: Embedder | None = None, llm: LLM | None = None
+) -> PromptCache:
+    """The cache the settings describe; ``embedder`` and ``llm``, when given, are used instead of
+    the ones the settings name (the offline evaluation memoises the embedder; benchmarks and
+    tests give a model of their own)."""
     store, store_stats = _pick(STORES, settings.store, "store")(settings)
     stats = _pick(STATS, settings.stats, "stats backend")(settings, store, store_stats)
-    embedder = _pick(EMBEDDERS, settings.embedder, "embedder")(settings)
-    llm = None if settings.llm == "none" else _pick(LLMS, settings.llm, "LLM")(settings)
+    embedder = make_embedder(settings) if embedder is None else embedder
+    llm = make_llm(settings) if llm is None else llm
     index = _pick(INDEXES, settings.index, "index")(settings)
     return PromptCache(
         store=store,
@@ -263,8 +280,8 @@ def build(settings: Settings) -> PromptCache:
         threshold=_threshold(settings, embedder),
         ttl_seconds=settings.ttl_seconds,
         guards=default_guards(),
-        verifier=verifier_guards(settings.verifier),
-        verifier_band=settings.verifier_band,
+        strict_guards=strict_guards(settings.strict_guards),
+        strict_guards_band=settings.strict_guards_band,
         verifier_model=_model_check(settings),
         fill_lock_ttl=lock_ttl(settings.upstream_timeout),
         price_per_1k_tokens=settings.price_per_1k_tokens,
@@ -323,21 +340,22 @@ def settings() -> Settings:
 
 
 @_Once
-def service() -> PromptCache:
+def cache() -> PromptCache:
     """Built once per warm container."""
     return build(settings())
 
 
 @_Once
-def limiter() -> RateLimiter:
-    """The per-tenant rate limit, counted in the store when it keeps rate windows."""
-    store = service().store
-    windows = store if isinstance(store, RateWindows) else None
-    return RateLimiter(settings().rate_limit_per_minute, windows)
+def service() -> Service:
+    """What every route passes whole: the cache, the settings and the per-tenant rate limit
+    (counted in the store when it keeps rate windows)."""
+    built = cache()
+    windows = built.store if isinstance(built.store, RateWindows) else None
+    return Service(built, settings(), RateLimiter(settings().rate_limit_per_minute, windows))
 
 
 def reset() -> None:
-    """Forget the cached settings and service (tests, `promptcache clear`)."""
+    """Forget the cached settings, cache and service (tests, `promptcache clear`)."""
     settings.cache_clear()
+    cache.cache_clear()
     service.cache_clear()
-    limiter.cache_clear()

@@ -1,12 +1,14 @@
 """Settings, parsed once (at cold start) from the environment into a frozen object.
 
-Every setting is listed in ``SETTINGS`` with its default and meaning; README's table is generated
-from the same list (``promptcache settings``), so the two cannot drift apart.
+Every setting is listed in ``SETTINGS`` with its default and meaning; the table of
+docs/configuration.md is generated from the same list (``promptcache settings``), and a test holds
+the two equal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -15,16 +17,25 @@ from pathlib import Path
 
 from ._errors import ConfigError
 
-# Defaults stated once: the SETTINGS table (and so README and the parsers) and PromptCache's
+log = logging.getLogger("promptcache")
+
+# Defaults stated once: the SETTINGS table (and so the docs and the parsers) and PromptCache's
 # constructor (for a cache built without settings, as the tests do) both read these.
 TTL_SECONDS = 7 * 86400
-VERIFIER_BAND = 0.04
+STRICT_GUARDS_BAND = 0.04
 UPSTREAM_TIMEOUT = 60.0
 PRICE_PER_1K_TOKENS = 0.002
 UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_NAMESPACES = 256
 MAX_ENTRIES_PER_NAMESPACE = 100_000
 REDIS_EF_RUNTIME = 512
+
+#: Names still read for one release, each with its new name and how its values map (documented
+#: as deprecated; a warning is logged when one is set).
+DEPRECATED: dict[str, tuple[str, dict[str, str]]] = {
+    "PROMPTCACHE_VERIFIER": ("PROMPTCACHE_STRICT_GUARDS", {"off": "off", "strict": "on"}),
+    "PROMPTCACHE_VERIFIER_BAND": ("PROMPTCACHE_STRICT_GUARDS_BAND", {}),
+}
 
 #: name -> (default, description). The one list of every setting.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -55,11 +66,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_REDIS_ALGORITHM": (
         "flat",
         "`flat` (exact scan on the server) or `hnsw` (approximate, sub-linear; tune "
-        "PROMPTCACHE_REDIS_EF_RUNTIME: see README).",
+        "PROMPTCACHE_REDIS_EF_RUNTIME: see [Backends](backends.md#server-side-semantic-index)).",
     ),
     "PROMPTCACHE_REDIS_EF_RUNTIME": (
         str(REDIS_EF_RUNTIME),
-        "HNSW candidates a KNN query explores (more: better recall, slower); see README.",
+        "HNSW candidates a KNN query explores (more: better recall, slower); see "
+        "[Backends](backends.md#server-side-semantic-index).",
     ),
     "UPSTASH_VECTOR_REST_URL": (
         "",
@@ -98,15 +110,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "embedder's default (0.92 for the local MiniLM, calibrated; 0.90 for Workers AI bge-base, "
         "not yet calibrated).",
     ),
-    "PROMPTCACHE_VERIFIER": (
+    "PROMPTCACHE_STRICT_GUARDS": (
         "off",
-        "`off` or `strict`: `strict` also rejects a candidate whose negation or target "
-        '("into Spanish" vs "into German") differs; fewer false hits, fewer hits.',
+        "`off` or `on`: `on` also rejects a candidate whose negation or target "
+        '("into Spanish" vs "into German") differs; fewer false hits, fewer hits. Formerly '
+        "PROMPTCACHE_VERIFIER=strict.",
     ),
-    "PROMPTCACHE_VERIFIER_BAND": (
-        f"{VERIFIER_BAND:g}",
-        "The verifier checks only candidates whose similarity is below threshold + this band "
-        "(borderline ones); 1 = every candidate.",
+    "PROMPTCACHE_STRICT_GUARDS_BAND": (
+        f"{STRICT_GUARDS_BAND:g}",
+        "The strict guards check only candidates whose similarity is below threshold + this "
+        "band (borderline ones); 1 = every candidate. Formerly PROMPTCACHE_VERIFIER_BAND.",
     ),
     "PROMPTCACHE_VERIFIER_MODEL": (
         "off",
@@ -126,7 +139,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_VERIFIER_MODEL_BAND": (
         "0.04",
         "The verifier judges candidates below threshold + this band; those above pass without "
-        'it (1 = every candidate). 0.04: the measured trade (README, "The verifier").',
+        "it (1 = every candidate). 0.04: the measured trade ([The verifier](verifier.md)).",
     ),
     "PROMPTCACHE_VERIFIER_TIMEOUT": (
         "1",
@@ -147,32 +160,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Entries with a vector one namespace keeps; past it the least recently hit ones are "
         "deleted (beside the TTL).",
     ),
-    "PROMPTCACHE_MAX_BODY_BYTES": (
-        "262144",
-        "Largest request body the cache handles: `POST /chat` answers 413 above it; "
-        "/v1/chat/completions forwards a larger one uncached (bypass `oversize`) up to 6 MB.",
-    ),
-    "PROMPTCACHE_MAX_PROMPT_CHARS": (
-        "32000",
-        "Longest message content the cache handles (`POST /chat`: 413 above; "
-        "/v1/chat/completions: forwarded uncached).",
-    ),
-    "PROMPTCACHE_MAX_MESSAGES": (
-        "100",
-        "Most messages the cache handles in one request (`POST /chat`: 413 above; "
-        "/v1/chat/completions: forwarded uncached).",
-    ),
+    "PROMPTCACHE_MAX_BODY_BYTES": ("262144", "Largest body cached (/chat: 413; /v1: uncached)."),
+    "PROMPTCACHE_MAX_PROMPT_CHARS": ("32000", "Longest message cached (/chat 413, /v1 uncached)."),
+    "PROMPTCACHE_MAX_MESSAGES": ("100", "Most messages cached (/chat: 413 above; /v1: uncached)."),
     "PROMPTCACHE_SEMANTIC_TOOLS": (
         "off",
-        "`off` or `on`: `on` lets the semantic tier answer tool- or schema-bound requests "
-        "(tools, functions, a JSON response format) whose last turn is a user turn, behind the "
-        "same guards as text; `off` keeps them on the exact tier (a wrong loose hit replays a "
-        "wrong action or record). A turn ending in a tool result is always exact.",
+        "`on`: tool- or schema-bound requests ending in a user turn may use the semantic tier.",
     ),
     "PROMPTCACHE_MAX_N": (
         "8",
-        "Most choices (`n`) one /v1/chat/completions request may ask for; each is a model call, "
-        "never stored.",
+        "Most choices (`n`) fanned out as calls (an OpenAI-compatible upstream takes `n` itself).",
     ),
     "PROMPTCACHE_API_KEYS": (
         "",
@@ -262,6 +259,26 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _renamed(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each deprecated name that is set read as its new name (a warning logged);
+    both set to different values is an error."""
+    found = {old: env[old].strip() for old in DEPRECATED if env.get(old, "").strip()}
+    if not found:
+        return env
+    out = dict(env)
+    for old, raw in found.items():
+        new, values = DEPRECATED[old]
+        value = values.get(raw.lower(), raw)
+        given = env.get(new, "").strip()
+        if given and given.lower() != value.lower():
+            raise ConfigError(
+                f"{old} (deprecated) and {new} are both set and differ: set {new} only"
+            )
+        log.warning("%s is deprecated and will be removed: set %s=%s instead", old, new, value)
+        out[new] = value
+    return out
+
+
 def _str(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip() or SETTINGS[name][0]
 
@@ -335,8 +352,8 @@ class Settings:
     upstash_token: str
     upstash_token_ssm_parameter: str
     upstash_chunk_bytes: int = UPSTASH_CHUNK_BYTES
-    verifier: str = "off"
-    verifier_band: float = VERIFIER_BAND
+    strict_guards: str = "off"
+    strict_guards_band: float = STRICT_GUARDS_BAND
     verifier_model: str = "off"
     verifier_cutoff: float = 0.5
     verifier_below: float = 0.0
@@ -367,7 +384,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = _renamed(os.environ if env is None else env)
         cf_token = _str(env, "CLOUDFLARE_API_TOKEN")
         cf_token_param = _str(env, "CLOUDFLARE_API_TOKEN_SSM_PARAMETER")
         cf_account = _str(env, "CLOUDFLARE_ACCOUNT_ID")
@@ -459,8 +476,8 @@ class Settings:
             upstash_token=_str(env, "UPSTASH_REDIS_REST_TOKEN"),
             upstash_token_ssm_parameter=_str(env, "UPSTASH_REDIS_REST_TOKEN_SSM_PARAMETER"),
             upstash_chunk_bytes=_int(env, "PROMPTCACHE_UPSTASH_CHUNK_BYTES", 4096, 2**28),
-            verifier=_choice(env, "PROMPTCACHE_VERIFIER", ("off", "strict")),
-            verifier_band=_float(env, "PROMPTCACHE_VERIFIER_BAND", 0.0, 1.0),
+            strict_guards=_choice(env, "PROMPTCACHE_STRICT_GUARDS", ("off", "on")),
+            strict_guards_band=_float(env, "PROMPTCACHE_STRICT_GUARDS_BAND", 0.0, 1.0),
             verifier_model=verifier_model,
             verifier_cutoff=_float(env, "PROMPTCACHE_VERIFIER_CUTOFF", 0.0, 1.0),
             verifier_below=_float(env, "PROMPTCACHE_VERIFIER_BELOW", 0.0, 1.0),

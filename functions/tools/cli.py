@@ -41,7 +41,7 @@ def _cmd_warm(args: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     rows = _read_warm_file(Path(args.file), settings.model)  # all validated before any write
-    cache = runtime.service()
+    cache = runtime.cache()
     batch = 64
     with tqdm(total=len(rows), unit="entry", desc="warming", disable=args.quiet) as bar:
         for start in range(0, len(rows), batch):
@@ -58,14 +58,14 @@ def _cmd_warm(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from promptcache import runtime
 
-    print(json.dumps(runtime.service().report(), indent=2))
+    print(json.dumps(runtime.cache().report(), indent=2))
     return 0
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
     from promptcache import runtime
 
-    removed = runtime.service().clear()
+    removed = runtime.cache().clear()
     print(f"removed {removed} entries and reset the stats", file=sys.stderr)
     return 0
 
@@ -73,7 +73,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 def _cmd_compact(args: argparse.Namespace) -> int:
     from promptcache import runtime
 
-    store = runtime.service().store
+    store = runtime.cache().store
     compact = getattr(store, "compact", None)
     if compact is None:
         raise PromptCacheError(f"the {runtime.settings().store} store keeps no log to compact")
@@ -130,7 +130,7 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import run_eval
+    from .evaluation.commands import run_eval
 
     run_eval(
         Path(args.file),
@@ -149,7 +149,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .evaluate import run_calibrate
+    from .evaluation.commands import run_calibrate
 
     run_calibrate(
         Path(args.file),

@@ -313,7 +313,7 @@ def serve(host: str, port: int) -> None:
     from promptcache import runtime
 
     server = make_server(host, port)
-    cache = runtime.service()  # cold start now, not on the first request
+    cache = runtime.cache()  # cold start now, not on the first request
     s = runtime.settings()
     bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
     print(

@@ -52,6 +52,7 @@ class HttpApiArgs:
     #: Handler module that answers requests no route matches (with a JSON 404 or 405).
     fallback: str
     cors_allow_origins: Sequence[str]
+    cors_allow_headers: Sequence[str]
     cors_expose_headers: Sequence[str]
     throttle_rate_limit: int
     throttle_burst_limit: int
@@ -89,7 +90,7 @@ class HttpApi(pulumi.ComponentResource):
             cors_configuration=aws.apigatewayv2.ApiCorsConfigurationArgs(
                 allow_origins=list(args.cors_allow_origins),
                 allow_methods=methods,
-                allow_headers=["authorization", "content-type"],
+                allow_headers=list(args.cors_allow_headers),
                 expose_headers=list(args.cors_expose_headers),
                 max_age=600,
             ),

@@ -37,7 +37,6 @@ READINESS_CHECK_PATH = "/health"
 #: ``/health`` answers 200, or 503 while the store is unreachable: either way the server answers
 #: requests (the cache is bypassed, the model still answers), so both count as ready.
 READINESS_CHECK_HEALTHY_STATUS = "200,503"
-CORS_ALLOW_HEADERS = ("authorization", "content-type")
 
 
 def web_adapter_layer_arn(region: str, architecture: str, version: int) -> str:
@@ -72,6 +71,7 @@ class StreamingEndpointArgs:
     adapter_layer_arn: str
     cors_allow_origins: Sequence[str]
     cors_allow_methods: Sequence[str]
+    cors_allow_headers: Sequence[str]
     cors_expose_headers: Sequence[str]
 
 
@@ -125,7 +125,7 @@ class StreamingEndpoint(pulumi.ComponentResource):
             cors=aws.lambda_.FunctionUrlCorsArgs(
                 allow_origins=list(args.cors_allow_origins),
                 allow_methods=list(args.cors_allow_methods),
-                allow_headers=list(CORS_ALLOW_HEADERS),
+                allow_headers=list(args.cors_allow_headers),
                 expose_headers=list(args.cors_expose_headers),
                 max_age=600,
             ),

@@ -6,7 +6,7 @@ does; the entries live in one memory store, the vectors where the index keeps th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from promptcache import (
+    LLM,
     ChatRequest,
     Completion,
     Index,
@@ -22,6 +23,7 @@ from promptcache import (
     Tier,
     Usage,
 )
+from promptcache._tally import Guard
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.adapters.redis_index import RedisIndex
 from promptcache.adapters.upstash_vector import UpstashVectorIndex
@@ -57,13 +59,20 @@ class Backend:
     _index: Callable[[], Index | None]
     caches: list[PromptCache] = field(default_factory=list)
 
-    def cache(self, embedder: FakeEmbedder | None = None) -> PromptCache:
+    def cache(
+        self,
+        embedder: FakeEmbedder | None = None,
+        llm: LLM | None = None,
+        guards: Sequence[Guard] = (),
+    ) -> PromptCache:
         """A PromptCache as another process would have (its own index state, same backends)."""
         cache = PromptCache(
             store=self.store,
             index=self._index(),
             embedder=embedder or FakeEmbedder(),
             stats=MemoryStats(),
+            llm=llm,
+            guards=guards,
             clock=self.clock,
             ttl_seconds=0,
         )
@@ -148,8 +157,10 @@ def test_the_best_of_several_candidates_wins(backend: Backend) -> None:
 
 
 def test_a_guard_rejecting_the_best_lets_the_next_answer(backend: Backend) -> None:
-    cache = backend.cache(embedder(question_2=BASE))
-    cache.guards = (lambda q, c: "numbers differ" if ("2" in q) != ("2" in c) else None,)
+    def numbers(q: str, c: str) -> str | None:
+        return "numbers differ" if ("2" in q) != ("2" in c) else None
+
+    cache = backend.cache(embedder(question_2=BASE), guards=(numbers,))
     keep(cache, "best", blend(BASE, unit("best"), 0.99))
     second = keep(cache, "second 2", blend(BASE, unit("second"), 0.93))
     found = semantic(cache, "question 2")
@@ -229,8 +240,8 @@ def test_the_exact_tier_needs_no_index(backend: Backend) -> None:
 def test_chat_stores_a_miss_and_answers_a_paraphrase_from_it(backend: Backend) -> None:
     from tests.unit.fakes import FakeLLM
 
-    cache = backend.cache(embedder(how_do_i_reset_it=BASE, how_can_i_reset_it=NEAR))
-    cache.llm = llm = FakeLLM()
+    llm = FakeLLM()
+    cache = backend.cache(embedder(how_do_i_reset_it=BASE, how_can_i_reset_it=NEAR), llm)
     miss = cache.chat(ask("how do i reset it"))
     hit = cache.chat(ask("how can i reset it"))
     assert miss.tier is Tier.MISS and hit.tier is Tier.SEMANTIC

@@ -64,8 +64,8 @@ def test_build_writes_the_layer_the_function_zip_and_a_manifest(tmp_path: Path) 
     assert all(n.startswith("python/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     # The layer holds what Lambda runs: no tool module (eval, calibrate, CLI, local server).
-    assert not any("promptcache_tools" in n or n.rsplit("/", 1)[-1] in
-                   ("cli.py", "server.py", "evaluate.py") for n in names)  # fmt: skip
+    assert not any("promptcache_tools" in n or "/evaluation/" in n or n.rsplit("/", 1)[-1] in
+                   ("cli.py", "server.py") for n in names)  # fmt: skip
     with zipfile.ZipFile(result.functions.path) as zf:
         # The handlers, run.sh and what run.sh runs (the server and the CLI): no other tool.
         serve = [f"promptcache_tools/{name}" for name in build.SERVE_MODULES]

@@ -14,7 +14,7 @@ import pytest
 from infra.artifacts import ArtifactError
 from infra.components.http_api import ACCESS_LOG_FORMAT
 from infra.config import ConfigError
-from promptcache.routes import ROUTES
+from promptcache.routes import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, ROUTES
 from promptcache.settings import SETTINGS, Settings
 from tests.infra.conftest import (
     ACCOUNT,
@@ -271,8 +271,13 @@ def test_cors(dev: ProgramRun) -> None:
     cors = api["corsConfiguration"]
     assert cors["allowOrigins"] == ["*"]
     assert set(cors["allowMethods"]) == {m for m, _ in ROUTES} | {"OPTIONS"}
-    assert {"authorization", "content-type"} <= set(cors["allowHeaders"])
-    assert "x-promptcache-tier" in cors["exposeHeaders"]
+    # the one CORS list (promptcache.routes), as the local server answers it
+    assert cors["allowHeaders"] == [h.lower() for h in CORS_ALLOW_HEADERS]
+    assert cors["exposeHeaders"] == [h.lower() for h in CORS_EXPOSE_HEADERS]
+    assert {"x-promptcache-tenant", "retry-after", "x-promptcache-tier"} <= {
+        *cors["allowHeaders"],
+        *cors["exposeHeaders"],
+    }
 
 
 # ---------------------------------------------------------------- IAM
@@ -518,7 +523,7 @@ def test_the_only_settings_a_user_must_add_are_documented_as_required(artifacts_
     optional = {k for k in no_default if declared[k]["description"].startswith("Optional.")}
     assert no_default - optional == {"cloudflareAccountId", "cloudflareApiToken"}
     assert optional == {"apiKeys", "adminKey"}
-    config_text = (REPO / "QUICKSTART.md").read_text(encoding="utf-8")
+    config_text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
     for key in no_default:
         assert f"promptcache:{key}" in config_text
 

@@ -35,12 +35,11 @@ from infra.components.streaming import (
 from infra.config import ConfigError, StackConfig
 from infra.program import (
     CLOUDFLARE_TOKEN_PARAMETER,
-    EXPOSE_HEADERS,
     UPSTASH_TOKEN_PARAMETER,
     function_environment,
     streaming_environment,
 )
-from promptcache.routes import ROUTES
+from promptcache.routes import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, ROUTES
 from promptcache.settings import SETTINGS, Settings
 from tests.infra.conftest import (
     ACCOUNT,
@@ -208,8 +207,8 @@ def test_cors_on_the_url_follows_cors_allow_origins(
     assert cors["allowOrigins"] == ["*"]  # Pulumi.yaml's default
     assert set(cors["allowMethods"]) == {m for m, _ in ROUTES}
     assert all(len(m) <= 6 for m in cors["allowMethods"])  # Lambda's limit: no OPTIONS here
-    assert {"authorization", "content-type"} <= set(cors["allowHeaders"])
-    assert cors["exposeHeaders"] == list(EXPOSE_HEADERS)
+    assert cors["allowHeaders"] == [h.lower() for h in CORS_ALLOW_HEADERS]
+    assert cors["exposeHeaders"] == [h.lower() for h in CORS_EXPOSE_HEADERS]
     run = run_program(
         "dev",
         artifacts_dir,

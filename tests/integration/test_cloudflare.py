@@ -54,7 +54,7 @@ def build() -> Iterator[Callable[..., PromptCache]]:
 
     yield make
     for cache in built:
-        judge = cache.verifier_model.verifier if cache.verifier_model else None
+        judge = cache.rules.verifier_model.verifier if cache.rules.verifier_model else None
         for backend in (cache.embedder, cache.llm, cache.stats, judge):
             close = getattr(backend, "close", None)
             if close is not None:
@@ -114,8 +114,8 @@ def test_the_workers_ai_reranker_judges_candidates_and_its_failure_is_a_miss(
     cache = build(
         cloudflare_env, PROMPTCACHE_VERIFIER_MODEL="workers-ai", PROMPTCACHE_VERIFIER_MODEL_BAND="1"
     )
-    assert cache.verifier_model is not None
-    assert cache.verifier_model.verifier.id == "cf-bge-reranker-base"
+    assert cache.rules.verifier_model is not None
+    assert cache.rules.verifier_model.verifier.id == "cf-bge-reranker-base"
     first = ask(cache, "What is the capital of France?")
     assert first.tier is Tier.MISS
     hit = ask(cache, "Which city is the capital of France?")

@@ -55,7 +55,7 @@ def gateway(
         cache = PromptCache(
             store=MemoryStore(), embedder=local_embedder, stats=MemoryStats(), llm=llm
         )
-        monkeypatch.setattr(runtime, "service", lambda: cache)
+        monkeypatch.setattr(runtime, "cache", lambda: cache)
         handler = importlib.reload(importlib.import_module("promptcache_handlers.chat"))
         yield Gateway(handler)
     monkeypatch.undo()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from promptcache.routes import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.serve import ServerProcess
 
@@ -230,6 +231,16 @@ def test_routes_methods_and_cors(serve: ServerProcess) -> None:
     )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
+    # the one CORS list (promptcache.routes), as the deployed API Gateway and URL answer it
+    allowed = {
+        h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")
+    }
+    assert allowed == {h.lower() for h in CORS_ALLOW_HEADERS}
+    answered = httpx.post(
+        serve.url + "/chat", json={"prompt": "cors"}, headers={"Origin": "https://app.example"}
+    )
+    exposed = answered.headers["access-control-expose-headers"].lower().split(",")
+    assert {h.strip() for h in exposed} == {h.lower() for h in CORS_EXPOSE_HEADERS}
     health = httpx.get(serve.url + "/health")
     assert health.status_code == 200
     assert health.json()["dependencies"]["store"]["ok"] is True

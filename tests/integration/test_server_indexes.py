@@ -172,10 +172,10 @@ def _req(prompt: str) -> ChatRequest:
 def test_an_unreachable_index_bypasses_and_stores_nothing() -> None:
     client = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     store = MemoryStore()
+    llm = FakeLLM()
     cache = PromptCache(
-        store=store, index=RedisIndex(client), embedder=FakeEmbedder(), stats=MemoryStats()
+        store=store, index=RedisIndex(client), embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm
     )
-    cache.llm = llm = FakeLLM()
     first = cache.chat(_req("hello there"))
     assert first.tier is Tier.BYPASS and "index" in (first.bypass_reason or "")
     assert store.count() == 0 and llm.calls == 1
@@ -381,13 +381,13 @@ def test_the_setting_chooses_the_index(
     assert settings.index == kind and "redis://" not in repr(settings)
     index = runtime_mod.INDEXES[kind](settings)
     assert isinstance(index, RedisIndex if kind == "redis" else UpstashVectorIndex)
-    cache = PromptCache(
-        store=MemoryStore(), index=index, embedder=FakeEmbedder(), stats=MemoryStats()
-    )
-    cache.llm = FakeLLM()
     base = unit("q")
-    cache.embedder = FakeEmbedder(
-        {"question one": base, "question 1": blend(base, unit("r"), 0.95)}
+    cache = PromptCache(
+        store=MemoryStore(),
+        index=index,
+        embedder=FakeEmbedder({"question one": base, "question 1": blend(base, unit("r"), 0.95)}),
+        stats=MemoryStats(),
+        llm=FakeLLM(),
     )
     try:
         assert cache.chat(_req("question one")).tier is Tier.MISS

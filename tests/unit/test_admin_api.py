@@ -29,7 +29,7 @@ def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     cache = PromptCache(
         store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
     )
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     yield importlib.reload(importlib.import_module("promptcache_handlers.chat"))
     monkeypatch.undo()
     runtime.reset()
@@ -142,7 +142,7 @@ def test_without_an_admin_key_the_admin_api_is_closed(monkeypatch: pytest.Monkey
     cache = PromptCache(
         store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
     )
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     module = importlib.reload(importlib.import_module("promptcache_handlers.chat"))
     assert call(module, "POST", "/chat", None, {"prompt": "kept"})[0] == 200
     status, body = call(module, "POST", "/admin/flush", None, {"model": "m1"})

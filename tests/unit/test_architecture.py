@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import promptcache
+from promptcache.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {
@@ -20,6 +21,7 @@ PACKAGES = {
     "promptcache_tools": ROOT / "functions" / "tools",
 }
 LAYER_MAX_LINES = 500
+TOOLS_MAX_LINES = 500
 
 
 def _module_name(package: str, path: Path) -> str:
@@ -116,11 +118,88 @@ def test_no_room_of_the_layer_is_over_500_lines(path: Path) -> None:
     assert lines <= LAYER_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted(PACKAGES["promptcache_tools"].rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGES["promptcache_tools"])),
+)
+def test_no_tool_module_is_over_500_lines(path: Path) -> None:
+    """The tools (eval, calibrate, the CLI, the local server) are split by job too."""
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= TOOLS_MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
+def _powertools_importers() -> set[str]:
+    found = set()
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] == "aws_lambda_powertools" for n in names):
+                found.add(name)
+    return found
+
+
+def test_only_the_http_wing_and_the_composition_root_import_powertools() -> None:
+    layer = {n for n in _powertools_importers() if n.startswith("promptcache.")}
+    outside = {n for n in layer if not n.startswith("promptcache.http.")}
+    assert outside == {"promptcache.runtime"}  # lazily, to read SSM parameters
+
+
+def test_the_arrows_run_one_way_into_the_http_wing() -> None:
+    """handlers -> http -> core -> adapters: no layer module but the composition root imports
+    from the wing, and the wing reaches no adapter."""
+    wing = {n for n in GRAPH if n == "promptcache.http" or n.startswith("promptcache.http.")}
+    into = {
+        name: sorted(GRAPH[name] & wing)
+        for name in GRAPH
+        if name.startswith("promptcache") and not name.startswith("promptcache_")
+        and name not in wing and name != "promptcache.runtime"
+    }  # fmt: skip
+    assert {k: v for k, v in into.items() if v} == {}
+    adapters = {
+        name: sorted(t for t in GRAPH[name] if t.startswith("promptcache.adapters"))
+        for name in wing
+    }
+    assert {k: v for k, v in adapters.items() if v} == {}
+
+
+@pytest.mark.parametrize("module", ["promptcache.core", "promptcache.http", "promptcache.runtime"])
+def test_the_core_and_the_wing_package_import_without_powertools(module: str) -> None:
+    """Only the wing's modules that speak HTTP load Powertools: the policy, the wing's package
+    and the composition root (which builds the rate limiter) import with it blocked."""
+    code = (
+        f"import sys\nsys.modules['aws_lambda_powertools'] = None\nimport {module}\nprint('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_route_table_and_the_handlers_routes_are_the_same_set() -> None:
+    """``routes.ROUTES`` (read by the infrastructure and the local server) and the routes the
+    handler modules register on their resolvers name the same (method, path, module)."""
+    import importlib
+
+    registered = set()
+    for module in ("chat", "stats", "health"):
+        app = importlib.import_module(f"promptcache_handlers.{module}").app
+        for route in app._static_routes + app._dynamic_routes:
+            path = route.path.replace("<entry_id>", "{id}")
+            registered |= {(method, path, module) for method in route.method.split("|")}
+    assert registered == {(method, path, module) for (method, path), module in ROUTES.items()}
+
+
 def test_the_core_is_policy_only() -> None:
     """core.py decides; index sync, accounting, health, admin, the claim step and the backend
-    boundary are rooms of their own."""
+    boundary are rooms of their own (the core's cap is every room's)."""
     lines = len((PACKAGES["promptcache"] / "core.py").read_text(encoding="utf-8").splitlines())
-    assert lines < 450
+    assert lines <= LAYER_MAX_LINES
 
 
 def test_routes_import_without_the_runtime_dependencies() -> None:

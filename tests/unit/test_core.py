@@ -267,9 +267,9 @@ def test_upstream_failure_stores_nothing(parts) -> None:  # type: ignore[no-unty
 
 
 def test_no_upstream_configured_serves_hits_and_says_so(parts) -> None:  # type: ignore[no-untyped-def]
-    cache, *_ = parts
-    cache.chat(req("How do I reset my password?"))
-    cache.llm = None
+    first, embedder, _, store, clock = parts
+    first.chat(req("How do I reset my password?"))
+    cache = PromptCache(store=store, embedder=embedder, stats=MemoryStats(), clock=clock)
     assert cache.chat(req("How can I reset my password?")).tier is Tier.SEMANTIC
     with pytest.raises(UpstreamNotConfigured, match="^no LLM upstream is configured"):
         cache.chat(req("Something new"))
@@ -296,13 +296,13 @@ def test_the_composition_root_names_the_settings_of_a_model() -> None:
 
 
 def test_stats_failure_never_breaks_an_answer(parts) -> None:  # type: ignore[no-untyped-def]
-    cache, *_ = parts
+    _, embedder, llm, store, _ = parts
 
     class BrokenStats(MemoryStats):
         def add(self, counters):  # type: ignore[no-untyped-def]
             raise RuntimeError("stats down")
 
-    cache.stats = BrokenStats()
+    cache = PromptCache(store=store, embedder=embedder, stats=BrokenStats(), llm=llm)
     assert cache.chat(req("How do I reset my password?")).tier is Tier.MISS
 
 
@@ -323,13 +323,15 @@ def test_health(parts) -> None:  # type: ignore[no-untyped-def]
     cache.health()
     assert embedder.calls == calls  # a recent embedder probe is reused: health costs no embedding
     embedder.fail = True
-    cache.probe_max_age = 0.0
-    ok, checks = cache.health()
+    fresh = PromptCache(
+        store=MemoryStore(), embedder=embedder, stats=MemoryStats(), probe_max_age=0.0
+    )
+    ok, checks = fresh.health()
     assert ok  # the cache can still answer exact hits
     assert not next(c for c in checks if c.name == "embedder").ok
 
-    cache.store = BrokenStoreHealth()
-    assert cache.health()[0] is False
+    broken = PromptCache(store=BrokenStoreHealth(), embedder=embedder, stats=MemoryStats())
+    assert broken.health()[0] is False
 
 
 class BrokenStoreHealth(MemoryStore):
@@ -377,13 +379,13 @@ def test_the_verifier_checks_only_borderline_candidates() -> None:
     )
     seen: list[str] = []
 
-    def verifier(query: str, candidate: str) -> str:
+    def strict(query: str, candidate: str) -> str:
         seen.append(query)
         return "verifier says no"
 
     cache = PromptCache(
         store=MemoryStore(), embedder=embedder, stats=MemoryStats(), llm=FakeLLM(),
-        threshold=0.9, verifier=[verifier], verifier_band=0.04,
+        threshold=0.9, strict_guards=[strict], strict_guards_band=0.04,
     )  # fmt: skip
     cache.chat(req("stored question"))
     assert cache.chat(req("clear match")).tier is Tier.SEMANTIC  # 0.99 >= 0.9 + 0.04: not checked
@@ -454,5 +456,4 @@ def test_fill_locks_default_to_the_store_and_may_live_elsewhere() -> None:
     with ThreadPoolExecutor(2) as pool:
         assert sorted(pool.map(ask, caches)) == ["exact", "miss"]
     assert llm.calls == 1
-    caches[0].store = store  # replacing the store keeps locks given explicitly
-    assert caches[0].locks is locks
+    assert caches[0].locks is locks  # locks given explicitly win over the store's own

@@ -17,7 +17,7 @@ from promptcache.calibration import CALIBRATION_FILE, read_calibration
 from promptcache.guards import numbers_guard
 from promptcache.settings import Settings
 from promptcache_tools.cli import main
-from promptcache_tools.evaluate import (
+from promptcache_tools.evaluation import (
     Candidates,
     MemoEmbedder,
     Metrics,
@@ -233,9 +233,10 @@ def test_evaluate_decides_like_the_real_lookup_path() -> None:
         Pair("how do i cook rice?", "how can i cook rice?", True),
         Pair("how do i cook rice?", "what is rice?", False),
     ]
+    fake = FakeEmbedder(vectors)
     cache = PromptCache(
         store=MemoryStore(),
-        embedder=FakeEmbedder(vectors),
+        embedder=MemoEmbedder(fake),  # as build_cache gives it
         stats=MemoryStats(),
         threshold=0.9,
         guards=(numbers_guard,),
@@ -250,7 +251,9 @@ def test_evaluate_decides_like_the_real_lookup_path() -> None:
     assert (strict.hits, strict.correct) == (1, 1)
     unguarded = ev.metrics("fixed", 0.96)
     assert (unguarded.correct, unguarded.false_hits) == (1, 1)  # "3 laps" -> "2 laps"
-    assert isinstance(cache.embedder, MemoEmbedder)
+    calls = fake.calls
+    evaluate(cache, pairs, check=100)  # every text was embedded once, real lookups included
+    assert fake.calls == calls
 
 
 # ---------------------------------------------------------------- calibration file
@@ -287,7 +290,7 @@ def test_a_bad_calibration_file_is_a_config_error(tmp_path: Path, content: str) 
         runtime.build(Settings.from_env(env))
 
 
-def test_the_strict_verifier_adds_its_checks() -> None:
+def test_the_strict_guards_add_their_checks() -> None:
     off = runtime.build(
         Settings.from_env({"PROMPTCACHE_STORE": "memory", "PROMPTCACHE_THRESHOLD": "0.9"})
     )
@@ -296,16 +299,16 @@ def test_the_strict_verifier_adds_its_checks() -> None:
             {
                 "PROMPTCACHE_STORE": "memory",
                 "PROMPTCACHE_THRESHOLD": "0.9",
-                "PROMPTCACHE_VERIFIER": "strict",
+                "PROMPTCACHE_STRICT_GUARDS": "on",
             }
         )
     )
-    assert [g.__name__ for g in strict.guards] == [g.__name__ for g in off.guards]
-    assert off.verifier == ()
-    assert {g.__name__ for g in strict.verifier} == {"negation_guard", "target_guard"}
-    assert strict.verifier_band == 0.04
-    with pytest.raises(ConfigError, match="PROMPTCACHE_VERIFIER"):
-        Settings.from_env({"PROMPTCACHE_VERIFIER": "maybe"})
+    assert [g.__name__ for g in strict.rules.guards] == [g.__name__ for g in off.rules.guards]
+    assert off.rules.strict_guards == ()
+    assert {g.__name__ for g in strict.rules.strict_guards} == {"negation_guard", "target_guard"}
+    assert strict.rules.strict_guards_band == 0.04
+    with pytest.raises(ConfigError, match="PROMPTCACHE_STRICT_GUARDS"):
+        Settings.from_env({"PROMPTCACHE_STRICT_GUARDS": "maybe"})
 
 
 # ---------------------------------------------------------------- the commands, end to end
@@ -376,7 +379,7 @@ def test_calibrate_command_writes_what_the_cache_reads(
     record = body["minilm-l6-v2-int8"]
     assert record["fit"]["precision"] >= 0.99 and record["target_precision"] == 0.99
     runtime.reset()
-    assert runtime.service().threshold == record["threshold"]
+    assert runtime.cache().threshold == record["threshold"]
 
 
 def test_calibrate_command_fails_clearly_when_the_target_is_out_of_reach(
@@ -395,7 +398,7 @@ def test_calibrate_command_fails_clearly_when_the_target_is_out_of_reach(
 # ---------------------------------------------------------------- the verifier model
 def test_evaluate_with_a_verifier_model_agrees_with_the_lookup_path() -> None:
     from promptcache._verify import ModelCheck
-    from promptcache_tools.evaluate import Model
+    from promptcache_tools.evaluation import Model
     from tests.unit.fakes import FakeVerifier, blend, unit
 
     base = unit("swim")

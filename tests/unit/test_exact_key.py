@@ -1,5 +1,6 @@
-"""The exact key keeps what can change an answer apart and merges only what cannot (README,
-"Exact keys"): each row of the hostile-input table, through the whole cache."""
+"""The exact key keeps what can change an answer apart and merges only what cannot
+(docs/how-it-works.md, "Exact keys and the guards"): each row of the hostile-input table,
+through the whole cache."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def req(prompt: str, cache: CacheMode = CacheMode.USE) -> ChatRequest:
     return ChatRequest(messages=(Message("user", prompt),), model="m", cache=cache)
 
 
-def faulty_cache() -> tuple[PromptCache, dict[str, Faulty], FakeLLM]:
+def faulty_cache(probe_max_age: float = 30.0) -> tuple[PromptCache, dict[str, Faulty], FakeLLM]:
     base = unit("reset password")
     embedder = FakeEmbedder(
         {
@@ -117,7 +117,7 @@ def faulty_cache() -> tuple[PromptCache, dict[str, Faulty], FakeLLM]:
         "stats": Faulty(MemoryStats()),
     }
     llm = FakeLLM()
-    cache = PromptCache(llm=llm, **backends)  # type: ignore[arg-type]
+    cache = PromptCache(llm=llm, probe_max_age=probe_max_age, **backends)  # type: ignore[arg-type]
     assert cache.locks is backends["store"]  # the store's locks, wrapped like the store
     assert cache.chat(req(STORED)).tier is Tier.MISS
     return cache, backends, llm
@@ -172,9 +172,8 @@ def test_any_backend_failure_still_answers(
 def test_the_report_models_and_health_survive_any_backend_failure(
     backend: str, method: str
 ) -> None:
-    cache, backends, _ = faulty_cache()
+    cache, backends, _ = faulty_cache(probe_max_age=0.0)
     backends[backend].broken, backends[backend].exc = method, KeyError("nope")
-    cache.probe_max_age = 0.0
     ok, checks = cache.health()
     assert ok == ((backend, method) != ("store", "ping"))  # only the store is required
     failed = {c.name for c in checks if not c.ok} - {"llm"}
@@ -274,8 +273,10 @@ def test_a_model_failure_of_any_kind_is_an_upstream_error_and_stores_nothing() -
     assert isinstance(info.value.__cause__, KeyError)
     with pytest.raises(UpstreamError, match="KeyError"):
         cache.chat_stream(req("anything"))  # before the first delta: still an HTTP error
-    cache.llm = _BrokenStream()
-    stream = cache.chat_stream(req("anything"))
+    streaming = PromptCache(
+        store=cache.store, embedder=FakeEmbedder(), stats=MemoryStats(), llm=_BrokenStream()
+    )
+    stream = streaming.chat_stream(req("anything"))
     assert next(stream) == "partial "
     with pytest.raises(UpstreamError, match="ValueError"):
         next(stream)
@@ -302,7 +303,7 @@ def http(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setenv("PROMPTCACHE_RATE_LIMIT_PER_MINUTE", "100")  # counted: count_window
     runtime.reset()
     cache, backends, llm = faulty_cache()
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     chat = importlib.reload(importlib.import_module("promptcache_handlers.chat"))
     yield {"chat": chat, "backends": backends, "llm": llm}
     monkeypatch.undo()

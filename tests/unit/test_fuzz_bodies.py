@@ -46,7 +46,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     runtime.reset()
     llm = FakeLLM()
     cache = PromptCache(store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm)
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     chat = importlib.reload(importlib.import_module("promptcache_handlers.chat"))
     yield {"chat": chat, "llm": llm, "cache": cache}
     monkeypatch.undo()

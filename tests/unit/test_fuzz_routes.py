@@ -49,7 +49,7 @@ def app() -> Iterator[dict[str, Any]]:
     runtime.reset()
     llm = FakeLLM()
     cache = PromptCache(store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm)
-    patch.setattr(runtime, "service", lambda: cache)
+    patch.setattr(runtime, "cache", lambda: cache)
     handlers = {
         name: importlib.reload(importlib.import_module(f"promptcache_handlers.{name}"))
         for name in sorted(set(ROUTES.values()))

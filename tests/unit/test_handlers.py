@@ -23,7 +23,7 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     runtime.reset()
     llm = FakeLLM()
     cache = PromptCache(store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=llm)
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     modules = {
         name: importlib.reload(importlib.import_module(f"promptcache_handlers.{name}"))
         for name in ("chat", "stats", "health")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import pytest
 
@@ -127,15 +128,18 @@ def test_the_verifier_model_settings() -> None:
     # local alone is the measured trade: the borderline 0.04 band
     default_on = runtime.build(
         Settings.from_env({"PROMPTCACHE_VERIFIER_MODEL": "local", "PROMPTCACHE_STORE": "memory"})
-    ).verifier_model
+    ).rules.verifier_model
     assert default_on is not None and (default_on.band, default_on.below) == (0.04, 0.0)
-    assert runtime.build(Settings.from_env({"PROMPTCACHE_STORE": "memory"})).verifier_model is None
+    assert (
+        runtime.build(Settings.from_env({"PROMPTCACHE_STORE": "memory"})).rules.verifier_model
+        is None
+    )
     on = Settings.from_env(
         {"PROMPTCACHE_VERIFIER_MODEL": "local", "PROMPTCACHE_VERIFIER_CUTOFF": "0.7",
          "PROMPTCACHE_VERIFIER_BELOW": "0.1", "PROMPTCACHE_VERIFIER_MODEL_BAND": "0.2",
          "PROMPTCACHE_VERIFIER_TIMEOUT": "0.25", "PROMPTCACHE_STORE": "memory"}
     )  # fmt: skip
-    check = runtime.build(on).verifier_model
+    check = runtime.build(on).rules.verifier_model
     assert check is not None and (check.cutoff, check.below, check.band) == (0.7, 0.1, 0.2)
     assert check.verifier.timeout == 0.25  # type: ignore[attr-defined]
     for name, bad in (
@@ -146,3 +150,25 @@ def test_the_verifier_model_settings() -> None:
     ):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: bad})
+
+
+def test_the_strict_guards_old_names_are_read_for_one_release(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PROMPTCACHE_VERIFIER(_BAND) named the strict guards before the trained verifier existed:
+    still read, as the new names, with a warning naming the replacement."""
+    with caplog.at_level(logging.WARNING, logger="promptcache"):
+        old = Settings.from_env(
+            {"PROMPTCACHE_VERIFIER": "strict", "PROMPTCACHE_VERIFIER_BAND": "0.1"}
+        )
+    assert (old.strict_guards, old.strict_guards_band) == ("on", 0.1)
+    assert "PROMPTCACHE_VERIFIER is deprecated" in caplog.text
+    assert "PROMPTCACHE_STRICT_GUARDS=on" in caplog.text
+    assert Settings.from_env({"PROMPTCACHE_VERIFIER": "off"}).strict_guards == "off"
+    same = {"PROMPTCACHE_VERIFIER": "strict", "PROMPTCACHE_STRICT_GUARDS": "on"}
+    assert Settings.from_env(same).strict_guards == "on"
+    with pytest.raises(ConfigError, match="PROMPTCACHE_VERIFIER .deprecated. and "):
+        Settings.from_env({"PROMPTCACHE_VERIFIER": "strict", "PROMPTCACHE_STRICT_GUARDS": "off"})
+    with pytest.raises(ConfigError, match="PROMPTCACHE_STRICT_GUARDS must be one of"):
+        Settings.from_env({"PROMPTCACHE_VERIFIER": "maybe"})
+    assert Settings.from_env({}).strict_guards == "off"

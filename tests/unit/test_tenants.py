@@ -41,7 +41,7 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     cache = PromptCache(
         store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM()
     )
-    monkeypatch.setattr(runtime, "service", lambda: cache)
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
     modules = {
         name: importlib.reload(importlib.import_module(f"promptcache_handlers.{name}"))
         for name in ("chat", "stats", "health")
@@ -158,7 +158,7 @@ def test_top_entries_series_and_since_are_the_callers_own(handlers: dict[str, An
     for since in ("1800000000x", "nan", "inf", "0", "2001-01-01T00:00:00", "9" * 20):
         status, error = call(handlers, "stats", "GET", f"/stats?since={since}", "ka")
         assert status == 400 and "'since'" in error["error"]["message"], since
-    now = runtime.service().clock()
+    now = runtime.cache().clock()
     status, recent = call(handlers, "stats", "GET", f"/stats?since={int(now) - 7200}", "ka")
     assert status == 200 and recent["series"]["step_s"] == 60
     assert sum(p["requests"] for p in recent["series"]["points"]) == 2
@@ -357,7 +357,7 @@ def test_a_tenant_key_may_only_raise_the_threshold(
 def test_the_admin_key_may_lower_it(
     handlers: dict[str, Any], path: str, body: dict[str, Any]
 ) -> None:
-    embedder = runtime.service().embedder
+    embedder = runtime.cache().embedder
     assert isinstance(embedder, FakeEmbedder)
     far = blend(unit("something stored"), unit("x"), 0.5)  # similarity 0.5 to the stored one
     embedder.fixed["how do i reset my password?"] = far

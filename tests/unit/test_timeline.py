@@ -310,7 +310,7 @@ def test_buckets_and_histograms_exact_under_16_writers(
         assert "series" not in report["tenants"][t]  # the overview stays small
         own = caches[0].tenant_report(t)
         assert own is not None and own["series"]["points"][0]["requests"] == 80
-        entries = caches[0].accounting.counters()[1][t]
+        entries = caches[0].counters()[0][t]
         assert sum(v for k, v in entries.items() if k.startswith("e|")) == 40
     for w in writers:
         if isinstance(w, KVStats):

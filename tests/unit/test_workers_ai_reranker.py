@@ -171,7 +171,7 @@ def test_the_setting_needs_cloudflare_credentials_and_builds_the_reranker() -> N
             "CLOUDFLARE_API_TOKEN": TOKEN,
         }
     )
-    judge = runtime.VERIFIERS[settings.verifier_model](settings)
+    judge = runtime.VERIFIER_MODELS[settings.verifier_model](settings)
     assert isinstance(judge, WorkersAIReranker) and judge.model == DEFAULT_RERANKER_MODEL
     with pytest.raises(ConfigError, match="PROMPTCACHE_VERIFIER_MODEL"):
         Settings.from_env({"PROMPTCACHE_VERIFIER_MODEL": "bge"})

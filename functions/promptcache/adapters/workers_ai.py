@@ -263,8 +263,8 @@ class WorkersAIEmbedder(_WorkersAI):
 # ---------------------------------------------------------------------------- reranker
 class WorkersAIReranker(_WorkersAI):
     """Verifier protocol over the Workers AI reranker (default bge-reranker-base): one call per
-    query scores all its candidates. Not calibrated on this cache's decisions (README, "The
-    verifier"): its scores rank candidates, and a cutoff for them must be measured."""
+    query scores all its candidates. Not calibrated on this cache's decisions (docs/verifier.md,
+    "Workers AI reranker"): its scores rank candidates, and a cutoff for them must be measured."""
 
     DEFAULT_MODEL = DEFAULT_RERANKER_MODEL
     DEFAULT_POLICY = RetryPolicy(attempts=2, backoff=0.05, max_backoff=0.2)

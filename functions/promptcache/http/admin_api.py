@@ -17,8 +17,8 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from .._errors import Forbidden, Unprocessable
 from .._keys import tenant_of
 from .._types import Entry
-from ..core import PromptCache
 from ..settings import Settings
+from .service import Service
 from .wire import json_body, json_response, reader
 
 #: The most entries one page of ``GET /admin/entries`` holds, and its default.
@@ -72,10 +72,10 @@ def _shown(entry: Entry) -> dict[str, Any]:
     }
 
 
-def entries(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def entries(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """GET /admin/entries: one page of recent entries and the cursor of the next (null at the
     end)."""
-    _admin(event, settings)
+    _admin(event, svc.settings)
     params = dict(event.query_string_parameters or {})
     unknown = sorted(set(params) - {"tenant", "limit", "cursor"})
     if unknown:
@@ -85,7 +85,7 @@ def entries(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Setting
     limit = _int_param(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = _int_param(params, "cursor", 0, 0, 10**9)
     tenant = params.get("tenant")
-    found, following = cache.admin.recent(tenant, offset, limit)
+    found, following = svc.cache.recent(tenant, offset, limit)
     body = {
         "entries": [_shown(e) for e in found],
         "next_cursor": None if following is None else str(following),
@@ -93,20 +93,20 @@ def entries(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Setting
     return json_response(200, body)
 
 
-def flush(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def flush(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """POST /admin/flush {"namespace"?, "model"?, "tenant"?}: every entry matching all of them."""
-    _admin(event, settings)
-    given = _strings(json_body(event, settings), _FLUSH_FIELDS)
+    _admin(event, svc.settings)
+    given = _strings(json_body(event, svc.settings), _FLUSH_FIELDS)
     if not given:
         raise Unprocessable("send at least one of 'namespace', 'model', 'tenant'")
-    return json_response(200, {"deleted": cache.admin.flush(**given), "matched": given})
+    return json_response(200, {"deleted": svc.cache.flush(**given), "matched": given})
 
 
-def forget(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def forget(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """POST /admin/forget {"prompt", "tenant"?, "model"?}: every entry stored for the prompt."""
-    _admin(event, settings)
-    given = _strings(json_body(event, settings), ("prompt", *_FLUSH_FIELDS[1:]))
+    _admin(event, svc.settings)
+    given = _strings(json_body(event, svc.settings), ("prompt", *_FLUSH_FIELDS[1:]))
     if "prompt" not in given:
         raise Unprocessable("'prompt' is required: the prompt whose stored answers to remove")
-    deleted = cache.admin.flush(**given)
+    deleted = svc.cache.flush(**given)
     return json_response(200, {"deleted": deleted, "matched": given})

@@ -16,15 +16,14 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from .._errors import BadRequest, Forbidden, NotFound, RequestError, Unprocessable
 from .._timeline import HOUR, HOURS_KEPT
 from .._types import CacheMode, ChatRequest, Message
-from ..core import PromptCache
 from ..routes import ENTRY_HEADER
 from ..settings import Settings
 from .dashboard import HEADERS, asset
 from .observability import record
 from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 from .prometheus import render
+from .service import Service
 from .wire import (
-    RateLimiter,
     admit,
     admit_chat,
     check_threshold,
@@ -92,13 +91,11 @@ def parse_chat(body: dict[str, Any], settings: Settings, tenant: str) -> ChatReq
 
 
 # ---------------------------------------------------------------- the three endpoints
-def chat(
-    event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
-) -> Response[str]:
-    tenant, admin = admit_chat(event, settings, limiter)
-    request = parse_chat(json_body(event, settings), settings, tenant)
-    check_threshold(request.threshold, cache.threshold, admin=admin)
-    result = cache.chat(request)
+def chat(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
+    tenant, admin = admit_chat(event, svc.settings, svc.limiter)
+    request = parse_chat(json_body(event, svc.settings), svc.settings, tenant)
+    check_threshold(request.threshold, svc.cache.threshold, admin=admin)
+    result = svc.cache.chat(request)
     record(result)
     headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
     return json_response(200, result.as_dict(), headers)
@@ -117,17 +114,11 @@ def _no_entry(entry_id: str) -> NotFound:
     return NotFound(f"no entry {entry_id} in this cache (removed, expired, or never stored)")
 
 
-def entry(
-    event: APIGatewayProxyEventV2,
-    entry_id: str,
-    cache: PromptCache,
-    settings: Settings,
-    limiter: RateLimiter,
-) -> Response[str]:
+def entry(event: APIGatewayProxyEventV2, entry_id: str, svc: Service) -> Response[str]:
     """GET /entries/{id}: a stored answer and the prompt it was stored for, e.g. to see what a
     hit matched."""
-    tenant = admit(event, settings, limiter)
-    found = cache.entry(tenant, _entry_id(entry_id))
+    tenant = admit(event, svc.settings, svc.limiter)
+    found = svc.cache.entry(tenant, _entry_id(entry_id))
     if found is None:
         raise _no_entry(entry_id)
     return json_response(
@@ -144,16 +135,10 @@ def entry(
     )
 
 
-def forget(
-    event: APIGatewayProxyEventV2,
-    entry_id: str,
-    cache: PromptCache,
-    settings: Settings,
-    limiter: RateLimiter,
-) -> Response[str]:
+def forget(event: APIGatewayProxyEventV2, entry_id: str, svc: Service) -> Response[str]:
     """DELETE /entries/{id}: remove a stored answer, e.g. one a client found wrong."""
-    tenant = admit(event, settings, limiter)
-    removed = cache.forget(tenant, _entry_id(entry_id))
+    tenant = admit(event, svc.settings, svc.limiter)
+    removed = svc.cache.forget(tenant, _entry_id(entry_id))
     if removed is None:
         raise _no_entry(entry_id)
     return json_response(
@@ -188,38 +173,38 @@ def since_param(event: APIGatewayProxyEventV2, now: float) -> float | None:
     return value
 
 
-def stats(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def stats(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """GET /stats: a tenant's key reads its own tenant's report; the admin key the overall one
     with every tenant's (``?tenant=NAME``: that tenant's). Without API keys: the overall one.
     ``?since=`` starts the bucketed series (default: the last hour)."""
-    caller = reader(event, settings)
-    since = since_param(event, cache.clock())
-    if not settings.api_keys:
-        return json_response(200, cache.report(since=since))
-    tenants = set(settings.api_keys.values())
+    caller = reader(event, svc.settings)
+    since = since_param(event, svc.cache.clock())
+    if not svc.settings.api_keys:
+        return json_response(200, svc.cache.report(since=since))
+    tenants = set(svc.settings.api_keys.values())
     asked = (event.query_string_parameters or {}).get("tenant")
     if caller is not None:
         if asked is not None and asked != caller:
             raise Forbidden("a tenant's key reads its own tenant's stats only")
-        body = cache.tenant_report(caller, tenants, since)
+        body = svc.cache.tenant_report(caller, tenants, since)
     elif asked is None:
-        return json_response(200, cache.report(tenants, since))
+        return json_response(200, svc.cache.report(tenants, since))
     else:
-        body = cache.tenant_report(asked, tenants, since)
+        body = svc.cache.tenant_report(asked, tenants, since)
     if body is None:
         raise NotFound(f"no tenant {asked!r} in this cache's keys or counters")
     return json_response(200, body)
 
 
-def metrics(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def metrics(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """GET /metrics: the counters in Prometheus' text format, every tenant's. With API keys
     configured only the admin key reads it (a tenant's key would see the others')."""
-    if reader(event, settings) is not None and settings.api_keys:
+    if reader(event, svc.settings) is not None and svc.settings.api_keys:
         raise Forbidden("/metrics shows every tenant: it needs the admin key")
     return Response(
         status_code=200,
         content_type=PROMETHEUS_TYPE,
-        body=render(cache.accounting.counters()[1], cache.accounting.entries()),
+        body=render(*svc.cache.counters()),
     )
 
 
@@ -241,11 +226,11 @@ def _trusted(event: APIGatewayProxyEventV2, settings: Settings) -> bool:
         return False
 
 
-def health(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def health(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """Open to every caller (load balancers, uptime checks); each dependency's detail and whether
     it is required only for the admin key when API keys are configured."""
-    ok, checks = cache.health()
-    details = _trusted(event, settings)
+    ok, checks = svc.cache.health()
+    details = _trusted(event, svc.settings)
     dependencies: dict[str, dict[str, Any]] = {}
     for c in checks:
         shown: dict[str, Any] = {"ok": c.ok, "latency_ms": round(c.latency_ms, 3)}

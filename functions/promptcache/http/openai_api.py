@@ -5,6 +5,8 @@ keyed, bypassed and refused) and shapes the answer as OpenAI's ``chat.completion
 ``chat.completion.chunk`` server-sent events, text and tool calls alike. The cache path is the one
 ``POST /chat`` takes: ``PromptCache.chat`` (or ``chat_stream`` for ``stream: true``).
 
+Policy (docs/openai-compatibility.md: what is forwarded, keyed, bypassed and refused):
+
 - The system prompt and earlier turns (tool calls by position, tool results, content parts) are
   part of the cache namespace (``_keys.namespace``), so are the model and every field that can
   change the answer; only a plain last user turn is compared loosely.
@@ -40,17 +42,16 @@ from .._protocols import ChoicesLLM
 from .._stream import ChatStream
 from .._types import ChatResult, Tier, ToolCall, Usage
 from ..core import PromptCache
-from ..settings import Settings
 from .observability import count, record
 from .openai_request import CompletionRequest, parse_request
+from .service import Service
 from .wire import (
     BYPASS_HEADER,
-    RateLimiter,
     admit_chat,
     check_threshold,
     json_body,
     json_response,
-    openai_error_type,
+    openai_error,
     reader,
     result_headers,
 )
@@ -131,8 +132,7 @@ def _event(payload: Any) -> bytes:
 
 
 def _error_event(exc: PromptCacheError) -> bytes:
-    error = {"code": exc.code, "message": exc.message, "type": openai_error_type(exc.status)}
-    return _event({"error": error})
+    return _event(openai_error(exc))
 
 
 def sse_body(
@@ -274,10 +274,9 @@ def _bypass_headers(headers: dict[str, str], reason: str | None) -> dict[str, st
     return headers
 
 
-def chat_completions(
-    event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings, limiter: RateLimiter
-) -> Response[str]:
-    tenant, admin = admit_chat(event, settings, limiter)
+def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
+    cache, settings = svc.cache, svc.settings
+    tenant, admin = admit_chat(event, settings, svc.limiter)
     body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
     big = _body_bytes(event) > settings.max_body_bytes
     takes_n = isinstance(cache.llm, ChoicesLLM) and cache.llm.takes_n
@@ -286,7 +285,7 @@ def chat_completions(
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     if request.n > 1:
-        results = _samples(cache, request)
+        results = _samples(svc.cache, request)
         for one in results:
             record(one)
         headers = result_headers(Tier.BYPASS, None, None, _slowest(results))
@@ -296,7 +295,8 @@ def chat_completions(
             return json_response(200, body, headers)
         streams = [ChatStream.replay(r) for r in results]
     elif request.stream:
-        stream = cache.chat_stream(request.chat)  # primed: an early upstream failure raises here
+        # primed: an early upstream failure raises here
+        stream = svc.cache.chat_stream(request.chat)
         if stream.result is not None:
             record(stream.result)
         else:  # a live miss: its parts are in the counters once it ends
@@ -305,7 +305,7 @@ def chat_completions(
         _bypass_headers(headers, stream.bypass_reason)
         streams = [stream]
     else:
-        result = cache.chat(request.chat)
+        result = svc.cache.chat(request.chat)
         record(result)
         body = completion_object([result], completion_id=completion_id, created=created)
         headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
@@ -336,10 +336,10 @@ def _slowest(results: list[ChatResult]) -> dict[str, float]:
     }
 
 
-def models(event: APIGatewayProxyEventV2, cache: PromptCache, settings: Settings) -> Response[str]:
+def models(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """The default model, then every model the cache has answered for the caller's tenant (for
     every tenant: the admin key's, or without API keys)."""
-    tenant = reader(event, settings) if settings.api_keys else None
-    names = [settings.model] + [m for m in cache.models(tenant) if m != settings.model]
+    tenant = reader(event, svc.settings) if svc.settings.api_keys else None
+    names = [svc.settings.model] + [m for m in svc.cache.models(tenant) if m != svc.settings.model]
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "promptcache"} for m in names]
     return json_response(200, {"object": "list", "data": data})

@@ -1,6 +1,7 @@
-"""The Powertools resolver every handler module registers its routes on: CORS, the one
-error-to-HTTP map, JSON 404/405 for unknown routes, and per-request state that concurrent requests
-cannot share (``RequestScopedResolver``).
+"""The Powertools resolver every handler module registers its routes on: CORS (the one list, in
+``routes``), the one error-to-HTTP map (each error in the dialect of the path's face), JSON 404/405
+for unknown routes, and per-request state that concurrent requests cannot share
+(``RequestScopedResolver``).
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .._errors import MethodNotAllowed, NotFound, PromptCacheError
-from ..routes import ROUTES, route_path
+from ..routes import (
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    REQUEST_ID_HEADER,
+    ROUTES,
+    face_of,
+    route_path,
+)
 from ..settings import Settings
-from .wire import RESULT_HEADERS, error_response
+from .wire import error_response
 
 log = logging.getLogger("promptcache")
-
-
-def _is_openai(event: APIGatewayProxyEventV2) -> bool:
-    return event.raw_path.startswith("/v1/")
 
 
 @dataclass
@@ -117,11 +121,6 @@ class RequestScopedResolver(APIGatewayHttpResolver):
         return proxy
 
 
-#: On every answer: API Gateway's id of the request (the SDKs show it on errors; the access log
-#: and the function's log carry the same id).
-REQUEST_ID_HEADER = "x-request-id"
-
-
 def _with_request_id(result: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
     context = event.get("requestContext")
     request_id = context.get("requestId") if isinstance(context, Mapping) else None
@@ -137,8 +136,8 @@ def make_app(settings: Settings) -> APIGatewayHttpResolver:
     app = RequestScopedResolver(
         cors=CORSConfig(
             allow_origin=settings.cors_origins,
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=[*RESULT_HEADERS, "Retry-After", REQUEST_ID_HEADER],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
             max_age=600,
         )
     )
@@ -147,7 +146,7 @@ def make_app(settings: Settings) -> APIGatewayHttpResolver:
     def _known(exc: PromptCacheError) -> Response[str]:
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc.message)
-        return error_response(exc, openai=_is_openai(app.current_event))
+        return error_response(exc, face_of(app.current_event.raw_path))
 
     @app.exception_handler(NotFoundError)  # type: ignore[untyped-decorator]
     def _unknown_route(exc: NotFoundError) -> Response[str]:
@@ -168,9 +167,9 @@ def _no_route(event: APIGatewayProxyEventV2) -> Response[str]:
             f"{event.request_context.http.method} is not allowed on {path}; "
             f"use {', '.join(methods)}"
         )
-        resp = error_response(err, openai=_is_openai(event))
+        resp = error_response(err, face_of(path))
         resp.headers["Allow"] = ", ".join(methods)
         return resp
     known = ", ".join(f"{m} {p}" for (m, p) in ROUTES)
     not_found = NotFound(f"no route {path}; routes are: {known}")
-    return error_response(not_found, openai=_is_openai(event))
+    return error_response(not_found, face_of(path))

@@ -1,6 +1,6 @@
-"""What both HTTP faces (``api`` for ``/chat`` and the entries, ``openai_api`` for ``/v1``) stand
-on: the response headers, JSON bodies and the error bodies, authentication and the rate limit
-(``admit``, every route's preamble), and the validators of request fields.
+"""What the HTTP faces (``api`` for ``/chat`` and the entries, ``openai_api`` for ``/v1``) stand
+on: the response headers, JSON bodies and each face's error bodies, authentication and the rate
+limit (``admit``, every route's preamble), and the validators of request fields.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -32,8 +32,12 @@ from .._types import Message, Tier
 from ..routes import (
     BYPASS_HEADER,
     ENTRY_HEADER,
+    NATIVE,
+    OPENAI,
     RESULT_HEADERS,
+    RETRY_AFTER_HEADER,
     SIMILARITY_HEADER,
+    TENANT_HEADER,
     TIER_HEADER,
     TIMING_HEADER,
     TIMING_PARTS,
@@ -57,6 +61,7 @@ __all__ = [
     "json_body",
     "json_response",
     "number",
+    "openai_error",
     "openai_error_type",
     "parse_messages",
     "reader",
@@ -100,7 +105,7 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
-#: OpenAI's error ``type`` by status, added to error bodies on the /v1 routes (OpenAI clients read
+#: OpenAI's error ``type`` by status, added to the OpenAI face's error bodies (OpenAI clients read
 #: ``error.message`` and ``error.type``; the body is otherwise the project's own).
 _OPENAI_ERROR_TYPES = {
     401: "authentication_error",
@@ -115,13 +120,29 @@ def openai_error_type(status: int) -> str:
     return _OPENAI_ERROR_TYPES.get(status, default)
 
 
-def error_response(exc: PromptCacheError, *, openai: bool = False) -> Response[str]:
-    error = {"code": exc.code, "message": exc.message}
-    if openai:
-        error["type"] = openai_error_type(exc.status)
+def _native_error(exc: PromptCacheError) -> dict[str, Any]:
+    return {"error": {"code": exc.code, "message": exc.message}}
+
+
+def openai_error(exc: PromptCacheError) -> dict[str, Any]:
+    """OpenAI's error body: ``{"error": {"code", "message", "type"}}``."""
+    return {
+        "error": {"code": exc.code, "message": exc.message, "type": openai_error_type(exc.status)}
+    }
+
+
+#: Each face's error body (``routes.face_of`` names the face of a path).
+ERROR_SHAPES: dict[str, Callable[[PromptCacheError], dict[str, Any]]] = {
+    NATIVE: _native_error,
+    OPENAI: openai_error,
+}
+
+
+def error_response(exc: PromptCacheError, face: str = NATIVE) -> Response[str]:
+    """``exc`` as ``face`` answers errors, with ``Retry-After`` on a 429 that says when."""
     retry = exc.retry_after if isinstance(exc, (RateLimited, UpstreamRateLimited)) else None
-    headers = {"Retry-After": str(retry)} if retry is not None else None
-    return json_response(exc.status, {"error": error}, headers)
+    headers = {RETRY_AFTER_HEADER: str(retry)} if retry is not None else None
+    return json_response(exc.status, ERROR_SHAPES[face](exc), headers)
 
 
 # ---------------------------------------------------------------- auth and limits
@@ -134,7 +155,6 @@ def admit(event: APIGatewayProxyEventV2, settings: Settings, limiter: RateLimite
 
 
 #: The header naming the tenant the admin key asks for on the chat routes.
-TENANT_HEADER = "X-Promptcache-Tenant"
 
 
 def admit_chat(

@@ -15,10 +15,11 @@ the most requests by name, and sums the rest into ``other_models`` (``other_tena
 also says how many there are.
 
 Overall and per tenant only (not per model): the time buckets, the latency and token histograms,
-the guards' rejections (``rejected.{guard}``), the bypasses by reason (``bypassed.{label}``,
-``bypass_label``) and, per tenant, each entry's hits (``_timeline``
+the guards' rejections (``rejected.{guard}``) and, per tenant, each entry's hits (``_timeline``
 names them). Once an hour per process (and on every report) stale buckets and the entry
-counters beyond the most hit are dropped, so storage stays bounded.
+counters beyond the most hit are dropped, so storage stays bounded. The bypasses by reason
+(``bypassed.{label}``, ``bypass_label``) and the requests by kind (``kind.{text|tools|structured}``,
+``ChatRequest.kind``) are counted as the requests are: overall, per model and per tenant.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ class Accounting:
             for k, v in sorted(counters.items())
             if k[:9] == "bypassed."
         }
+        body["kinds"] = {k[5:]: int(v) for k, v in sorted(counters.items()) if k[:5] == "kind."}
         body["latency_ms"] = {p: histogram(counters, p, LATENCY_BOUNDS_MS) for p in PHASES}
         body["series"] = series(counters, now - HOUR if since is None else since, now)
         return body
@@ -313,6 +315,7 @@ class Accounting:
         (``hit`` or ``miss``) and the phases' histograms, the rejections, the time buckets and
         ``usage``'s token histograms overall and per tenant; ``per_tenant`` for the tenant only."""
         now = self.clock()
+        counters = {**counters, f"kind.{request.kind}": 1}
         model = f"{_MODEL}{request.model}|"
         tenant = tenant_prefix(request.tenant)
         scoped = {**buckets(counters, now), **_shapes(counters, tally, kind, usage)}

@@ -155,6 +155,14 @@ class ChatRequest:
         return self.messages[-1].content
 
     @property
+    def kind(self) -> str:
+        """``tools`` (tools or functions offered), ``structured`` (a JSON response format) or
+        ``text``: what the stats count requests by."""
+        if self.options.get("tools") or self.options.get("functions"):
+            return "tools"
+        return "structured" if self.bound else "text"
+
+    @property
     def bound(self) -> bool:
         """Tool- or schema-bound: the answer is an action or a record, not prose."""
         fmt = self.options.get("response_format")

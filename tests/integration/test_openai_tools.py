@@ -361,6 +361,24 @@ def test_logprobs_are_forwarded_and_bypass_the_cache(
     assert 'promptcache_cache_bypasses_total{tenant="default",reason="logprobs"}' in metrics
 
 
+def test_stats_and_metrics_count_requests_by_kind(
+    client: openai.OpenAI, server: ServerProcess
+) -> None:
+    def kinds() -> dict[str, int]:
+        return dict(httpx.get(server.url + "/stats", timeout=10).json()["kinds"])
+
+    before = kinds()
+    create(client, messages=[{"role": "user", "content": fresh("a")}], tools=[WEATHER])
+    fmt = {"type": "json_object"}
+    create(client, messages=[{"role": "user", "content": fresh("b")}], response_format=fmt)
+    create(client, messages=[{"role": "user", "content": fresh("c")}])
+    after = kinds()
+    for kind in ("tools", "structured", "text"):
+        assert after[kind] == before.get(kind, 0) + 1, kind
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    assert 'promptcache_cache_requests_by_kind_total{tenant="default",kind="tools"}' in metrics
+
+
 def test_n_goes_to_an_upstream_that_takes_it_and_bypasses_the_cache(
     client: openai.OpenAI, up: OpenAIUpstream, server: ServerProcess
 ) -> None:

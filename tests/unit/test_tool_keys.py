@@ -263,3 +263,15 @@ def test_arguments_too_deep_for_json_are_keyed_as_text() -> None:
         ask(Message("user", "x"), call_turn("c", args=deep), Message("tool", "1", tool_call_id="c"))
     )
     assert a.key == b.key
+
+
+def test_requests_are_counted_by_kind() -> None:
+    cache = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=ToolLLM()
+    )
+    cache.chat(ask(Message("user", "a"), tools=TOOLS))
+    cache.chat(ask(Message("user", "a"), tools=TOOLS))  # a hit counts too
+    cache.chat(ask(Message("user", "b"), response_format={"type": "json_object"}))
+    cache.chat(ask(Message("user", "c")))
+    cache.chat(ask(Message("user", "d"), response_format={"type": "text"}))
+    assert cache.report()["kinds"] == {"structured": 1, "text": 2, "tools": 2}

@@ -145,6 +145,16 @@ def _lines(per_tenant: Mapping[str, Mapping[str, float]], entries: int | None) -
                 bypasses.sample({"tenant": t, "reason": key[len("bypassed.") :]}, value)
     yield from bypasses.lines
 
+    kinds = _Family(
+        "promptcache_cache_requests_by_kind_total",
+        "counter",
+        "Chat requests answered, by kind: text, tools (tools offered), structured (JSON format).",
+    )
+    for t in tenants:
+        for kind in ("text", "tools", "structured"):
+            kinds.sample({"tenant": t, "kind": kind}, per_tenant[t].get(f"kind.{kind}", 0.0))
+    yield from kinds.lines
+
     ms = 1 / 1000
     answers = _Family(
         "promptcache_cache_request_duration_seconds",

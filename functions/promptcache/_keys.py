@@ -167,9 +167,10 @@ def turn_keys(messages: Sequence[Message]) -> list[Any]:
 
 
 def turn_text(key: Any) -> str:
-    """The exact tier's text of the last turn: its canonical text for a plain turn, else its
-    whole key form (a tool result, parts, a name), which no plain prompt can spell."""
-    if isinstance(key, list):
+    """The exact tier's text of the last turn: its canonical text for a plain user turn (as
+    before tools existed), else its whole key form with its role (a tool result, an assistant
+    prefill, parts, a name), which no plain user prompt can spell."""
+    if isinstance(key, list) and key[0] == "user":
         return str(key[1])
     return "\x00turn " + json.dumps(key, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 

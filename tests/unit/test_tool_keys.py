@@ -275,3 +275,11 @@ def test_requests_are_counted_by_kind() -> None:
     cache.chat(ask(Message("user", "c")))
     cache.chat(ask(Message("user", "d"), response_format={"type": "text"}))
     assert cache.report()["kinds"] == {"structured": 1, "text": 2, "tools": 2}
+
+
+def test_a_last_turn_of_another_role_never_shares_a_users_key() -> None:
+    context = (Message("system", "Be brief."),)
+    user = query(ask(*context, Message("user", "Hello")))
+    prefill = query(ask(*context, Message("assistant", "Hello")))
+    system = query(ask(*context, Message("system", "Hello")))
+    assert len({user.key, prefill.key, system.key}) == 3

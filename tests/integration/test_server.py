@@ -235,7 +235,7 @@ def test_routes_methods_and_cors(serve: ServerProcess) -> None:
     allowed = {
         h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")
     }
-    assert allowed == {h.lower() for h in CORS_ALLOW_HEADERS}
+    assert allowed >= {h.lower() for h in CORS_ALLOW_HEADERS}  # Powertools adds AWS's own
     answered = httpx.post(
         serve.url + "/chat", json={"prompt": "cors"}, headers={"Origin": "https://app.example"}
     )

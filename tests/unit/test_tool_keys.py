@@ -19,7 +19,7 @@ from promptcache._types import Completion, Entry, ToolCall, Usage
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.adapters.sqlite import SQLiteStore
 from promptcache.adapters.upstash import UpstashStore
-from tests.unit.fakes import FakeEmbedder, FakeLLM
+from tests.unit.fakes import FakeEmbedder, FakeLLM, blend, unit
 
 TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
 
@@ -283,3 +283,30 @@ def test_a_last_turn_of_another_role_never_shares_a_users_key() -> None:
     prefill = query(ask(*context, Message("assistant", "Hello")))
     system = query(ask(*context, Message("system", "Hello")))
     assert len({user.key, prefill.key, system.key}) == 3
+
+
+def test_the_semantic_tier_answers_a_tools_request_only_when_allowed() -> None:
+    base = unit("base")
+    embedder = FakeEmbedder(
+        {
+            "what is the weather in paris?": base,
+            "how is the weather in paris?": blend(base, unit("other"), 0.97),
+            "how's the weather in paris?": blend(base, unit("third"), 0.97),
+        }
+    )
+    llm = ToolLLM()
+    cache = PromptCache(store=MemoryStore(), embedder=embedder, stats=MemoryStats(), llm=llm)
+
+    def tools_request(text: str, semantic: bool) -> ChatRequest:
+        return ChatRequest(
+            messages=(Message("user", text),),
+            model="m",
+            options={"tools": TOOLS},
+            semantic=semantic,
+        )
+
+    cache.chat(tools_request("What is the weather in Paris?", True))
+    allowed = cache.chat(tools_request("How is the weather in Paris?", True))
+    assert allowed.tier is Tier.SEMANTIC and allowed.tool_calls[0].name == "weather"
+    assert cache.chat(tools_request("How's the weather in Paris?", False)).tier is Tier.MISS
+    assert llm.calls == 2

@@ -15,7 +15,7 @@ bypassed and refused (docs/openai-compatibility.md says why).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,11 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-def _range(lo: float, hi: float) -> Any:
+#: A field's check: (name, value) -> None, or Unprocessable naming the field.
+Check = Callable[[str, Any], None]
+
+
+def _range(lo: float, hi: float) -> Check:
     def check(name: str, value: Any) -> None:
         if not _is_number(value) or not lo <= value <= hi:
             raise _fail(name, f"a number between {lo:g} and {hi:g}")
@@ -62,7 +66,7 @@ def _range(lo: float, hi: float) -> Any:
     return check
 
 
-def _integer(lo: int, hi: int) -> Any:
+def _integer(lo: int, hi: int) -> Check:
     def check(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise _fail(name, f"an integer between {lo} and {hi}")
@@ -70,11 +74,9 @@ def _integer(lo: int, hi: int) -> Any:
     return check
 
 
-def _of(kind: type | tuple[type, ...], what: str) -> Any:
+def _of(kind: type, what: str) -> Check:
     def check(name: str, value: Any) -> None:
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise _fail(name, what)
-        if not isinstance(value, kind):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise _fail(name, what)
 
     return check
@@ -143,7 +145,7 @@ def _strings(name: str, value: Any) -> None:
 
 #: The documented fields this face checks the type of (OpenAI refuses the wrong one as well).
 #: A field not listed (a newer one) is forwarded and keyed as it is.
-_CHECKS: dict[str, Any] = {
+_CHECKS: dict[str, Check] = {
     "tools": _tools,
     "functions": _functions,
     "tool_choice": _choice,

@@ -24,6 +24,24 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
+TESTS = Path(__file__).parent
+#: Every test is marked by its folder, so `-m "not integration"` leaves no integration test in.
+FOLDER_MARKS = {
+    "unit": "unit",
+    "contract": "contract",
+    "integration": "integration",
+    "infra": "infra",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(TESTS):
+            folder = item.path.relative_to(TESTS).parts[0]
+            if folder in FOLDER_MARKS:
+                item.add_marker(FOLDER_MARKS[folder])
+
 
 @pytest.fixture(scope="session")
 def local_embedder():  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """GET /dashboard in a real browser: Debian's headless Chromium, driven through chromedriver by
-Selenium, against `promptcache serve` after real traffic. The numbers the page shows must equal
-/stats, no console message may be an error (a CSP violation is one), and a screenshot is kept
-under the test's tmp dir."""
+Selenium, against `promptcache serve` after real traffic. The page shows the numbers as soon as it
+opens (a cache without keys, or a stored key), and they must equal /stats; no console message may
+be an error (a CSP violation is one) but the 401 that makes the page ask for a key; a screenshot
+is kept under the test's tmp dir."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def keyed(tmp_path: Path, upstream: OpenAIUpstream) -> Iterator[ServerProcess]:
         yield server
 
 
-def traffic(server: ServerProcess) -> None:
+def traffic(server: ServerProcess, keys: bool = True) -> None:
     for key, prompt, model in (
         ("ka", "What is the capital of France?", "test-model"),
         ("ka", "What is the capital of France?", "test-model"),
@@ -77,35 +78,57 @@ def traffic(server: ServerProcess) -> None:
         response = httpx.post(
             server.url + "/chat",
             json={"prompt": prompt, "model": model},
-            headers={"Authorization": f"Bearer {key}"},
+            headers={"Authorization": f"Bearer {key}"} if keys else {},
             timeout=30,
         )
         assert response.status_code == 200, response.text
 
 
-def stats(server: ServerProcess, key: str, query: str = "") -> dict[str, Any]:
-    response = httpx.get(
-        server.url + "/stats" + query, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    )
+def stats(server: ServerProcess, key: str | None, query: str = "") -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(server.url + "/stats" + query, headers=headers, timeout=30)
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
 
 
-def wait_loaded(driver: webdriver.Chrome, previous: str | None) -> None:
-    WebDriverWait(driver, 30).until(
-        lambda d: (
-            d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
-            not in (None, "", previous)
-        )
-    )
-    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") != "error", (
-        driver.find_element(By.ID, "status").text
-    )
-
-
 def loaded(driver: webdriver.Chrome) -> str | None:
+    """The page's state: the time of its last load, "key" (asking for one) or "error"."""
     return driver.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
+
+
+def wait_state(driver: webdriver.Chrome, previous: str | None) -> str:
+    WebDriverWait(driver, 30).until(lambda d: loaded(d) not in (None, "", previous))
+    return loaded(driver) or ""
+
+
+def wait_loaded(driver: webdriver.Chrome, previous: str | None) -> None:
+    state = wait_state(driver, previous)
+    assert state.isdigit(), (state, driver.find_element(By.ID, "status").text)
+
+
+def open_dashboard(driver: webdriver.Chrome, server: ServerProcess) -> str:
+    """Opens the page, and waits for its first answer without touching anything."""
+    driver.get(server.url + "/dashboard")
+    return wait_state(driver, None)
+
+
+def asks_for_a_key(driver: webdriver.Chrome) -> bool:
+    return (
+        loaded(driver) == "key"
+        and "needs an API key" in driver.find_element(By.ID, "status").text
+        and driver.find_element(By.ID, "key-form").is_displayed()
+        and driver.find_element(By.ID, "key") == driver.switch_to.active_element
+        and not driver.find_element(By.ID, "board").is_displayed()
+    )
+
+
+def charts_drawn(driver: webdriver.Chrome) -> bool:
+    return bool(
+        driver.find_elements(By.CSS_SELECTOR, "#hit-rate-chart circle")
+        and driver.find_elements(By.CSS_SELECTOR, "#tier-chart rect")
+        and driver.find_elements(By.CSS_SELECTOR, "#latency-chart rect")
+    )
 
 
 def enter_key(driver: webdriver.Chrome, key: str) -> None:
@@ -149,15 +172,60 @@ def rows(driver: webdriver.Chrome, table: str) -> list[list[str]]:
 
 
 def console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
-    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    """The console's errors, but the 401 that asks for a key (Chromium logs a refused fetch)."""
+    return [
+        e
+        for e in driver.get_log("browser")
+        if e["level"] in ("SEVERE", "ERROR")
+        and not ("/stats?" in e["message"] and "status of 401" in e["message"])
+    ]
+
+
+def test_without_keys_the_numbers_and_charts_show_as_the_page_opens(
+    serve: ServerProcess, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    traffic(serve, keys=False)
+    assert open_dashboard(browser, serve).isdigit(), browser.find_element(By.ID, "status").text
+    report = stats(serve, None)
+    assert report["requests"] == 5 and report["hits"]["total"] >= 1
+    assert shown(browser) == expected(report)
+    assert charts_drawn(browser)
+    assert [r[0] for r in rows(browser, "top")] == [e["prompt"] for e in report["top_entries"]]
+    assert "Showing this cache" in browser.find_element(By.ID, "status").text
+    assert not browser.find_element(By.ID, "key-form").is_displayed()  # nothing to ask for
+    browser.save_screenshot(str(tmp_path / "dashboard-keyless.png"))
+    assert (tmp_path / "dashboard-keyless.png").stat().st_size > 10_000
+    # no error nor warning, not even the 401 a cache with keys answers first
+    assert [e for e in browser.get_log("browser") if e["level"] not in ("DEBUG", "INFO")] == []
+
+
+def test_with_keys_a_stored_key_is_used_as_the_page_opens(
+    keyed: ServerProcess, browser: webdriver.Chrome
+) -> None:
+    traffic(keyed)
+    assert open_dashboard(browser, keyed) == "key"  # no key stored: asked for one
+    assert asks_for_a_key(browser)
+    browser.execute_script("sessionStorage.setItem('promptcache.key', 'ka')")  # this tab's
+    browser.refresh()
+    wait_loaded(browser, None)
+    alpha = stats(keyed, "ka")
+    assert alpha["requests"] == 4
+    assert shown(browser) == expected(alpha)
+    assert charts_drawn(browser)
+    assert "Showing tenant alpha" in browser.find_element(By.ID, "status").text
+    assert browser.find_element(By.ID, "key-form").is_displayed()  # to change or forget it
+    browser.find_element(By.ID, "forget-key").click()
+    WebDriverWait(browser, 30).until(asks_for_a_key)
+    assert browser.execute_script("return sessionStorage.getItem('promptcache.key')") is None
+    assert console_errors(browser) == []
 
 
 def test_the_dashboard_shows_what_stats_says(
     keyed: ServerProcess, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
     traffic(keyed)
-    browser.get(keyed.url + "/dashboard")
-    assert "Paste an API key" in browser.find_element(By.ID, "status").text
+    open_dashboard(browser, keyed)
+    assert asks_for_a_key(browser)
 
     # a tenant's key: its own numbers, its own top entries, its entries readable
     enter_key(browser, "ka")
@@ -175,9 +243,7 @@ def test_the_dashboard_shows_what_stats_says(
     WebDriverWait(browser, 10).until(
         lambda d: "capital of france" in d.find_element(By.ID, "entry-view").text.lower()
     )
-    assert browser.find_elements(By.CSS_SELECTOR, "#hit-rate-chart circle")
-    assert browser.find_elements(By.CSS_SELECTOR, "#tier-chart rect")
-    assert browser.find_elements(By.CSS_SELECTOR, "#latency-chart rect")
+    assert charts_drawn(browser)
     assert "key" not in browser.current_url and "ka" not in browser.current_url.split("/")[-1]
     assert browser.execute_script("return sessionStorage.getItem('promptcache.key')") == "ka"
 
@@ -218,7 +284,7 @@ def test_a_wrong_key_says_so_and_the_page_is_locked_down(
     for asset, kind in (("/dashboard.js", "text/javascript"), ("/dashboard.css", "text/css")):
         response = httpx.get(keyed.url + asset, timeout=30)
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
-    browser.get(keyed.url + "/dashboard")
+    assert open_dashboard(browser, keyed) == "key"
     before = loaded(browser)
     browser.find_element(By.ID, "key").send_keys("not-a-key")
     browser.find_element(By.ID, "use-key").click()
@@ -228,4 +294,4 @@ def test_a_wrong_key_says_so_and_the_page_is_locked_down(
     assert browser.find_element(By.ID, "board").get_attribute("hidden") is not None
     # the one console error is the refused request itself, nothing else (no CSP violation)
     errors = console_errors(browser)
-    assert all("403" in e["message"] for e in errors), errors
+    assert errors and all("status of 403" in e["message"] for e in errors), errors

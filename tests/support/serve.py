@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,10 +21,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(tmp_path: Path, upstream_url: str, **env: str) -> Iterator[ServerProcess]:
+def local_server(
+    tmp_path: Path,
+    upstream_url: str,
+    command: Sequence[str] | None = None,
+    cwd: Path | None = None,
+    **env: str,
+) -> Iterator[ServerProcess]:
     """`promptcache serve` on a SQLite store in tmp_path, answering misses from the
     OpenAI-compatible upstream at ``upstream_url`` with model ``test-model``; ``env`` adds
-    settings."""
+    settings. ``command`` runs another installation's ``promptcache`` (default: this
+    interpreter's), in ``cwd``."""
     server = ServerProcess(
         {
             "PROMPTCACHE_DATA_DIR": str(tmp_path / "data"),
@@ -33,6 +40,8 @@ def local_server(tmp_path: Path, upstream_url: str, **env: str) -> Iterator[Serv
             **env,
         },
         tmp_path / "server.log",
+        command,
+        cwd,
     ).start()
     try:
         yield server
@@ -41,9 +50,17 @@ def local_server(tmp_path: Path, upstream_url: str, **env: str) -> Iterator[Serv
 
 
 class ServerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        command: Sequence[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.env = env
         self.log_path = log_path
+        self.command = list(command or (sys.executable, "-m", "promptcache_tools.cli"))
+        self.cwd = cwd
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -55,8 +72,9 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "promptcache_tools.cli", "serve", "--port", str(self.port)],
+                [*self.command, "serve", "--port", str(self.port)],
                 env=env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -1,6 +1,7 @@
-// promptcache dashboard: reads GET /stats with the key pasted into the page (kept in
-// sessionStorage, sent as an Authorization header, never in a URL) and draws it as SVG.
-// No dependencies; every text from the API goes in through textContent, never as markup.
+// promptcache dashboard: reads GET /stats as soon as it opens and draws it as SVG. A cache without
+// keys answers at once; one with keys answers 401, and only then does the page ask for a key (kept
+// in sessionStorage, sent as an Authorization header, never in a URL; a stored key is used at
+// once). No dependencies; every text from the API goes in through textContent, never as markup.
 "use strict";
 
 (function () {
@@ -286,13 +287,22 @@
       if (!tenant) tenantPicker(report);
       render(report);
       $("board").hidden = false;
+      if (sessionStorage.getItem(KEY)) $("key-form").hidden = false;
       const who = report.tenant !== undefined ? "tenant " + report.tenant : report.tenants ? "every tenant (admin)" : "this cache";
       setStatus("Showing " + (tenant ? "tenant " + tenant : who) + ", updated " + new Date().toLocaleTimeString());
       document.body.dataset.loaded = String(Date.now());
     } catch (error) {
       $("board").hidden = true;
-      const hint = error.status === 401 || error.status === 403 ? " (paste a valid key above)" : "";
-      setStatus(error.message + hint, true);
+      const refused = error.status === 401 || error.status === 403;
+      if (refused) $("key-form").hidden = false;
+      if (error.status === 401 && !sessionStorage.getItem(KEY)) {
+        // this cache has keys and none is stored yet: ask for one, it is not an error
+        setStatus("This cache needs an API key: paste a tenant's key or the admin key above.");
+        $("key").focus();
+        document.body.dataset.loaded = "key";
+        return;
+      }
+      setStatus(error.message + (refused ? " (paste a valid key above)" : ""), true);
       document.body.dataset.loaded = "error";
     }
   }
@@ -313,8 +323,7 @@
     $("tenant").addEventListener("change", load);
     $("since").addEventListener("change", load);
     $("refresh").addEventListener("click", load);
-    if (sessionStorage.getItem(KEY)) load();
-    else setStatus("Paste an API key above (a tenant's key or the admin key), or press Refresh if this cache has no keys.");
+    load();
   }
 
   document.addEventListener("DOMContentLoaded", start);

@@ -3,20 +3,24 @@ every miss stored, later questions meeting those entries as candidates.
 
 The protocol. From one labelled pair file (``--set qqp|paws``, read in place from
 ``../shared/data``), the pairs of ``--part`` (the same split as ``promptcache eval --part``) are
-sampled (``--limit`` pairs, ``--seed``). Every distinct text of those pairs, ``a``'s and
-``b``'s alike, is asked once, in one seeded shuffled order, sequentially, through ``POST /chat``
-of a real ``promptcache serve`` process (fresh SQLite data dir per policy, local embedder). A
-miss is answered by a measurement upstream in this file (a local OpenAI-compatible chat
-completions server) with the label of the question's intent, ``intent:<n>``, and stored. Intents
-are connected chains of ``duplicate: true`` pairs over the whole file (``evaluation.intents``).
-A semantic hit is correct when the answer it returns carries the query's intent label.
+sampled as ``eval`` samples them: whole groups of linked texts in a seeded order until at least
+``--limit`` pairs (``--seed``), so every pair between two chosen texts is chosen. Every distinct
+text of those pairs, ``a``'s and ``b``'s alike, is asked once, in one seeded shuffled order,
+sequentially, through ``POST /chat`` of a real ``promptcache serve`` process (fresh SQLite data
+dir per policy, local embedder). A miss is answered by a measurement upstream in this file (a
+local OpenAI-compatible chat completions server) with the label of the question's intent,
+``intent:<n>``, and stored. Intents are connected chains of ``duplicate: true`` pairs over the
+whole file (``evaluation.intents``). A semantic hit is correct when the answer it returns carries
+the query's intent label.
 
 Why it differs from the static protocol (``promptcache eval``: store every ``a``, ask every
 ``b``, no writes): here the cache holds whatever earlier queries missed on, ``b``'s included,
 and every guard and the verifier model judge those entries as candidates too; a false hit is
 not stored, so what later queries meet depends on the policy's own earlier decisions.
 
-Per policy: queries, semantic hits, correct and false hits, false hits per 1,000 queries,
+Per policy: queries, semantic hits, correct and false hits, false hits per 1,000 queries (and
+of them, as in ``eval``, those on labelled pairs: the query and the entry that answered it, read
+from the answer's ``entry_id``, form a pair of the file, labelled ``duplicate: false``),
 precision (correct / semantic hits), recall (correct / answerable: queries whose intent had
 already been stored, by an earlier miss of this policy's run, when they were asked), hit rate
 (semantic hits / queries); client-side latency p50/p95 of semantic hits and p50 of misses; the
@@ -94,6 +98,7 @@ class Run:
     answerable: int = 0
     hits: int = 0
     correct: int = 0
+    labelled_false: int = 0  # false hits whose query and entry form a pair of the file
     exact: int = 0
     other: dict[str, int] = field(default_factory=dict)  # bypass or an error status
     hit_ms: list[float] = field(default_factory=list)
@@ -118,6 +123,7 @@ class Run:
             str(self.correct),
             str(self.false_hits),
             f"{1000 * self.false_hits / q:.1f}",
+            f"{1000 * self.labelled_false / q:.1f}",
             f"{precision:.3f}",
             f"{recall:.3f}",
             f"{self.hits / q:.3f}",
@@ -129,9 +135,10 @@ class Run:
 
 
 HEADER = (
-    "| policy | queries | answerable | semantic hits | correct | false | false / 1k | precision "
-    "| recall | hit rate | hit ms p50 / p95 | miss ms p50 | verify ms mean / p95 |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| policy | queries | answerable | semantic hits | correct | false | false / 1k | on labelled "
+    "pairs / 1k | precision | recall | hit rate | hit ms p50 / p95 | miss ms p50 | verify ms "
+    "mean / p95 |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -154,12 +161,15 @@ def run_policy(
     env: dict[str, str],
     stream: Sequence[str],
     intent_of: dict[str, int],
+    labelled: set[frozenset[str]],
     upstream: IntentUpstream,
     progress: bool,
 ) -> Run:
-    """Ask ``stream`` in order through a fresh ``promptcache serve`` with ``env``."""
+    """Ask ``stream`` in order through a fresh ``promptcache serve`` with ``env``; ``labelled``:
+    the texts of every pair of the file between two texts of the stream."""
     run = Run(name, env)
     stored: set[int] = set()  # intents some earlier miss stored
+    prompt_of: dict[str, str] = {}  # entry id -> the text whose miss stored it
     with (
         tempfile.TemporaryDirectory(prefix="promptcache-live-") as tmp,
         local_server(Path(tmp), upstream.base_url, **env) as server,
@@ -188,10 +198,15 @@ def run_policy(
                 run.verify_ms.append(parts["verify"])
             if tier == "semantic":
                 run.hits += 1
-                run.correct += intent_of_answer(body.get("response", "")) == intent
+                right = intent_of_answer(body.get("response", "")) == intent
+                run.correct += right
+                entry = prompt_of.get(str(body.get("entry_id")))
+                run.labelled_false += not right and frozenset((text, entry or "")) in labelled
                 run.hit_ms.append(ms)
             elif tier == "miss":
                 stored.add(intent)
+                if body.get("entry_id"):
+                    prompt_of[str(body["entry_id"])] = text
                 run.miss_ms.append(ms)
             elif tier == "exact":
                 run.exact += 1
@@ -231,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--set", choices=sorted(SETS), default="qqp")
     p.add_argument("--part", choices=ev.PARTS, default="holdout")
-    p.add_argument("--limit", type=int, default=150, help="pairs, a seeded sample")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=150,
+        help="pairs: whole groups of linked texts in a seeded order until at least this many",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", type=parse_policy, action="append", default=[])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -255,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stream = sorted({t for pair in chosen for t in (pair.a, pair.b)})
+    labelled = {frozenset((pair.a, pair.b)) for pair in chosen}  # every pair between them
     random.Random(args.seed).shuffle(stream)
 
     upstream = IntentUpstream(intent_of)
@@ -264,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quiet:
                 print(f"{name}: {len(stream)} queries ({describe(env)})", file=sys.stderr)
             try:
-                runs.append(run_policy(name, env, stream, intent_of, upstream, not args.quiet))
+                runs.append(
+                    run_policy(name, env, stream, intent_of, labelled, upstream, not args.quiet)
+                )
             except RuntimeError as exc:  # the server refused its settings or did not start
                 print(f"error: policy {name}: {exc}", file=sys.stderr)
                 return 2

@@ -174,7 +174,12 @@ def _pairs_args(p: argparse.ArgumentParser, part: str) -> None:
         default=part,
         help=f"which half of the pairs (split by connected texts; default {part})",
     )
-    p.add_argument("--limit", type=int, default=None, help="a seeded sample of N pairs")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="whole groups of linked texts, drawn in a seeded order until at least N pairs",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--vector-cache",

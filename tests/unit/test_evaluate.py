@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from promptcache_tools.evaluation import (
     decide,
     evaluate,
     folds,
+    groups,
     intents,
     pick_threshold,
     read_pairs,
@@ -134,6 +136,38 @@ def test_select_parts_and_seeded_samples() -> None:
     empty = "holdout" if folds(one) == ["fit"] else "fit"
     with pytest.raises(PromptCacheError, match="no pairs in part"):
         select(one, empty)
+
+
+def test_limit_draws_whole_groups_so_no_labelled_relation_is_missing() -> None:
+    rng = random.Random(7)
+    texts = [f"t{i}" for i in range(300)]
+    # chains, stars and loose pairs: groups of many sizes, duplicates and look-alikes mixed
+    pairs = [Pair(rng.choice(texts), rng.choice(texts), rng.random() < 0.4) for _ in range(260)]
+    pairs += [Pair(f"x{i}", f"y{i}", False) for i in range(40)]
+    sizes = sorted(len(g) for g in groups(pairs))
+    assert sizes[-1] > 10 and sizes[0] == 1 and sum(sizes) == len(pairs)
+    for part in ("all", "fit", "holdout"):
+        whole = select(pairs, part)
+        for limit, seed in [(1, 0), (25, 0), (25, 1), (120, 3)]:
+            chosen = select(pairs, part, limit, seed)
+            assert min(limit, len(whole)) <= len(chosen) <= len(whole)
+            assert chosen == select(pairs, part, limit, seed)  # seeded
+            picked = {t for p in chosen for t in (p.a, p.b)}
+            between = [p for p in pairs if p.a in picked and p.b in picked]
+            assert sorted(between, key=pairs.index) == chosen  # every pair between chosen texts
+            work, full = Workload.build(chosen), Workload.build(pairs)
+            assert {(work.entries[c // len(work.queries)], work.queries[c % len(work.queries)])
+                    for c in work.labelled.tolist()} == {
+                (full.entries[c // len(full.queries)], full.queries[c % len(full.queries)])
+                for c in full.labelled.tolist()
+                if full.entries[c // len(full.queries)] in picked
+                and full.queries[c % len(full.queries)] in picked
+            }  # fmt: skip
+    assert select(pairs, "all", 25, 0) != select(pairs, "all", 25, 1)
+    # no group more than needed: without the largest kept group the limit is not reached
+    chosen = select(pairs, "all", 120, 3)
+    kept = [g for g in groups(pairs) if pairs[g[0]] in chosen]
+    assert sum(map(len, kept)) == len(chosen) and len(chosen) - max(map(len, kept)) < 120
 
 
 # ---------------------------------------------------------------- metrics

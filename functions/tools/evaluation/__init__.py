@@ -37,7 +37,18 @@ plot) and ``commands`` (``run_eval``, ``run_calibrate``).
 from __future__ import annotations
 
 from .commands import build_cache, run_calibrate, run_eval, write_calibration
-from .data import PARTS, Pair, Progress, UnionFind, Workload, folds, intents, read_pairs, select
+from .data import (
+    PARTS,
+    Pair,
+    Progress,
+    UnionFind,
+    Workload,
+    folds,
+    groups,
+    intents,
+    read_pairs,
+    select,
+)
 from .embedding import MemoEmbedder
 from .metrics import Metrics, pick_threshold, score
 from .policy import (
@@ -75,6 +86,7 @@ __all__ = [
     "decide",
     "evaluate",
     "folds",
+    "groups",
     "intents",
     "iso_recall_false_hits",
     "iter_rows",

@@ -117,7 +117,7 @@ def _comparison_verifier(cache: Any) -> Any:
 def _describe(
     ev: Evaluation, path: Path, part: str, limit: int | None, seed: int, n_pairs: int
 ) -> str:
-    sampled = f", a sample of {limit} pairs (seed {seed})" if limit is not None else ""
+    sampled = f", whole groups drawn until {limit} pairs (seed {seed})" if limit is not None else ""
     t = ev.seconds
     agree = (
         f"; real PromptCache.lookup on {ev.checked} sampled queries agreed on {ev.agreed}"

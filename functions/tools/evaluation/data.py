@@ -118,10 +118,25 @@ def folds(pairs: Sequence[Pair]) -> list[str]:
     return out
 
 
+def groups(pairs: Sequence[Pair]) -> list[list[int]]:
+    """The pairs' indices by group: the connected component of texts linked by any pair
+    (duplicate or not), groups in the order of their first pair, indices ascending."""
+    sets = UnionFind()
+    for pair in pairs:
+        sets.union(pair.a, pair.b)
+    members: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        members.setdefault(sets.find(pair.a), []).append(i)
+    return list(members.values())
+
+
 def select(
     pairs: Sequence[Pair], part: str = "all", limit: int | None = None, seed: int = 0
 ) -> list[Pair]:
-    """The pairs of one fold (or all), then a seeded sample of ``limit`` of them."""
+    """The pairs of one fold (or all); with ``limit``, whole groups (``groups``) drawn in a
+    seeded order until at least ``limit`` pairs are chosen, in file order. A group holds every
+    pair between its texts, so no labelled relation between two chosen texts is left out (a
+    ``duplicate: false`` pair left out would count its false hit as one nobody labelled)."""
     if part not in PARTS:
         raise PromptCacheError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
     if part == "all":
@@ -133,8 +148,14 @@ def select(
     if not chosen:
         raise PromptCacheError(f"no pairs in part {part!r}: use --part all")
     if limit is not None and limit < len(chosen):
-        keep = sorted(random.Random(seed).sample(range(len(chosen)), limit))
-        chosen = [chosen[i] for i in keep]
+        order = groups(chosen)
+        random.Random(seed).shuffle(order)
+        keep: list[int] = []
+        for group in order:
+            if len(keep) >= limit:
+                break
+            keep += group
+        chosen = [chosen[i] for i in sorted(keep)]
     return chosen
 
 

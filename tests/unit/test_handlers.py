@@ -58,6 +58,11 @@ def test_chat_round_trip(handlers: dict[str, Any]) -> None:
     assert status == 200 and body["tier"] == "miss" and headers["x-promptcache-tier"] == "miss"
     status, headers, body = call(handlers, "chat", "POST", "/chat", {"prompt": " hello  there"})
     assert body["tier"] == "exact" and headers["x-promptcache-entry"] == body["entry_id"]
+    assert "x-promptcache-bypass" not in headers
+    status, headers, body = call(
+        handlers, "chat", "POST", "/chat", {"prompt": "hello there", "cache": "skip"}
+    )
+    assert body["tier"] == "bypass" and headers["x-promptcache-bypass"] == "cache=skip"
 
 
 def test_auth(handlers: dict[str, Any]) -> None:

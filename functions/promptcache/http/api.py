@@ -97,7 +97,9 @@ def chat(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     check_threshold(request.threshold, svc.cache.threshold, admin=admin)
     result = svc.cache.chat(request)
     record(result)
-    headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
+    headers = result_headers(
+        result.tier, result.similarity, result.entry_id, result.timings, result.bypass_reason
+    )
     return json_response(200, result.as_dict(), headers)
 
 

@@ -36,7 +36,6 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from .._accounting import bypass_label
 from .._errors import PromptCacheError
 from .._protocols import ChoicesLLM
 from .._stream import ChatStream
@@ -46,7 +45,6 @@ from .observability import count, record
 from .openai_request import CompletionRequest, parse_request
 from .service import Service
 from .wire import (
-    BYPASS_HEADER,
     admit_chat,
     check_threshold,
     json_body,
@@ -266,14 +264,6 @@ def _body_bytes(event: APIGatewayProxyEventV2) -> int:
     return len(raw.encode("utf-8", "surrogatepass"))
 
 
-def _bypass_headers(headers: dict[str, str], reason: str | None) -> dict[str, str]:
-    """``x-promptcache-bypass``: a request's reason (``BYPASS_REASONS``), ``cache=skip``, or a
-    backend failure's error code (``store_error``...); never the failure's free text."""
-    if reason:
-        headers[BYPASS_HEADER] = bypass_label(reason)
-    return headers
-
-
 def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     cache, settings = svc.cache, svc.settings
     tenant, admin = admit_chat(event, settings, svc.limiter)
@@ -288,8 +278,9 @@ def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[st
         results = _samples(svc.cache, request)
         for one in results:
             record(one)
-        headers = result_headers(Tier.BYPASS, None, None, _slowest(results))
-        _bypass_headers(headers, results[0].bypass_reason)
+        headers = result_headers(
+            Tier.BYPASS, None, None, _slowest(results), results[0].bypass_reason
+        )
         if not request.stream:
             body = completion_object(results, completion_id=completion_id, created=created)
             return json_response(200, body, headers)
@@ -301,15 +292,18 @@ def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[st
             record(stream.result)
         else:  # a live miss: its parts are in the counters once it ends
             count(f"tier_{stream.tier.value}")
-        headers = result_headers(stream.tier, stream.similarity, stream.entry_id, stream.timings)
-        _bypass_headers(headers, stream.bypass_reason)
+        headers = result_headers(
+            stream.tier, stream.similarity, stream.entry_id, stream.timings, stream.bypass_reason
+        )
         streams = [stream]
     else:
         result = svc.cache.chat(request.chat)
         record(result)
         body = completion_object([result], completion_id=completion_id, created=created)
-        headers = result_headers(result.tier, result.similarity, result.entry_id, result.timings)
-        return json_response(200, body, _bypass_headers(headers, result.bypass_reason))
+        headers = result_headers(
+            result.tier, result.similarity, result.entry_id, result.timings, result.bypass_reason
+        )
+        return json_response(200, body, headers)
 
     headers["Cache-Control"] = "no-cache"
     slot = _LIVE.get()

@@ -14,7 +14,7 @@ Lambda layer's dependencies stay lean (the tests parse the output with ``prometh
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from .._accounting import models_in
 from .._timeline import LATENCY_BOUNDS_MS, TOKEN_BOUNDS
@@ -91,6 +91,23 @@ def render(per_tenant: Mapping[str, Mapping[str, float]], entries: int | None) -
     return "".join(line + "\n" for line in _lines(per_tenant, entries))
 
 
+def _by_label(
+    name: str,
+    help_: str,
+    tenants: Sequence[str],
+    per_tenant: Mapping[str, Mapping[str, float]],
+    prefix: str,
+    label: str,
+) -> Iterator[str]:
+    """A counter family of the counters named ``prefix + value``, labelled ``label=value``."""
+    family = _Family(name, "counter", help_)
+    for t in tenants:
+        for key, value in sorted(per_tenant[t].items()):
+            if key.startswith(prefix):
+                family.sample({"tenant": t, label: key[len(prefix) :]}, value)
+    yield from family.lines
+
+
 def _lines(per_tenant: Mapping[str, Mapping[str, float]], entries: int | None) -> Iterator[str]:
     tenants = sorted(per_tenant)
     requests = _Family(
@@ -122,28 +139,17 @@ def _lines(per_tenant: Mapping[str, Mapping[str, float]], entries: int | None) -
             family.sample({"tenant": t}, per_tenant[t].get(counter, 0.0))
         yield from family.lines
 
-    rejections = _Family(
+    yield from _by_label(
         "promptcache_cache_rejections_total",
-        "counter",
         "Candidates at or above the threshold rejected, by guard (false hits avoided).",
-    )
-    for t in tenants:
-        for key, value in sorted(per_tenant[t].items()):
-            if key.startswith("rejected."):
-                rejections.sample({"tenant": t, "guard": key[len("rejected.") :]}, value)
-    yield from rejections.lines
-
-    bypasses = _Family(
+        tenants, per_tenant, "rejected.", "guard",
+    )  # fmt: skip
+    yield from _by_label(
         "promptcache_cache_bypasses_total",
-        "counter",
         "Answers forwarded and not stored, by reason (logprobs, audio, n, oversize, cache=skip, "
         "a backend's error code).",
-    )
-    for t in tenants:
-        for key, value in sorted(per_tenant[t].items()):
-            if key.startswith("bypassed."):
-                bypasses.sample({"tenant": t, "reason": key[len("bypassed.") :]}, value)
-    yield from bypasses.lines
+        tenants, per_tenant, "bypassed.", "reason",
+    )  # fmt: skip
 
     kinds = _Family(
         "promptcache_cache_requests_by_kind_total",

@@ -17,6 +17,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from .._accounting import bypass_label
 from .._errors import (
     BadRequest,
     Forbidden,
@@ -79,14 +80,19 @@ def result_headers(
     similarity: float | None,
     entry_id: str | None,
     timings: Mapping[str, float] | None = None,
+    bypass_reason: str | None = None,
 ) -> dict[str, str]:
     """The headers naming what the cache did: the tier, a hit's similarity, the stored entry,
-    and where the time went (``Server-Timing``: each part, 0 for one that did not run)."""
+    a bypass's reason (its label: a request's, ``cache=skip`` or a backend failure's error code,
+    never the failure's free text) and where the time went (``Server-Timing``: each part, 0 for
+    one that did not run)."""
     headers = {TIER_HEADER: tier.value}
     if similarity is not None:
         headers[SIMILARITY_HEADER] = f"{similarity:.6f}"
     if entry_id:
         headers[ENTRY_HEADER] = entry_id
+    if bypass_reason:
+        headers[BYPASS_HEADER] = bypass_label(bypass_reason)
     headers[TIMING_HEADER] = server_timing(timings or {})
     return headers
 

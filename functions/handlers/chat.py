@@ -10,7 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from promptcache import runtime
-from promptcache.http import admin_api, api, openai_api, resolver
+from promptcache.http import admin_api, api, openai_api, resolver, sse
 from promptcache.http.observability import count, invocation, tracer
 
 app = resolver.make_app(runtime.settings())
@@ -77,6 +77,6 @@ def stream_handler(
     """``lambda_handler`` for a server that can send a body while it is produced (``promptcache
     serve``): the same resolver and routes, except that a streamed completion's event stream comes
     back live, as an iterator of byte chunks, instead of buffered in the result's body."""
-    with openai_api.live_body() as slot:
+    with sse.live_body() as slot:
         result = lambda_handler(event, context)
     return result, slot.take(result)

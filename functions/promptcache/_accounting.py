@@ -116,6 +116,7 @@ class Accounting:
             saved_tokens=saved,
             finish_reason=entry.finish_reason,
             tool_calls=entry.tool_calls,
+            thinking=entry.thinking,
         )
 
     def answered(
@@ -160,6 +161,7 @@ class Accounting:
             timings=tally.timings(),
             tool_calls=completion.tool_calls,
             alternatives=completion.alternatives,
+            thinking=completion.thinking,
         )
 
     def report(

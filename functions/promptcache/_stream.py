@@ -56,6 +56,7 @@ def passthrough(upstream: Iterator[str], model: str) -> Generator[str, None, Com
         usage=done.usage if done else Usage(),
         finish_reason=done.finish_reason if done else "stop",
         tool_calls=done.tool_calls if done else (),
+        thinking=done.thinking if done else (),
     )
 
 

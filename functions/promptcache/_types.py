@@ -186,18 +186,25 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     #: the other choices, when the model was asked for several (``n``): never stored
     alternatives: tuple[Completion, ...] = ()
+    #: the model's reasoning blocks, opaque (``Entry.thinking``)
+    thinking: tuple[Mapping[str, Any], ...] = ()
 
 
 #: The stored answer's format: 1 (no ``format`` field) held the text alone, finished by
 #: ``stop``; 2 adds the tool calls (name and arguments, by position: ids are never stored) and
-#: the finish reason. Entries of either format are read.
-ANSWER_FORMAT = 2
+#: the finish reason; 3 adds the model's reasoning blocks (``thinking``, written only when the
+#: answer has some). Entries of every format are read.
+ANSWER_FORMAT = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One stored answer. ``prompt`` is the canonical last turn it answers; ``response`` the
-    answer's text, ``tool_calls`` its calls (without ids), ``finish_reason`` how it ended."""
+    answer's text, ``tool_calls`` its calls (without ids), ``finish_reason`` how it ended.
+
+    ``thinking``: the reasoning blocks the model returned before its answer, opaque and exactly as
+    the upstream sent them (Claude's ``thinking`` blocks with their signatures, and
+    ``redacted_thinking``): stored and replayed as they are, never rewritten, never dropped."""
 
     id: str
     namespace: str
@@ -210,12 +217,13 @@ class Entry:
     expires_at: float | None
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str = "stop"
+    thinking: tuple[Mapping[str, Any], ...] = ()
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "namespace": self.namespace,
             "exact_key": self.exact_key,
@@ -229,6 +237,9 @@ class Entry:
             "tool_calls": [[c.name, c.arguments, c.type] for c in self.tool_calls],
             "finish_reason": self.finish_reason,
         }
+        if self.thinking:
+            data["thinking"] = [dict(block) for block in self.thinking]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
@@ -249,6 +260,7 @@ class Entry:
             expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
             tool_calls=calls,
             finish_reason=str(data.get("finish_reason") or "stop"),
+            thinking=tuple(b for b in data.get("thinking") or () if isinstance(b, dict)),
         )
 
 
@@ -307,6 +319,7 @@ class ChatResult:
     - ``tool_calls``: the calls the answer asks for (a stored answer's carry no ids: the face
       gives each replay fresh ones).
     - ``alternatives``: the model's other choices when it was asked for several (a bypass).
+    - ``thinking``: the model's reasoning blocks before the answer (``Entry.thinking``).
     """
 
     response: str
@@ -322,6 +335,7 @@ class ChatResult:
     saved_tokens: int = 0
     tool_calls: tuple[ToolCall, ...] = ()
     alternatives: tuple[Completion, ...] = ()
+    thinking: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def cached(self) -> bool:

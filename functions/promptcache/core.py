@@ -422,6 +422,7 @@ class PromptCache:
             expires_at=(now + ttl) if ttl else None,
             tool_calls=tuple(c.anonymous() for c in completion.tool_calls),
             finish_reason=completion.finish_reason,
+            thinking=completion.thinking,
         )
 
     def _shared(self, query: Query, tally: Tally, filled: Filled) -> ChatResult:

@@ -3,6 +3,7 @@ REST stand-in in front of a real redis-server)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from promptcache import Entry, LogRecord, Store
+from promptcache._types import ToolCall
 from promptcache.adapters.memory import MemoryStore
 from promptcache.adapters.sqlite import SQLiteStore
 from tests.support import entries
@@ -107,6 +109,20 @@ def test_put_then_get(backend: Backend) -> None:
     assert store.get(entry.id) == entry
     assert backend.open().get(entry.id) == entry
     assert store.get(uuid.uuid4().hex) is None
+
+
+def test_an_answer_with_tool_calls_and_reasoning_blocks_reads_back_whole(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    entry = dataclasses.replace(
+        make_entry(backend.clock, "what is 2 + 2?", ttl=3600),
+        tool_calls=(ToolCall("add", '{"a": 2, "b": 2}'),),
+        finish_reason="tool_calls",
+        thinking=({"type": "thinking", "thinking": "add them", "signature": "c2ln"},),
+    )
+    put(store, entry)
+    assert backend.open().get(entry.id) == entry
 
 
 def test_exact_lookup_rides_on_sync(backend: Backend) -> None:

@@ -211,7 +211,18 @@ def test_the_stored_answer_format_round_trips_tool_calls() -> None:
         finish_reason="tool_calls",
     )
     data = json.loads(json.dumps(entry.to_json()))
-    assert data["format"] == 2
+    assert data["format"] == 3 and "thinking" not in data  # written only when there is some
+    assert Entry.from_json(data) == entry
+
+
+def test_the_stored_answer_format_round_trips_reasoning_blocks_as_they_are() -> None:
+    blocks = (
+        {"type": "thinking", "thinking": "Let me see: 2 + 2.", "signature": "c2lnbmF0dXJl"},
+        {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
+    )
+    entry = Entry("x", "n", "k", "p", "4", "m", Usage(1, 2), 1.0, None, thinking=blocks)
+    data = json.loads(json.dumps(entry.to_json()))
+    assert data["thinking"] == [dict(b) for b in blocks]
     assert Entry.from_json(data) == entry
 
 

@@ -22,15 +22,12 @@ Policy (docs/openai-compatibility.md: what is forwarded, keyed, bypassed and ref
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -44,6 +41,7 @@ from ..core import PromptCache
 from .observability import count, record
 from .openai_request import CompletionRequest, parse_request
 from .service import Service
+from .sse import data_event, errors_as_events, stream_response
 from .wire import (
     admit_chat,
     check_threshold,
@@ -125,12 +123,8 @@ def completion_object(
     }
 
 
-def _event(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
-
-
 def _error_event(exc: PromptCacheError) -> bytes:
-    return _event(openai_error(exc))
+    return data_event(openai_error(exc))
 
 
 def sse_body(
@@ -163,7 +157,7 @@ def sse_body(
         }
         if include_usage:
             obj["usage"] = None
-        return _event(obj)
+        return data_event(obj)
 
     try:
         for index, stream in enumerate(streams):
@@ -176,7 +170,7 @@ def sse_body(
             yield chunk(index, {}, finish, stream.model)
         if include_usage:
             results = [s.result for s in streams if s.result is not None]
-            yield _event(
+            yield data_event(
                 {
                     "id": completion_id,
                     "object": "chat.completion.chunk",
@@ -201,40 +195,6 @@ def sse_body(
     finally:
         for stream in streams:
             stream.close()
-
-
-# ---------------------------------------------------------------- a body sent while produced
-@dataclass
-class LiveBody:
-    """Where a streamed completion leaves its body when the server can send it as it is produced
-    (``promptcache serve``): an iterator of SSE byte chunks instead of a string in the result."""
-
-    chunks: Iterator[bytes] | None = None
-
-    def take(self, result: dict[str, Any]) -> Iterator[bytes] | None:
-        """The live body, if the response that was built is the streamed 200 it belongs to."""
-        chunks, self.chunks = self.chunks, None
-        if chunks is not None and int(result.get("statusCode", 200)) != 200:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-            return None
-        return chunks
-
-
-_LIVE: ContextVar[LiveBody | None] = ContextVar("promptcache_live_body", default=None)
-
-
-@contextmanager
-def live_body() -> Iterator[LiveBody]:
-    """Within this block (one invocation, one thread), streamed completions are left live in the
-    yielded slot instead of being buffered into the response body."""
-    slot = LiveBody()
-    token = _LIVE.set(slot)
-    try:
-        yield slot
-    finally:
-        _LIVE.reset(token)
 
 
 # ---------------------------------------------------------------- the two endpoints
@@ -305,21 +265,14 @@ def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[st
         )
         return json_response(200, body, headers)
 
-    headers["Cache-Control"] = "no-cache"
-    slot = _LIVE.get()
     events = sse_body(
         streams,
         completion_id=completion_id,
         created=created,
         include_usage=request.include_usage,
-        errors_as_events=slot is not None,
+        errors_as_events=errors_as_events(),
     )
-    if slot is not None:  # the server sends each chunk as it is produced
-        slot.chunks = events
-        text = ""
-    else:  # Lambda behind API Gateway: the whole event stream in one body
-        text = b"".join(events).decode("utf-8")
-    return Response(status_code=200, content_type="text/event-stream", body=text, headers=headers)
+    return stream_response(events, headers)
 
 
 def _slowest(results: list[ChatResult]) -> dict[str, float]:

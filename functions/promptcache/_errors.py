@@ -95,6 +95,13 @@ class Unprocessable(RequestError):
     code = "unprocessable"
 
 
+class UnsupportedField(BadRequest):
+    """A field the client sent that the configured upstream cannot take (and that has no
+    translation): refused before any call, naming the field and the upstream, never dropped."""
+
+    code = "unsupported_field"
+
+
 class RateLimited(RequestError):
     status = 429
     code = "rate_limited"

@@ -93,7 +93,9 @@ def test_the_default_max_tokens_is_the_adapters_and_a_requests_own_wins() -> Non
 
 def test_system_turns_become_system_a_string_or_blocks_with_cache_control() -> None:
     plain = body(req(Message("system", "Be brief."), Message("user", "q")))
-    assert plain["system"] == "Be brief." and plain["messages"] == [{"role": "user", "content": "q"}]
+    assert plain["system"] == "Be brief." and plain["messages"] == [
+        {"role": "user", "content": "q"}
+    ]
     two = body(req(Message("system", "A"), Message("developer", "B"), Message("user", "q")))
     assert two["system"] == "A\n\nB"
     cached = {"type": "text", "text": "long rules", "cache_control": {"type": "ephemeral"}}

@@ -251,7 +251,7 @@ def messages_body(request: ChatRequest, *, max_tokens: int, stream: bool = False
     if fields.get("tools"):
         body["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(fields["tools"])]
     choice = _tool_choice(fields.get("tool_choice"), fields.get("parallel_tool_calls"))
-    if choice is not None and (body.get("tools") or choice["type"] == "none"):
+    if choice is not None and body.get("tools"):  # no tools: every choice means none
         body["tool_choice"] = choice
     config = _output_config(fields.get("response_format"), fields.get("output_config"))
     if config:

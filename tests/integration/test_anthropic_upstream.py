@@ -231,6 +231,10 @@ def test_claudes_errors_reach_the_client(client: openai.OpenAI, up: AnthropicUps
     with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
     up.stream_error_after = None
+    up.stream_cut_after = 1
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
+    up.stream_cut_after = None
     fine, headers = create(client, messages=messages)  # nothing was stored by the failures
     assert headers["x-promptcache-tier"] == "miss" and fine.choices[0].message.content
 

@@ -185,3 +185,32 @@ def test_a_refused_field_reaches_the_caller_as_itself_and_nothing_is_stored() ->
     with pytest.raises(UnsupportedField, match="logit_bias"):
         cache.chat_stream(request)
     assert calls == [] and store.count() == 0
+
+
+def test_claudes_thinking_blocks_are_stored_and_replayed_exactly() -> None:
+    thinking = {"type": "thinking", "thinking": "The user asks...", "signature": "EqQBCgIYAh=="}
+    redacted = {"type": "redacted_thinking", "data": "EmwKAhgB"}
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [thinking, redacted, {"type": "text", "text": "Paris."}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+    }
+    calls: list[httpx.Request] = []
+    claude = _claude(lambda r: calls.append(r) or httpx.Response(200, json=answer))
+    cache = PromptCache(
+        store=MemoryStore(), embedder=FakeEmbedder(), stats=MemoryStats(), llm=claude
+    )
+    request = ChatRequest(
+        messages=(Message("user", "capital of France?"),),
+        model="claude-x",
+        options={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+    )
+    first = cache.chat(request)
+    again = cache.chat(request)
+    assert first.tier.value == "miss" and again.tier.value == "exact" and len(calls) == 1
+    assert first.thinking == again.thinking == (thinking, redacted)
+    assert again.response == "Paris."

@@ -20,8 +20,8 @@ translates it out, and Claude's answer back in:
   request sets none); ``temperature`` (0..1 on Claude), ``top_p``, ``top_k``, ``thinking`` and any
   field in Anthropic's own spelling as they are.
 - refused before any call (``UnsupportedField``, 400): the Chat Completions fields Claude has no
-  equivalent for (``_messages.REFUSED``), a temperature above 1, a ``json_object`` response format, legacy
-  ``function`` turns, a participant ``name``.
+  equivalent for (``_messages.REFUSED``), a temperature above 1, a ``json_object`` response
+  format, legacy ``function`` turns, a participant ``name``.
 - the answer: text blocks -> the text; ``tool_use`` blocks -> tool calls (``input`` as JSON
   text); ``thinking`` / ``redacted_thinking`` blocks -> ``Completion.thinking`` exactly as sent;
   ``stop_reason`` -> the finish reason in OpenAI's words (``_messages.FINISH``); ``usage``.

@@ -222,7 +222,8 @@ PUBLIC = [
     "PromptCacheError", "RateWindows", "RequestError", "Settings", "Stats", "StatsError", "Store",
     "StoreError", "StreamingLLM",
     "SyncResult", "Tier", "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured",
-    "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "UnsupportedField", "Usage", "VectorIndex",
+    "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "UnsupportedField",
+    "Usage", "VectorIndex",
     "Verifier", "VerifierError",
 ]  # fmt: skip
 

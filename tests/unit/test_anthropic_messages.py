@@ -129,6 +129,8 @@ def test_sampling_fields_tools_and_choice_are_translated() -> None:
         choice = {"type": kind, "name": "weather"} if kind == "tool" else {"type": kind}
         chat = parse(ask(user("x"), tools=[weather], tool_choice=choice)).chat
         assert chat.options["tool_choice"] == expected and "parallel_tool_calls" not in chat.options
+    chat = parse(ask(user("x"), store=False, safety_identifier="s-1")).chat
+    assert dict(chat.forward) == {"store": False, "safety_identifier": "s-1"} and not chat.options
     cached = {**weather, "cache_control": {"type": "ephemeral"}}  # no equivalent: as it is
     assert parse(ask(user("x"), tools=[cached])).chat.options["tools"] == [cached]
 

@@ -363,15 +363,15 @@ def parse_request(
     options |= {k: v for k, v in body.items() if k not in _OWN and k not in UNKEYED}
     options = {k: v for k, v in options.items() if v is not None}
 
-    forward: dict[str, Any] = {}
+    # fields that only identify or bill (``UNKEYED``), sent as they came; metadata's user is
+    # Anthropic's spelling of ``user``
+    forward = {k: body[k] for k in UNKEYED if body.get(k) is not None and k != "metadata"}
     metadata = dict(body.get("metadata") or {})
     user = metadata.pop("user_id", None)
     if user is not None:
         forward["user"] = _string(user, "metadata.user_id")
     if metadata:
         forward["metadata"] = metadata
-    if body.get("service_tier") is not None:
-        forward["service_tier"] = body["service_tier"]
 
     extra = _cache_options(body.get("promptcache"))
     try:

@@ -597,3 +597,22 @@ def test_a_stored_answer_with_thinking_is_replayed_with_it(handler: Any) -> None
     assert answer["content"] == [*THINKING, {"type": "text", "text": "Deep answer."}]
     status, _, text = post(handler, "/v1/messages", {**body, "stream": True}, {"x-api-key": "ka"})
     assert rebuild(events(text.encode()))["content"] == answer["content"]
+
+
+def test_a_live_miss_with_reasoning_closes_its_text_before_the_thinking_blocks() -> None:
+    def relay() -> Iterator[str]:
+        yield "Done."
+        return result(response="Done.", thinking=THINKING)  # type: ignore[return-value]
+
+    live = ChatStream(tier=Tier.MISS, model="m", deltas=relay())
+    stream = events(b"".join(anthropic_api.sse_body(live, message_id="msg_1")))
+    opened: list[int] = []
+    for name, event in stream:  # one block open at a time, each closed before the next
+        if name == "content_block_start":
+            assert not opened
+            opened.append(event["index"])
+        elif name == "content_block_stop":
+            assert opened == [event["index"]]
+            opened.clear()
+    content = rebuild(stream)["content"]
+    assert content == [{"type": "text", "text": "Done."}, *THINKING]

@@ -199,16 +199,17 @@ def sse_body(
         result = stream.result
         if result is None:  # a stream closed early ends nothing (the caller went away)
             return
-        if known is None:
+        calls = [(_tool_id(c), c, tool_input(c)) for c in result.tool_calls]
+        if text_at is not None:
+            yield _stop(text_at)
+        if known is None:  # a live miss's reasoning, known only now
             for block in result.thinking:
                 yield from _thinking_events(index, block)
                 index += 1
-        calls = [(_tool_id(c), c, tool_input(c)) for c in result.tool_calls]
         if text_at is None and not calls:
-            text_at, index = index, index + 1
-            yield _start(text_at, {"type": "text", "text": ""})
-        if text_at is not None:
-            yield _stop(text_at)
+            yield _start(index, {"type": "text", "text": ""})
+            yield _stop(index)
+            index += 1
         for call_id, call, args in calls:
             yield _start(index, {"type": "tool_use", "id": call_id, "name": call.name, "input": {}})
             text = json.dumps(args, ensure_ascii=False)

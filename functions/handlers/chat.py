@@ -1,6 +1,7 @@
-"""POST /chat and the OpenAI-compatible POST /v1/chat/completions, GET /v1/models: answer a prompt
-from the cache or the LLM. GET and DELETE /entries/{id}: read or remove a stored answer. The admin
-API (/admin/entries, /admin/flush, /admin/forget): the admin key's."""
+"""POST /chat, the OpenAI-compatible POST /v1/chat/completions and GET /v1/models, and Anthropic's
+POST /v1/messages: answer a prompt from the cache or the LLM. GET and DELETE /entries/{id}: read
+or remove a stored answer. The admin API (/admin/entries, /admin/flush, /admin/forget): the
+admin key's."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from promptcache import runtime
-from promptcache.http import admin_api, api, openai_api, resolver, sse
+from promptcache.http import admin_api, anthropic_api, api, openai_api, resolver, sse
 from promptcache.http.observability import count, invocation, tracer
 
 app = resolver.make_app(runtime.settings())
@@ -26,6 +27,12 @@ def chat() -> Response[str]:
 @tracer.capture_method
 def chat_completions() -> Response[str]:
     return openai_api.chat_completions(app.current_event, runtime.service())
+
+
+@app.post("/v1/messages")
+@tracer.capture_method
+def messages() -> Response[str]:
+    return anthropic_api.messages(app.current_event, runtime.service())
 
 
 @app.get("/v1/models")

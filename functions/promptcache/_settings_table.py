@@ -166,7 +166,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PROMPTCACHE_API_KEYS": (
         "",
         "Comma-separated `key:tenant` pairs (a key may be given as `sha256:<hex>`, its digest); "
-        "when set, requests need `Authorization: Bearer KEY` and each tenant gets its own cache. "
+        "when set, requests need `Authorization: Bearer KEY` (or `x-api-key: KEY`) and each tenant "
+        "gets its own cache. "
         "Empty = no auth, one tenant `default`.",
     ),
     "PROMPTCACHE_API_KEYS_SSM_PARAMETER": (

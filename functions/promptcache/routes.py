@@ -22,6 +22,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/dashboard.css"): "stats",
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/messages"): "chat",
     ("GET", "/v1/models"): "chat",
     ("GET", "/entries/{id}"): "chat",
     ("DELETE", "/entries/{id}"): "chat",
@@ -44,14 +45,15 @@ def route_path(path: str) -> str | None:
 
 
 #: The API faces: each answers its routes, and its errors, in its own dialect.
-NATIVE, OPENAI = "native", "openai"
+NATIVE, OPENAI, ANTHROPIC = "native", "openai", "anthropic"
 #: The routes of a face other than the native one (``/chat``, the entries, stats, admin...).
 FACES: dict[str, str] = {
     "/v1/chat/completions": OPENAI,
     "/v1/models": OPENAI,
+    "/v1/messages": ANTHROPIC,
 }
 #: Where a path under no route is answered (its 404 or 405): the face of its prefix.
-FACE_PREFIXES: tuple[tuple[str, str], ...] = (("/v1/", OPENAI),)
+FACE_PREFIXES: tuple[tuple[str, str], ...] = (("/v1/messages/", ANTHROPIC), ("/v1/", OPENAI))
 
 
 def face_of(path: str) -> str:
@@ -77,9 +79,8 @@ RESULT_HEADERS = (TIER_HEADER, SIMILARITY_HEADER, ENTRY_HEADER, BYPASS_HEADER, T
 RETRY_AFTER_HEADER = "Retry-After"
 #: The admin key chats for the tenant this header names.
 TENANT_HEADER = "X-Promptcache-Tenant"
-#: What clients authenticate with: ``Authorization: Bearer KEY``; Anthropic's clients may send
-#: ``x-api-key`` and ``anthropic-version`` instead (allowed for browsers now, read by the
-#: Messages face).
+#: What clients authenticate with: ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (curl and
+#: older Anthropic clients), on every route; ``anthropic-version`` is accepted, never required.
 AUTHORIZATION_HEADER = "Authorization"
 API_KEY_HEADER = "X-Api-Key"
 ANTHROPIC_VERSION_HEADER = "Anthropic-Version"

@@ -200,3 +200,44 @@ def test_one_canonical_authorization_over_http(keyed: ServerProcess) -> None:
     assert spaced.status_code == 401 and "whitespace" in spaced.text
     assert get(keyed, "/stats", ADMIN).json()["requests"] == 0
     assert post(keyed, "/chat", "ka", {"prompt": "alpha asks"}).is_success
+
+
+def test_the_messages_face_over_http_keeps_tenants_apart(keyed: ServerProcess) -> None:
+    """/v1/messages with each tenant's key (x-api-key, as curl sends it, or Bearer): the same
+    request is one entry per tenant; the admin key chats only for a named tenant; an unknown
+    key, or two different keys, are refused in Anthropic's shape and counted nowhere."""
+
+    def messages(headers: dict[str, str]) -> httpx.Response:
+        body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "same"}]}
+        return httpx.post(keyed.url + "/v1/messages", json=body, headers=headers, timeout=30)
+
+    beta = messages({"x-api-key": "kb"})
+    assert beta.status_code == 200 and beta.headers["x-promptcache-tier"] == "miss"
+    assert messages({"Authorization": "Bearer kb"}).headers["x-promptcache-tier"] == "exact"
+    alpha = messages({"x-api-key": "ka", "anthropic-version": "2023-06-01"})
+    assert alpha.status_code == 200 and alpha.headers["x-promptcache-tier"] == "miss"
+    assert alpha.headers["x-promptcache-entry"] != beta.headers["x-promptcache-entry"]
+    for headers, status, kind in (
+        ({"x-api-key": "nobody"}, 403, "permission_error"),
+        ({"x-api-key": "ka", "Authorization": "Bearer kb"}, 400, "invalid_request_error"),
+        ({}, 401, "authentication_error"),
+        ({"x-api-key": ADMIN}, 400, "invalid_request_error"),
+    ):
+        refused = messages(headers)
+        assert refused.status_code == status, headers
+        assert refused.json() == {
+            "type": "error",
+            "error": {"type": kind, "message": refused.json()["error"]["message"]},
+        }
+    as_alpha = messages({"x-api-key": ADMIN, "X-Promptcache-Tenant": "alpha"})
+    assert as_alpha.headers["x-promptcache-tier"] == "exact"
+    assert as_alpha.headers["x-promptcache-entry"] == alpha.headers["x-promptcache-entry"]
+    admin = get(keyed, "/stats", ADMIN).json()
+    assert admin["requests"] == 4
+    assert (
+        admin["tenants"]["be|ta%"]["requests"] == 2 and admin["tenants"]["alpha"]["requests"] == 2
+    )
+    assert (
+        httpx.get(keyed.url + "/stats", headers={"x-api-key": "ka"}, timeout=30).json()["tenant"]
+        == "alpha"
+    )

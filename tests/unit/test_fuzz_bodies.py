@@ -1,13 +1,14 @@
 """Property-based fuzzing of the request bodies, through the handlers in-process: generated JSON
 (arbitrary nested values with unpaired surrogates, huge and non-finite numbers, NaN/Infinity
-literals, deep nesting, wrong types for every field) sent to ``POST /chat`` and ``POST
-/v1/chat/completions``, plain and streamed (buffered ``lambda_handler`` and the live
-``stream_handler``), and the admin routes (``/admin/flush``, ``/admin/forget``, the query of
-``GET /admin/entries``; with the admin key and a tenant's). Never a 5xx; every 4xx is a JSON
-error body; a rejected request changes neither the store's entry count nor the stats, and asks
-no model.
+literals, deep nesting, wrong types for every field) sent to ``POST /chat``, ``POST
+/v1/chat/completions`` and ``POST /v1/messages``, plain and streamed (buffered
+``lambda_handler`` and the live ``stream_handler``), and the admin routes (``/admin/flush``,
+``/admin/forget``, the query of ``GET /admin/entries``; with the admin key and a tenant's).
+Never a 5xx; every 4xx is a JSON error body in the face's own shape (Anthropic's on
+``/v1/messages``); a rejected request changes neither the store's entry count nor the stats,
+and asks no model.
 
-``TEST_FUZZ_EXAMPLES`` sets the examples per route (default 200: five properties, about 20 s here).
+``TEST_FUZZ_EXAMPLES`` sets the examples per route (default 200: six properties, about 25 s here).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from promptcache import PromptCache, runtime
 from promptcache.adapters.memory import MemoryStats, MemoryStore
+from promptcache.routes import ANTHROPIC, face_of
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
 
@@ -243,6 +245,116 @@ V1_BODIES = st.one_of(
 )
 
 
+# ---------------------------------------------------------------- Anthropic's Messages bodies
+TOOL_USE = st.fixed_dictionaries(
+    {
+        "type": st.just("tool_use"),
+        "id": field(st.sampled_from(["toolu_1", "toolu_2", ""])),
+        "name": field(st.sampled_from(["f", "g"])),
+        "input": field(st.dictionaries(TEXT, SCALARS, max_size=2)),
+    }
+)
+TOOL_RESULT = st.fixed_dictionaries(
+    {
+        "type": st.just("tool_result"),
+        "tool_use_id": field(st.sampled_from(["toolu_1", "toolu_2", "x"])),
+    },
+    optional={
+        "content": field(
+            st.one_of(
+                TEXT,
+                st.lists(
+                    st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}), max_size=2
+                ),
+            )
+        ),
+        "is_error": field(st.booleans()),
+    },
+)
+BLOCK = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.one_of(st.just("text"), VALUES), "text": TEXT},
+        optional={"cache_control": field(st.just({"type": "ephemeral"}))},
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("image"),
+            "source": field(
+                st.fixed_dictionaries(
+                    {"type": field(st.sampled_from(["base64", "url", "file"]))},
+                    optional={"media_type": field(TEXT), "data": field(TEXT), "url": field(TEXT)},
+                )
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["thinking", "redacted_thinking", "document"])},
+        optional={"thinking": field(TEXT), "signature": field(TEXT), "data": field(TEXT)},
+    ),
+    TOOL_USE,
+    TOOL_RESULT,
+    VALUES,
+)
+TURN = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": st.one_of(st.sampled_from(["user", "assistant", "system", "tool"]), VALUES),
+            "content": st.one_of(TEXT, st.lists(BLOCK, max_size=3)),
+        }
+    ),
+    VALUES,
+)
+ANTHROPIC_TOOL = st.fixed_dictionaries(
+    {"name": field(st.sampled_from(["f", "g"]))},
+    optional={
+        "type": field(st.sampled_from(["custom", "web_search_20250305", "bash_20250124"])),
+        "description": field(TEXT),
+        "input_schema": field(st.just({"type": "object", "properties": {}})),
+        "cache_control": field(st.just({"type": "ephemeral"})),
+    },
+)
+MESSAGES_OPTIONAL = {
+    "model": field(st.sampled_from(["claude-x", "m", " "])),
+    "system": field(st.one_of(TEXT, st.lists(BLOCK, max_size=2))),
+    "temperature": field(NUMBERS),
+    "top_p": field(NUMBERS),
+    "top_k": field(NUMBERS),
+    "stop_sequences": field(st.lists(TEXT, max_size=2)),
+    "stream": field(st.booleans()),
+    "tools": field(st.lists(ANTHROPIC_TOOL, max_size=2)),
+    "tool_choice": field(
+        st.fixed_dictionaries(
+            {"type": field(st.sampled_from(["auto", "any", "tool", "none"]))},
+            optional={
+                "name": field(st.sampled_from(["f", "g"])),
+                "disable_parallel_tool_use": field(st.booleans()),
+            },
+        )
+    ),
+    "thinking": field(
+        st.fixed_dictionaries(
+            {"type": field(st.sampled_from(["enabled", "disabled", "adaptive"]))},
+            optional={"budget_tokens": field(NUMBERS)},
+        )
+    ),
+    "metadata": field(st.fixed_dictionaries({}, optional={"user_id": field(TEXT)})),
+    "service_tier": field(st.sampled_from(["auto", "standard_only"])),
+    "promptcache": field(OPTIONS),
+    "a_future_field": VALUES,
+}
+TOKENS = field(st.one_of(st.integers(min_value=1, max_value=4096), NUMBERS))
+MESSAGES_BODIES = st.one_of(
+    one_field(
+        {"max_tokens": 64, "messages": [{"role": "user", "content": "?"}]}, MESSAGES_OPTIONAL
+    ),
+    st.fixed_dictionaries(
+        {"max_tokens": TOKENS, "messages": field(st.lists(TURN, min_size=1, max_size=3))},
+        optional=MESSAGES_OPTIONAL,
+    ),
+    st.fixed_dictionaries({}, optional={"messages": MESSAGES, "max_tokens": TOKENS}),
+)
+
+
 @st.composite
 def wire(draw: st.DrawFn, bodies: st.SearchStrategy[Any]) -> bytes:
     """A body as sent: usually an object from ``bodies``, sometimes any JSON value; now and then
@@ -300,6 +412,30 @@ def snapshot(app: dict[str, Any]) -> tuple[Any, ...]:
     return stored_entries(cache), cache.stats.read(), app["llm"].calls
 
 
+ANTHROPIC_ERRORS = {
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+}
+
+
+def check_error(path: str, payload: bytes) -> dict[str, Any]:
+    """A 4xx body in the shape of the path's face: Anthropic's (``type: error``, an error
+    ``type`` of its list), or the others' (an error ``code``). Returns the error object."""
+    body = json.loads(payload)
+    error = body["error"]
+    assert isinstance(error["message"], str) and error["message"], body
+    if face_of(path.split("?", 1)[0]) == ANTHROPIC:
+        assert body["type"] == "error" and error["type"] in ANTHROPIC_ERRORS, body
+        assert set(body) == {"type", "error"} and set(error) == {"type", "message"}, body
+    else:
+        assert isinstance(error["code"], str), body
+    return dict(error)
+
+
 def check(
     app: dict[str, Any],
     path: str,
@@ -313,9 +449,7 @@ def check(
     assert status < 500, (status, raw[:300], payload[:300])
     if status >= 400:
         assert content_type == "application/json", (status, content_type)
-        error = json.loads(payload)["error"]
-        assert isinstance(error["code"], str) and isinstance(error["message"], str)
-        assert error["message"]
+        error = check_error(path, payload)
         assert snapshot(app) == before, (status, error, raw[:300])
 
 
@@ -335,6 +469,12 @@ def test_completion_bodies(app: dict[str, Any], raw: bytes) -> None:
 @given(raw=wire(V1_BODIES.map(lambda body: {**body, "stream": True})), live=st.booleans())
 def test_streamed_completion_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
     check(app, "/v1/chat/completions", raw, live)
+
+
+@FUZZ
+@given(raw=wire(MESSAGES_BODIES), live=st.booleans())
+def test_messages_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
+    check(app, "/v1/messages", raw, live)
 
 
 ADMIN_FIELDS = st.sampled_from(["namespace", "model", "tenant", "prompt", "everything"])

@@ -1,15 +1,17 @@
 """Property-based fuzzing of every route at once, through the handlers in-process (no sockets:
 the per-request cost is the handler's, about a millisecond here). Each generated example is one
 batch: a body (from the body fuzz's strategies), an entry id, a query string and a set of
-credentials, sent to every route of ``ROUTES`` (``POST /chat`` and ``POST /v1/chat/completions``
-buffered and live-streamed, ``GET`` and ``DELETE /entries/{id}``, ``GET /stats``, ``GET /health``,
-``GET /v1/models``, ``/metrics``, the dashboard, the admin API), under two of the credentials (a
-tenant's key, the other tenant's, the admin key, a wrong key, none, a malformed header). Never a
-5xx; every 4xx is a JSON error naming the problem; a rejected request changes neither the stored
-entries nor the counters and asks no model.
+credentials, sent to every route of ``ROUTES`` (``POST /chat``, ``POST /v1/chat/completions`` and
+``POST /v1/messages`` buffered and live-streamed, a path under ``/v1/messages`` that is no
+route, ``GET`` and ``DELETE /entries/{id}``, ``GET /stats``, ``GET /health``, ``GET
+/v1/models``, ``/metrics``, the dashboard, the admin API), under two of the credentials (a
+tenant's key, the other tenant's, the admin key, a wrong key, none, a malformed header, a key as
+``x-api-key``, both headers). Never a 5xx; every 4xx is a JSON error naming the problem, in the
+shape of the path's face; a rejected request changes neither the stored entries nor the
+counters and asks no model.
 
-``TEST_FUZZ_BATCHES`` sets the examples (default 560, what CI runs: 28 requests each, 15,680
-requests, about 30 s here); the test asserts how many requests it sent.
+``TEST_FUZZ_BATCHES`` sets the examples (default 560, what CI runs: 31 requests each, 17,360
+requests, about 35 s here); the test asserts how many requests it sent.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.routes import ROUTES, route_path
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
-from tests.unit.test_fuzz_bodies import CHAT_BODIES, TEXT, V1_BODIES, VALUES, stored_entries, wire
+from tests.unit.test_fuzz_bodies import (
+    CHAT_BODIES,
+    MESSAGES_BODIES,
+    TEXT,
+    V1_BODIES,
+    VALUES,
+    check_error,
+    stored_entries,
+    wire,
+)
 
 BATCHES = int(os.environ.get("TEST_FUZZ_BATCHES") or 560)
 KEYS = {"alpha": "key-alpha", "beta": "key-beta"}
@@ -82,6 +93,10 @@ CREDENTIALS = st.sampled_from(
         {"Authorization": "key-alpha"},
         {"Authorization": "Bearer  key-alpha "},
         {"Authorization": "bearer key-alpha"},
+        {"x-api-key": "key-alpha"},
+        {"x-api-key": "key-beta", "anthropic-version": "2023-06-01"},
+        {"x-api-key": "key-alpha", "Authorization": "Bearer key-beta"},
+        {"x-api-key": "key-alpha", "Authorization": "Bearer key-alpha"},
     ]
 )
 SEGMENT = st.one_of(
@@ -98,6 +113,7 @@ QUERY = st.one_of(
 BATCH = st.fixed_dictionaries(
     {
         "body": wire(st.one_of(CHAT_BODIES, V1_BODIES)),
+        "messages": wire(MESSAGES_BODIES),
         "entry": SEGMENT,
         "query": QUERY,
         "who": st.lists(CREDENTIALS, min_size=2, max_size=2),
@@ -140,8 +156,7 @@ def send(
     if status >= 400:
         content_type = next((v for k, v in out_headers if k.lower() == "content-type"), "")
         assert content_type == "application/json", (status, target, content_type)
-        error = json.loads(payload)["error"]
-        assert isinstance(error["code"], str) and error["message"], error
+        error = check_error(path, payload)
         assert snapshot(app) == before, (status, error, method, target, body[:200])
 
 
@@ -160,6 +175,9 @@ def test_every_route_under_generated_requests(app: dict[str, Any], batch: dict[s
         send(app, "POST", "/chat", headers, batch["body"])
         send(app, "POST", "/v1/chat/completions", headers, batch["body"])
         send(app, "POST", "/v1/chat/completions", headers, batch["odd"], live=batch["stream"])
+        send(app, "POST", "/v1/messages", headers, batch["messages"], live=batch["stream"])
+        send(app, "POST", "/v1/messages", headers, batch["body"])
+        send(app, "POST", "/v1/messages/count_tokens", headers, batch["messages"])
         send(app, "GET", f"/entries/{ids[0]}{query}", headers, b"")
         send(app, "GET", f"/entries/{ids[1 + len(headers) % 2]}", headers, b"")
         send(app, "DELETE", f"/entries/{entry}{query}", headers, batch["odd"])
@@ -177,6 +195,6 @@ def test_every_route_under_generated_requests(app: dict[str, Any], batch: dict[s
 def test_the_fuzz_sent_enough_requests_over_every_route(app: dict[str, Any]) -> None:
     """Runs after the fuzz (same module fixture): every route was sent its share."""
     sent = app["sent"]
-    assert sum(sent.values()) >= 28 * BATCHES, sent
+    assert sum(sent.values()) >= 31 * BATCHES, sent
     routes = {f"{m} {p}" for m, p in ROUTES}
     assert routes <= set(sent), (routes, sent)

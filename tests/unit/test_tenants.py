@@ -181,6 +181,11 @@ def test_no_route_shows_a_tenant_anything_of_another(handlers: dict[str, Any]) -
     bodies = {
         "/chat": {"prompt": "alpha asks"},
         "/v1/chat/completions": {"model": "m", "messages": [{"role": "user", "content": "a"}]},
+        "/v1/messages": {
+            "model": "m",
+            "max_tokens": 9,
+            "messages": [{"role": "user", "content": "a"}],
+        },
     }
     for (method, template), module in ROUTES.items():
         path = template.replace("{id}", beta_entry)
@@ -200,6 +205,34 @@ def test_no_route_shows_a_tenant_anything_of_another(handlers: dict[str, Any]) -
             assert secret not in text, (method, path, secret)
     # beta's entry is still there for beta (alpha's DELETE removed nothing)
     assert call(handlers, "chat", "GET", f"/entries/{beta_entry}", "kb")[0] == 200
+
+
+def test_the_messages_face_reaches_no_other_tenants_entry(handlers: dict[str, Any]) -> None:
+    """The same request on /v1/messages under two tenants' keys (Bearer or x-api-key): one entry
+    each, never the other's answer; the same request on /v1/chat/completions shares the caller's
+    own entry only."""
+    ask = {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "beta q"}]}
+    status, beta = call(handlers, "chat", "POST", "/v1/messages", "kb", ask)
+    assert status == 200 and beta["type"] == "message"
+    status, again = call(handlers, "chat", "POST", "/v1/messages", None, ask, {"x-api-key": "kb"})
+    assert status == 200 and again["content"] == beta["content"]
+    status, alpha = call(handlers, "chat", "POST", "/v1/messages", None, ask, {"x-api-key": "ka"})
+    assert status == 200 and alpha["content"] != beta["content"]  # alpha's own miss
+    completion = {"model": "m", "max_tokens": 9, "messages": ask["messages"]}
+    status, shared = call(handlers, "chat", "POST", "/v1/chat/completions", "ka", completion)
+    assert shared["choices"][0]["message"]["content"] == alpha["content"][0]["text"]
+    report = call(handlers, "stats", "GET", "/stats", ADMIN)[1]
+    assert (
+        report["tenants"]["beta"]["misses"] == 1 and report["tenants"]["beta"]["hits"]["exact"] == 1
+    )
+    assert (
+        report["tenants"]["alpha"]["misses"] == 1
+        and report["tenants"]["alpha"]["hits"]["exact"] == 1
+    )
+    both = {"x-api-key": "ka", "Authorization": "Bearer kb"}  # two tenants' keys: neither
+    raw = to_event("POST", "/v1/messages", {"Content-Type": "application/json", **both}, b"{}")
+    status, _, payload = from_result(handlers["chat"].lambda_handler(raw, LocalContext("chat")))
+    assert status == 400 and json.loads(payload)["error"]["type"] == "invalid_request_error"
 
 
 def test_the_admin_key_chats_only_for_a_named_tenant(handlers: dict[str, Any]) -> None:

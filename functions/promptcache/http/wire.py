@@ -27,10 +27,14 @@ from .._errors import (
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
+    UpstreamError,
+    UpstreamNotConfigured,
     UpstreamRateLimited,
 )
 from .._types import Message, Tier
 from ..routes import (
+    ANTHROPIC,
+    API_KEY_HEADER,
     BYPASS_HEADER,
     ENTRY_HEADER,
     NATIVE,
@@ -55,6 +59,7 @@ __all__ = [
     "RateLimiter",
     "admit",
     "admit_chat",
+    "anthropic_error",
     "authenticate",
     "check_threshold",
     "content",
@@ -137,10 +142,36 @@ def openai_error(exc: PromptCacheError) -> dict[str, Any]:
     }
 
 
+#: Anthropic's error ``type`` by status (any other 4xx: ``invalid_request_error``; 5xx:
+#: ``api_error``, or ``overloaded_error`` for an overloaded upstream).
+_ANTHROPIC_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(exc: PromptCacheError) -> str:
+    overloaded = isinstance(exc, UpstreamError) and not isinstance(exc, UpstreamNotConfigured)
+    if "overloaded" in exc.code or (overloaded and exc.status == 503):
+        return "overloaded_error"
+    default = "invalid_request_error" if exc.status < 500 else "api_error"
+    return _ANTHROPIC_ERROR_TYPES.get(exc.status, default)
+
+
+def anthropic_error(exc: PromptCacheError) -> dict[str, Any]:
+    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}``."""
+    return {"type": "error", "error": {"type": anthropic_error_type(exc), "message": exc.message}}
+
+
 #: Each face's error body (``routes.face_of`` names the face of a path).
 ERROR_SHAPES: dict[str, Callable[[PromptCacheError], dict[str, Any]]] = {
     NATIVE: _native_error,
     OPENAI: openai_error,
+    ANTHROPIC: anthropic_error,
 }
 
 
@@ -210,18 +241,14 @@ def reader(event: APIGatewayProxyEventV2, settings: Settings) -> str | None:
     """Whose counters a ``/stats`` or ``/v1/models`` request may read: its key's tenant, or None
     for the admin key (every tenant's). ``default`` when no keys are configured.
 
-    One canonical form: a single ``Authorization: Bearer <key>`` header. Several (API Gateway
-    joins repeated headers with commas, and so does the local server) are a 400; a key with
-    whitespace around or inside it a 401. Keys are kept as sha256 digests and compared as
-    digests, in constant time; no key is ever logged."""
+    One canonical form: a single ``Authorization: Bearer <key>`` header, or a single
+    ``x-api-key: <key>`` (Anthropic's clients), or both carrying the same key. Several of one
+    (API Gateway joins repeated headers with commas, and so does the local server), or both with
+    different keys, are a 400; a key with whitespace around or inside it a 401. Keys are kept as
+    sha256 digests and compared as digests, in constant time; no key is ever logged."""
     if not settings.api_keys:
         return "default"
-    header = event.headers.get("authorization") or ""
-    if "," in header:
-        raise BadRequest("send one Authorization header: this request has several")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    token = _sent_key(event)
     if any(c.isspace() for c in token):
         raise Unauthorized("the API key must have no whitespace around or inside it")
     sent = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
@@ -235,6 +262,31 @@ def reader(event: APIGatewayProxyEventV2, settings: Settings) -> str | None:
     if tenant is None:
         raise Forbidden("unknown API key")
     return tenant
+
+
+def _sent_key(event: APIGatewayProxyEventV2) -> str:
+    """The key the request sends, by ``Authorization: Bearer`` or ``x-api-key`` (both: the same
+    key, else a 400)."""
+    header = event.headers.get("authorization") or ""
+    api_key = event.headers.get(API_KEY_HEADER.lower()) or ""
+    for name, value in (("Authorization", header), (API_KEY_HEADER, api_key)):
+        if "," in value:
+            raise BadRequest(f"send one {name} header: this request has several")
+    if not header:
+        if not api_key:
+            raise Unauthorized(_MISSING)
+        return api_key
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(_MISSING)
+    if api_key and api_key != token:
+        raise BadRequest(
+            f"send one API key: this request's Authorization and {API_KEY_HEADER} headers differ"
+        )
+    return token
+
+
+_MISSING = f"missing API key: send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}: <key>'"
 
 
 # ---------------------------------------------------------------- body parsing

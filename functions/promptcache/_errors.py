@@ -142,6 +142,14 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamOverloaded(UpstreamError):
+    """The model is overloaded (Claude's 529 ``overloaded_error``, an upstream's 503): a 503 for
+    the client, which may retry later; each face names it in its own words."""
+
+    status = 503
+    code = "upstream_overloaded"
+
+
 class UpstreamRateLimited(UpstreamError):
     """The model is rate limiting us: a 429 with ``Retry-After`` for the client (the upstream's
     own delay when it sent one, else ``DEFAULT_RETRY_AFTER`` seconds)."""

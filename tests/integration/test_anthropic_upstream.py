@@ -223,9 +223,9 @@ def test_claudes_errors_reach_the_client(client: openai.OpenAI, up: AnthropicUps
         client.chat.completions.create(model=MODEL, messages=messages)
     assert limited.value.response.headers["retry-after"] == "7"
     up.fail_status, up.fail_headers = 529, {}
-    with pytest.raises(openai.APIStatusError) as overloaded:
+    with pytest.raises(openai.InternalServerError) as overloaded:
         client.chat.completions.create(model=MODEL, messages=messages)
-    assert overloaded.value.status_code == 502 and "overloaded" in str(overloaded.value)
+    assert overloaded.value.status_code == 503 and "overloaded" in str(overloaded.value)
     up.fail_status = None
     up.stream_error_after = 2
     with pytest.raises(openai.APIError):

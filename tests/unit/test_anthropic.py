@@ -16,6 +16,7 @@ from promptcache import (
     UnsupportedField,
     UpstreamBadRequest,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamPayloadTooLarge,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -135,6 +136,20 @@ def test_tool_calls_and_tool_results_are_translated_with_the_clients_ids() -> No
             ],
         },
     ]
+
+
+def test_a_tool_result_carried_whole_goes_to_claude_as_it_is() -> None:
+    """The Messages face keeps an ``is_error`` result whole, as the turn's one part: Claude gets
+    that block itself, not a result wrapped in another."""
+    failed = {"type": "tool_result", "tool_use_id": "toolu_a", "content": "boom", "is_error": True}
+    sent = body(
+        req(
+            Message("user", "run it"),
+            Message("assistant", "", tool_calls=(ToolCall("run", "{}", "toolu_a"),)),
+            Message("tool", "boom", tool_call_id="toolu_a", parts=(failed,)),
+        )
+    )
+    assert sent["messages"][-1] == {"role": "user", "content": [failed]}
 
 
 def test_image_parts_become_image_blocks_and_anthropic_blocks_go_as_they_are() -> None:
@@ -355,7 +370,8 @@ def test_errors_are_mapped() -> None:
         (error(413, "request_too_large", "big"), UpstreamPayloadTooLarge, "big"),
         (error(401, "authentication_error", "invalid x-api-key"), UpstreamError, "ANTHROPIC"),
         (error(403, "permission_error", "no"), UpstreamError, "ANTHROPIC_API_KEY"),
-        (error(529, "overloaded_error", "Overloaded"), UpstreamError, "overloaded"),
+        (error(529, "overloaded_error", "Overloaded"), UpstreamOverloaded, "overloaded"),
+        (error(503, "api_error", "unavailable"), UpstreamOverloaded, "unavailable"),
         (error(500, "api_error", "oops"), UpstreamError, "500"),
         (error(504, "timeout_error", "slow"), UpstreamTimeout, "slow"),
     ]

@@ -21,6 +21,7 @@ from promptcache._errors import (
     Unauthorized,
     UpstreamError,
     UpstreamNotConfigured,
+    UpstreamOverloaded,
     UpstreamRateLimited,
 )
 from promptcache._stream import ChatStream
@@ -471,7 +472,7 @@ def test_a_failure_after_the_200_is_an_error_event() -> None:
         (UpstreamRateLimited("x"), "rate_limit_error"),
         (UpstreamError("x"), "api_error"),
         (UpstreamNotConfigured("x"), "api_error"),
-        (UpstreamError("x", code="upstream_overloaded"), "overloaded_error"),
+        (UpstreamOverloaded("x"), "overloaded_error"),
     ],
 )
 def test_errors_in_anthropics_shape(exc: PromptCacheError, kind: str) -> None:

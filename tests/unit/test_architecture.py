@@ -223,6 +223,7 @@ PUBLIC = [
     "StoreError", "StreamingLLM",
     "SyncResult", "Tier", "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured",
     "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "UnsupportedField",
+    "UpstreamOverloaded",
     "Usage", "VectorIndex",
     "Verifier", "VerifierError",
 ]  # fmt: skip

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import UnsupportedField, UpstreamError
+from .._errors import UnsupportedField, UpstreamError, UpstreamOverloaded
 from .._types import ChatRequest, Completion, Message, ToolCall, Usage
 
 UPSTREAM = "the Anthropic upstream"
@@ -145,6 +145,8 @@ def _turns(messages: tuple[Message, ...]) -> tuple[Any, list[dict[str, Any]]]:
         elif m.role == "assistant":
             calls = [_tool_use(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(m.tool_calls)]
             add("assistant", _content(m, where) + calls)
+        elif m.role == "tool" and len(m.parts) == 1 and m.parts[0].get("type") == "tool_result":
+            add("user", [dict(m.parts[0])])  # carried whole in Claude's spelling (is_error...)
         elif m.role == "tool":
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
             result["content"] = _content(m, where) if m.parts else m.content
@@ -350,7 +352,8 @@ class Blocks:
             error = data.get("error") or {}
             kind = error.get("type") if isinstance(error, Mapping) else None
             message = error.get("message") if isinstance(error, Mapping) else error
-            raise UpstreamError(f"{UPSTREAM}'s stream failed ({kind}): {message}")
+            failed = UpstreamOverloaded if kind == "overloaded_error" else UpstreamError
+            raise failed(f"{UPSTREAM}'s stream failed ({kind}): {message}")
         return ""  # ping, content_block_stop, and event types added later
 
     def _delta(self, index: int, delta: Mapping[str, Any]) -> str:

@@ -27,7 +27,8 @@ translates it out, and Claude's answer back in:
   ``stop_reason`` -> the finish reason in OpenAI's words (``_messages.FINISH``); ``usage``.
 
 Errors: 429 -> UpstreamRateLimited (Claude's ``retry-after`` passed on); 529 ``overloaded_error``
-and other 5xx -> UpstreamError 502 after the retries (``_http``); 408/504 -> UpstreamTimeout;
+and 503 -> UpstreamOverloaded (503) after the retries (``_http``), other 5xx -> UpstreamError 502;
+408/504 -> UpstreamTimeout;
 401/403 -> UpstreamError naming ANTHROPIC_API_KEY; 413 -> UpstreamPayloadTooLarge; other 4xx ->
 UpstreamBadRequest (Claude's message passed on).
 """
@@ -46,6 +47,7 @@ from .._errors import (
     ConfigError,
     UpstreamBadRequest,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamPayloadTooLarge,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -95,8 +97,8 @@ def _error(response: httpx.Response) -> UpstreamError:
         return UpstreamPayloadTooLarge(f"{UPSTREAM}: {detail}")
     if 400 <= status < 500:
         return UpstreamBadRequest(f"{UPSTREAM} refused the request ({status}): {detail}")
-    if status == 529:
-        return UpstreamError(f"{UPSTREAM} is overloaded (529): {detail}")
+    if status in (503, 529):
+        return UpstreamOverloaded(f"{UPSTREAM} is overloaded ({status}): {detail}")
     return UpstreamError(f"{UPSTREAM} answered {status}: {detail}")
 
 

@@ -1,7 +1,7 @@
 """POST /chat, the OpenAI-compatible POST /v1/chat/completions and GET /v1/models, and Anthropic's
-POST /v1/messages: answer a prompt from the cache or the LLM. GET and DELETE /entries/{id}: read
-or remove a stored answer. The admin API (/admin/entries, /admin/flush, /admin/forget): the
-admin key's."""
+POST /v1/messages (and its count_tokens): answer a prompt from the cache or the LLM. GET and
+DELETE /entries/{id}: read or remove a stored answer. The admin API (/admin/entries,
+/admin/flush, /admin/forget): the admin key's."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +33,12 @@ def chat_completions() -> Response[str]:
 @tracer.capture_method
 def messages() -> Response[str]:
     return anthropic_api.messages(app.current_event, runtime.service())
+
+
+@app.post("/v1/messages/count_tokens")
+@tracer.capture_method
+def count_tokens() -> Response[str]:
+    return anthropic_api.count_tokens(app.current_event, runtime.service())
 
 
 @app.get("/v1/models")

@@ -183,6 +183,21 @@ class RoutingLLM(LLM, Protocol):
     def pick(self, model: str) -> LLM: ...
 
 
+@runtime_checkable
+class TokenCounter(LLM, Protocol):
+    """An LLM whose provider counts a request's input tokens for free, without generating
+    (Claude's ``count_tokens``). Raises UpstreamError as ``generate`` does."""
+
+    def count_tokens(self, request: ChatRequest) -> int: ...
+
+
+def token_counter(llm: LLM | None, model: str) -> TokenCounter | None:
+    """The upstream a request for ``model`` reaches, if it counts tokens."""
+    if isinstance(llm, RoutingLLM):
+        llm = llm.pick(model)
+    return llm if isinstance(llm, TokenCounter) else None
+
+
 def takes_n(llm: LLM | None, model: str) -> bool:
     """Whether the upstream a request for ``model`` reaches answers n choices in one call."""
     if isinstance(llm, RoutingLLM):

@@ -23,6 +23,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/messages"): "chat",
+    ("POST", "/v1/messages/count_tokens"): "chat",
     ("GET", "/v1/models"): "chat",
     ("GET", "/entries/{id}"): "chat",
     ("DELETE", "/entries/{id}"): "chat",
@@ -51,6 +52,7 @@ FACES: dict[str, str] = {
     "/v1/chat/completions": OPENAI,
     "/v1/models": OPENAI,
     "/v1/messages": ANTHROPIC,
+    "/v1/messages/count_tokens": ANTHROPIC,
 }
 #: Where a path under no route is answered (its 404 or 405): the face of its prefix.
 FACE_PREFIXES: tuple[tuple[str, str], ...] = (("/v1/messages/", ANTHROPIC), ("/v1/", OPENAI))

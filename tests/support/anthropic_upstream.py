@@ -20,6 +20,10 @@ counts calls, records what it received, can be slowed down or made to fail.
   ``retry-after``, 529 ``overloaded_error``, ...) answers every message request with it;
   ``stream_error_after = k`` sends an ``error`` event after k text deltas; ``stream_cut_after = k``
   ends the body after k deltas, without ``message_stop``.
+- ``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, N the words of the system prompt,
+  the messages' text and the tools' JSON (a stand-in's count, not Claude's tokenizer); it takes
+  the fields the endpoint documents (model, messages, system, tools, tool_choice, thinking,
+  output_config) and refuses others, as Claude does. ``counted`` holds the bodies received.
 - ``requests`` holds every message body received, ``headers`` their headers; ``model_calls``
   counts model list requests."""
 
@@ -66,6 +70,7 @@ class AnthropicUpstream:
         self.calls = 0
         self.model_calls = 0
         self.requests: list[dict[str, Any]] = []
+        self.counted: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.delay = 0.0
         self.fail_status: int | None = None
@@ -123,6 +128,10 @@ class AnthropicUpstream:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) or b"{}"
+                if self.path.rstrip("/") == "/v1/messages/count_tokens":
+                    if not self._refused():
+                        self._count(json.loads(raw))
+                    return
                 if self.path.rstrip("/") != "/v1/messages":
                     self._json(404, error_body(404, "Not found"))
                     return
@@ -145,6 +154,19 @@ class AnthropicUpstream:
                     self._stream(message)
                 else:
                     self._json(200, message)
+
+            def _count(self, body: dict[str, Any]) -> None:
+                with upstream._lock:
+                    upstream.counted.append(body)
+                extra = sorted(set(body) - COUNTED)
+                if extra:
+                    self._json(400, error_body(400, f"{extra[0]}: Extra inputs are not permitted"))
+                    return
+                if not isinstance(body.get("messages"), list) or "model" not in body:
+                    self._json(400, error_body(400, "messages: Field required"))
+                    return
+                words = json.dumps([body.get("system"), body["messages"], body.get("tools")])
+                self._json(200, {"input_tokens": len(re.findall(r"\w+", words))})
 
             def _stream(self, message: dict[str, Any]) -> None:
                 self.send_response(200)
@@ -298,6 +320,7 @@ class AnthropicUpstream:
             self.calls = 0
             self.model_calls = 0
             self.requests.clear()
+            self.counted.clear()
             self.headers.clear()
         self.delay = 0.0
         self.fail_status = None
@@ -313,6 +336,10 @@ class AnthropicUpstream:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+#: The fields Claude's count_tokens documents.
+COUNTED = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"}
 
 
 def _invalid(body: dict[str, Any]) -> str | None:

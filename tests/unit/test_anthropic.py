@@ -382,6 +382,38 @@ def test_errors_are_mapped() -> None:
     assert UpstreamBadRequest(".").status == 400
 
 
+def test_count_tokens_sends_what_the_endpoint_takes_and_reads_the_count() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"input_tokens": 42})
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    request = req(
+        Message("system", "be brief"),
+        Message("user", "q"),
+        temperature=0.5,
+        max_tokens=9,
+        options={"tools": tools, "stop": ["x"], "top_p": 0.5},
+    )
+    assert llm(handler).count_tokens(request) == 42
+    assert seen[0].url.path == "/v1/messages/count_tokens"
+    assert seen[0].headers["x-api-key"] == "sk-test"
+    sent = json.loads(seen[0].content)
+    assert set(sent) == {"model", "system", "messages", "tools"}  # no limit, no sampling
+    assert sent["tools"][0]["name"] == "f"
+
+
+def test_count_tokens_failures_are_upstream_errors() -> None:
+    with pytest.raises(UpstreamBadRequest, match="bad"):
+        llm(error(400, "invalid_request_error", "bad")).count_tokens(req(Message("user", "q")))
+    for answer in ({"input_tokens": "many"}, {"tokens": 3}, [1]):
+        reply = httpx.Response(200, json=answer)
+        with pytest.raises(UpstreamError, match="unreadable count"):
+            llm(lambda _, r=reply: r).count_tokens(req(Message("user", "q")))
+
+
 def test_a_429_passes_claudes_retry_after_on() -> None:
     handler = error(429, "rate_limit_error", "slow down", **{"retry-after": "17"})
     with pytest.raises(UpstreamRateLimited) as caught:

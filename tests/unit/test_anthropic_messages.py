@@ -557,8 +557,14 @@ def test_malformed_bodies_are_anthropic_400s_and_ask_no_model(handler: Any) -> N
         status, headers, error = post(handler, "/v1/messages", raw, key)
         assert status == 400 and headers["Content-Type"] == "application/json", raw
         assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
-    status, _, error = post(handler, "/v1/messages/count_tokens", ask(user("hi")), key)
+    status, _, error = post(handler, "/v1/messages/batches", ask(user("hi")), key)
     assert status == 404 and error["error"]["type"] == "not_found_error"
+    # count_tokens is Claude's count: another upstream has none, and none is made up
+    status, _, error = post(handler, "/v1/messages/count_tokens", ask(user("hi")), key)
+    assert status == 400 and error["error"]["type"] == "invalid_request_error"
+    assert "count_tokens is answered by Claude" in error["error"]["message"]
+    status, _, error = post(handler, "/v1/messages/count_tokens", b"{", key)
+    assert status == 400 and error["error"]["type"] == "invalid_request_error"
     event = to_event("GET", "/v1/messages", key, b"")
     status, _, payload = from_result(handler.lambda_handler(event, LocalContext("chat")))
     assert status == 405 and json.loads(payload)["error"]["type"] == "invalid_request_error"

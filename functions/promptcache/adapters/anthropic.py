@@ -102,6 +102,12 @@ def _error(response: httpx.Response) -> UpstreamError:
     return UpstreamError(f"{UPSTREAM} answered {status}: {detail}")
 
 
+#: What Claude's ``count_tokens`` takes of a Messages request (no output limit, no sampling).
+COUNTED_FIELDS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"}
+)
+
+
 # ---------------------------------------------------------------------------- the adapter
 class AnthropicLLM:
     """The LLM protocol (``generate``, ``stream``) over Claude's Messages API."""
@@ -152,6 +158,19 @@ class AnthropicLLM:
             return completion_of(body, request.model)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"{UPSTREAM} sent an unreadable answer: {exc!r}") from exc
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        """The request's input tokens as Claude counts them (``/v1/messages/count_tokens``, free,
+        no generation): the translated request with the fields that endpoint takes."""
+        body = {k: v for k, v in self.payload(request).items() if k in COUNTED_FIELDS}
+        response = self._send("POST", "/v1/messages/count_tokens", json=body)
+        try:
+            tokens = response.json()["input_tokens"]
+            if isinstance(tokens, bool) or not isinstance(tokens, int):
+                raise TypeError("input_tokens is not an integer")
+            return tokens
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError(f"{UPSTREAM} sent an unreadable count: {exc!r}") from exc
 
     def stream(self, request: ChatRequest) -> Generator[str, None, Completion]:
         """The answer's text deltas as Claude streams them (named server-sent events).

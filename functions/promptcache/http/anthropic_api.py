@@ -1,4 +1,4 @@
-"""The Anthropic face of the cache: ``POST /v1/messages``.
+"""The Anthropic face of the cache: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
 
 Parses Anthropic's Messages request into a ``ChatRequest`` (``anthropic_request``: what is
 translated, keyed, forwarded and refused) and shapes the answer as Anthropic's ``message`` object
@@ -33,6 +33,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from .._errors import BadRequest, PromptCacheError, Unprocessable, UpstreamError
+from .._protocols import token_counter
 from .._stream import ChatStream, replay_pieces
 from .._types import ChatResult, ToolCall
 from .anthropic_request import MessagesRequest, parse_request
@@ -245,14 +246,16 @@ def _body_bytes(event: APIGatewayProxyEventV2) -> int:
     return len(raw.encode("utf-8", "surrogatepass"))
 
 
-def _admit(event: APIGatewayProxyEventV2, svc: Service) -> MessagesRequest:
+def _admit(
+    event: APIGatewayProxyEventV2, svc: Service, *, counting: bool = False
+) -> MessagesRequest:
     """Authenticate, rate limit and parse. Malformed input is Anthropic's 400 (never 422)."""
     settings = svc.settings
     try:
         tenant, admin = admit_chat(event, settings, svc.limiter)
         body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
         big = _body_bytes(event) > settings.max_body_bytes
-        request = parse_request(body, settings, tenant, big=big)
+        request = parse_request(body, settings, tenant, big=big, counting=counting)
         check_threshold(request.chat.threshold, svc.cache.threshold, admin=admin)
     except Unprocessable as exc:
         raise BadRequest(exc.message) from None
@@ -284,3 +287,19 @@ def messages(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
         )
     events = sse_body(stream, message_id=message_id, errors_as_events=errors_as_events())
     return stream_response(events, headers)
+
+
+def count_tokens(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
+    """``{"input_tokens": N}`` as the upstream counts them: Claude's free ``count_tokens``, for a
+    request whose model goes to Claude. Another upstream has no such count, and the cache makes
+    none up: a 400 naming the upstream. Nothing is read from or written to the cache."""
+    request = _admit(event, svc, counting=True)
+    model = request.chat.model
+    counter = token_counter(svc.cache.llm, model)
+    if counter is None:
+        upstream = svc.cache.llm.name if svc.cache.llm is not None else "no upstream"
+        raise BadRequest(
+            f"count_tokens is answered by Claude: model {model!r} goes to {upstream}, "
+            "which has no token count"
+        )
+    return json_response(200, {"input_tokens": counter.count_tokens(request.chat)})

@@ -323,14 +323,20 @@ _WHAT = {
 
 
 def parse_request(
-    body: dict[str, Any], settings: Settings, tenant: str, *, big: bool = False
+    body: dict[str, Any],
+    settings: Settings,
+    tenant: str,
+    *,
+    big: bool = False,
+    counting: bool = False,
 ) -> MessagesRequest:
     """Anthropic's request shape -> a MessagesRequest. Raises BadRequest naming the field.
-    ``big``: the body is over PROMPTCACHE_MAX_BODY_BYTES (forwarded uncached)."""
+    ``big``: the body is over PROMPTCACHE_MAX_BODY_BYTES (forwarded uncached). ``counting``:
+    a ``count_tokens`` request, which has no ``max_tokens``."""
     for name, ok in _CHECKS.items():
         if body.get(name) is not None and not ok(body[name]):
             raise _fail(name, _WHAT[name])
-    if body.get("max_tokens") is None:
+    if body.get("max_tokens") is None and not counting:
         raise BadRequest("max_tokens: Field required")
     max_tokens = _integer(body, "max_tokens", 1, 1_000_000)
     if "messages" not in body:

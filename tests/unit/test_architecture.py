@@ -222,8 +222,8 @@ PUBLIC = [
     "PromptCacheError", "RateWindows", "RequestError", "Settings", "Stats", "StatsError", "Store",
     "StoreError", "StreamingLLM",
     "SyncResult", "Tier", "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured",
-    "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "UnsupportedField", "Usage", "VectorIndex",
-    "Verifier", "VerifierError",
+    "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "UnsupportedField",
+    "Usage", "VectorIndex", "Verifier", "VerifierError",
 ]  # fmt: skip
 
 

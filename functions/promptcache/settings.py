@@ -175,6 +175,7 @@ class Settings:
     upstash_vector_token_ssm_parameter: str = ""
     semantic_tools: bool = False
     max_n: int = 8
+    key_user: bool = False
 
     def __post_init__(self) -> None:
         if self.admin_key and self.admin_key in self.api_keys:
@@ -299,4 +300,5 @@ class Settings:
             upstash_vector_token_ssm_parameter=vector_token_param,
             semantic_tools=_choice(env, "PROMPTCACHE_SEMANTIC_TOOLS", ("off", "on")) == "on",
             max_n=_int(env, "PROMPTCACHE_MAX_N", 1, 128),
+            key_user=_choice(env, "PROMPTCACHE_KEY_USER", ("off", "on")) == "on",
         )

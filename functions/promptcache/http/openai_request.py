@@ -4,7 +4,8 @@ bypassed and refused (docs/openai-compatibility.md says why).
 - Every field is forwarded. A field that can change the answer (tools, response_format, stop,
   seed, top_p, penalties, logit_bias, reasoning_effort, verbosity, modalities, and any field this
   version does not know) is also keyed: ``ChatRequest.options``. Fields that only identify or
-  bill (``_keys.UNKEYED``) are forwarded and not keyed: ``ChatRequest.forward``.
+  bill (``_keys.UNKEYED``) are forwarded and not keyed: ``ChatRequest.forward``; with
+  PROMPTCACHE_KEY_USER=on, the end user's (``END_USER``) are keyed too: ``ChatRequest.end_user``.
 - What one stored answer cannot replay faithfully is forwarded and not stored, with a reason
   from ``BYPASS_REASONS``: log probabilities, audio output, several choices (n > 1), and a
   request over the cache's limits (messages, characters, body).
@@ -31,6 +32,8 @@ _CACHE_FIELDS = {"cache", "threshold", "ttl", "semantic"}
 #: Read by this module, not forwarded as options (the cache's own, or shaped by the face).
 _OWN = {"messages", "model", "stream", "stream_options", "n", "promptcache"}
 _OWN |= {"max_tokens", "max_completion_tokens", "temperature"}
+#: The fields naming the end user, keyed with PROMPTCACHE_KEY_USER=on (forwarded either way).
+END_USER = ("user", "safety_identifier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,5 +430,6 @@ def parse_request(
         forward=forward,
         bypass=_bypass(body, n, big or oversize(messages, settings)),
         semantic=settings.semantic_tools and extra.get("semantic", True),
+        end_user={k: forward[k] for k in END_USER if k in forward} if settings.key_user else {},
     )
     return CompletionRequest(chat=chat, n=n, stream=stream, include_usage=include_usage)

@@ -12,6 +12,14 @@ bge reranker as a verifier.
 - Generation: body ``{"messages": [...], "max_tokens", "temperature"}`` -> ``result: {"response",
   "usage": {"prompt_tokens", "completion_tokens"}}``; with ``"stream": true`` the answer is SSE
   (``data: {"response": "..."}`` lines, then ``data: [DONE]``).
+- Generation with what ``/ai/run`` cannot carry as OpenAI does (tools and tool turns, a response
+  format, content parts, any field but the sampling ones): ``POST {base}/accounts/{account}/ai/v1/
+  chat/completions``, Workers AI's OpenAI-compatible endpoint, with the request as an OpenAI
+  client would send it and the model in the body; the answer is OpenAI's ``chat.completion`` (or
+  its chunks). ``/ai/run`` spells these differently (flat tool definitions, a bare schema in
+  ``json_schema``, calls without ids, a JSON answer as an object), and the endpoint translates for
+  its models; a model without function calling or JSON mode refuses them there (a 400 the client
+  sees, nothing stored).
 
 Error mapping for generation (Cloudflare's code first, then the HTTP status):
 
@@ -19,6 +27,9 @@ Error mapping for generation (Cloudflare's code first, then the HTTP status):
     3006 request too large   -> UpstreamPayloadTooLarge 413
     3007 model timed out     -> UpstreamTimeout 504  (also HTTP 408/504, client-side timeouts)
     3036 quota / 3040 capacity -> UpstreamRateLimited 429 (also HTTP 429)
+    HTTP 401/403             -> UpstreamError 502 (our credentials, not the client's request)
+    other HTTP 400/404/422   -> UpstreamBadRequest 400: the request refused (invalid input, a
+                                field the model does not take), with Workers AI's message
     circuit open             -> UpstreamError 502 (code "upstream_unavailable"), no request sent
     anything else            -> UpstreamError 502
 
@@ -31,6 +42,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import httpx
@@ -52,6 +64,7 @@ from .._types import ChatRequest, Completion, Usage
 from . import _cloudflare as cf
 from ._chat import chat_body
 from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy, retry_after
+from .openai_compat import chat_payload, completion_of, completion_stream
 
 DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
 DEFAULT_LLM_MODEL = "@cf/meta/llama-3.1-8b-instruct"
@@ -120,6 +133,7 @@ class _WorkersAI:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_url = cf.account_url(base_url, account_id) + "/ai/run/"
+        self._chat_url = cf.account_url(base_url, account_id) + "/ai/v1/chat/completions"
         self._headers = cf.auth_headers(token)
         self.model = model or self.DEFAULT_MODEL
         try:
@@ -312,6 +326,16 @@ def _ranked(result: Any, n: int) -> list[float]:
 # ---------------------------------------------------------------------------- generation
 #: The chat completions fields Workers AI text generation takes under the same name.
 _SAMPLING = {"top_p", "seed", "frequency_penalty", "presence_penalty"}
+#: Who the OpenAI-compatible endpoint's errors name.
+_CHAT = "Workers AI's OpenAI-compatible endpoint"
+
+
+def runs_natively(request: ChatRequest) -> bool:
+    """Whether ``/ai/run`` carries the whole request: plain turns and the sampling fields it
+    takes. Anything else goes to the OpenAI-compatible endpoint. (The identifying fields,
+    ``ChatRequest.forward``, are not sent to ``/ai/run``: it has none, and they change no
+    answer.)"""
+    return set(request.options) <= _SAMPLING and all(m.plain for m in request.messages)
 
 
 class WorkersAILLM(_WorkersAI):
@@ -329,23 +353,20 @@ class WorkersAILLM(_WorkersAI):
         return f"workers-ai ({self.model})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-        """The chat body; a request this adapter cannot forward whole (tools, response formats,
-        other sampling fields, tool turns, non-text parts) is refused (UpstreamBadRequest: a 4xx,
-        nothing stored) rather than answered without them."""
-        unsent = sorted(set(request.options) - _SAMPLING)
-        if any(not m.plain for m in request.messages):
-            unsent.append("tool turns or non-text parts in 'messages'")
-        if unsent:
-            raise UpstreamBadRequest(
-                "the Workers AI upstream of this cache does not forward "
-                f"{', '.join(unsent)}; use an OpenAI-compatible upstream (OPENAI_BASE_URL)"
-            )
+        """The body for ``/ai/run`` (``runs_natively``), else for the OpenAI-compatible
+        endpoint: the request as an OpenAI client sends it, every field included, the model in
+        the body."""
+        if not runs_natively(request):
+            return chat_payload(request, request.model or self.model, stream=stream)
         body = chat_body(request, stream=stream)
         body.update({k: v for k, v in request.options.items() if k in _SAMPLING})
         return body
 
     def generate(self, request: ChatRequest) -> Completion:
         model = request.model or self.model
+        if not runs_natively(request):
+            answer = self._send(model, self.payload(request), stream=False, native=False)
+            return completion_of(answer, model, _CHAT)
         response = self._send(model, self.payload(request), stream=False)
         try:
             result = cf.result_of(response)
@@ -370,8 +391,12 @@ class WorkersAILLM(_WorkersAI):
         none). Caching is left to the caller: this method only relays.
         """
         model = request.model or self.model
-        response = self._send(model, self.payload(request, stream=True), stream=True)
+        native = runs_natively(request)
+        body = self.payload(request, stream=True)
+        response = self._send(model, body, stream=True, native=native)
         try:
+            if not native:
+                return (yield from _chat_deltas(response, model))
             return (yield from _sse_deltas(response, model))
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"Workers AI stream timed out: {exc!r}") from exc
@@ -383,8 +408,13 @@ class WorkersAILLM(_WorkersAI):
             response.close()
 
     # ------------------------------------------------------------------ internals
-    def _send(self, model: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        url = self._url(model)
+    def _send(
+        self, model: str, body: dict[str, Any], *, stream: bool, native: bool = True
+    ) -> httpx.Response:
+        """POST to ``/ai/run/{model}`` (``native``) or to the OpenAI-compatible endpoint (the
+        model is in the body; its name is checked all the same)."""
+        url = self._url(model) if native else self._chat_url
+        _model_path(model)  # a name that cannot exist is refused before any call
         try:
             if stream:
                 response = self._http.open_stream("POST", url, json=body, headers=self._headers)
@@ -400,7 +430,8 @@ class WorkersAILLM(_WorkersAI):
             raise UpstreamError(f"Workers AI is unreachable: {exc!r}") from exc
         if response.status_code >= 400:
             raise _llm_error(response, model)
-        if not stream and cf.envelope(response) is not None and not _succeeded(response):
+        enveloped = native and not stream and cf.envelope(response) is not None
+        if enveloped and not _succeeded(response):
             raise _llm_error(response, model)
         return response
 
@@ -432,7 +463,22 @@ def _llm_error(response: httpx.Response, model: str) -> UpstreamError:
             f"Workers AI refused the credentials: check CLOUDFLARE_API_TOKEN and "
             f"CLOUDFLARE_ACCOUNT_ID ({detail})"
         )
+    if status in (400, 404, 422):  # the request itself: retrying cannot help
+        return UpstreamBadRequest(f"Workers AI refused the request to {model}: {detail}")
     return UpstreamError(f"Workers AI failed running {model}: {detail}")
+
+
+def _chat_deltas(response: httpx.Response, model: str) -> Generator[str, None, Completion]:
+    """The OpenAI-compatible endpoint's stream (``completion_stream``); a whole
+    ``chat.completion`` instead (a model or mode that does not stream: JSON mode does not) is
+    relayed as one delta, with its tool calls and finish reason."""
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        response.read()
+        whole = completion_of(response, model, _CHAT)
+        if whole.text:
+            yield whole.text
+        return replace(whole, text="")
+    return (yield from completion_stream(response, model, _CHAT))
 
 
 def _sse_deltas(response: httpx.Response, model: str) -> Generator[str, None, Completion]:

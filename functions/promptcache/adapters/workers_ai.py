@@ -21,50 +21,43 @@ bge reranker as a verifier.
   its models; a model without function calling or JSON mode refuses them there (a 400 the client
   sees, nothing stored).
 
-Error mapping for generation (Cloudflare's code first, then the HTTP status):
-
-    5007 no such model       -> UpstreamBadRequest 400 (code "model_not_found")
-    3006 request too large   -> UpstreamPayloadTooLarge 413
-    3007 model timed out     -> UpstreamTimeout 504  (also HTTP 408/504, client-side timeouts)
-    3036 quota / 3040 capacity -> UpstreamRateLimited 429 (also HTTP 429)
-    HTTP 401/403             -> UpstreamError 502 (our credentials, not the client's request)
-    other HTTP 400/404/422   -> UpstreamBadRequest 400: the request refused (invalid input, a
-                                field the model does not take), with Workers AI's message
-    circuit open             -> UpstreamError 502 (code "upstream_unavailable"), no request sent
-    anything else            -> UpstreamError 502
-
+Generation's answers and errors are read in ``_workers_ai_answers`` (the error mapping is there).
 Retries and the circuit breaker: see ``_http``. 3036 (daily allocation used up) is never retried.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-from httpx_sse import EventSource
 
 from .._errors import (
     ConfigError,
     EmbedderError,
     UpstreamBadRequest,
     UpstreamError,
-    UpstreamPayloadTooLarge,
-    UpstreamRateLimited,
     UpstreamTimeout,
     VerifierError,
 )
-from .._types import ChatRequest, Completion, Usage
+from .._types import ChatRequest, Completion
 from . import _cloudflare as cf
 from ._chat import chat_body
-from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy, retry_after
-from .openai_compat import chat_payload, completion_of, completion_stream
+from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy
+from ._workers_ai_answers import (
+    CHAT,
+    CODE_QUOTA,
+    chat_deltas,
+    llm_error,
+    sse_deltas,
+    succeeded,
+    usage_of,
+)
+from .openai_compat import chat_payload, completion_of
 
 DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
 DEFAULT_LLM_MODEL = "@cf/meta/llama-3.1-8b-instruct"
@@ -80,12 +73,6 @@ EMBEDDING_DIMS = {
 #: with PROMPTCACHE_THRESHOLD once measured on real traffic.
 DEFAULT_BGE_THRESHOLD = 0.90
 MAX_BATCH = 100  # texts per embeddings call (Workers AI's limit)
-
-CODE_NO_SUCH_MODEL = 5007
-CODE_TOO_LARGE = 3006
-CODE_TIMEOUT = 3007
-CODE_QUOTA = 3036
-CODE_CAPACITY = 3040
 
 _MODEL = re.compile(r"^@[A-Za-z0-9_-]+(/[A-Za-z0-9._:-]+)+$")
 
@@ -326,8 +313,6 @@ def _ranked(result: Any, n: int) -> list[float]:
 # ---------------------------------------------------------------------------- generation
 #: The chat completions fields Workers AI text generation takes under the same name.
 _SAMPLING = {"top_p", "seed", "frequency_penalty", "presence_penalty"}
-#: Who the OpenAI-compatible endpoint's errors name.
-_CHAT = "Workers AI's OpenAI-compatible endpoint"
 
 
 def runs_natively(request: ChatRequest) -> bool:
@@ -366,7 +351,7 @@ class WorkersAILLM(_WorkersAI):
         model = request.model or self.model
         if not runs_natively(request):
             answer = self._send(model, self.payload(request), stream=False, native=False)
-            return completion_of(answer, model, _CHAT)
+            return completion_of(answer, model, CHAT)
         response = self._send(model, self.payload(request), stream=False)
         try:
             result = cf.result_of(response)
@@ -375,7 +360,7 @@ class WorkersAILLM(_WorkersAI):
             text = result.get("response")
             if not isinstance(text, str):
                 raise TypeError("result.response is not a string")
-            return Completion(text=text, model=model, usage=_usage(result))
+            return Completion(text=text, model=model, usage=usage_of(result))
         except (ValueError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"Workers AI sent an unreadable answer: {exc}") from exc
 
@@ -396,8 +381,8 @@ class WorkersAILLM(_WorkersAI):
         response = self._send(model, body, stream=True, native=native)
         try:
             if not native:
-                return (yield from _chat_deltas(response, model))
-            return (yield from _sse_deltas(response, model))
+                return (yield from chat_deltas(response, model))
+            return (yield from sse_deltas(response, model))
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"Workers AI stream timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
@@ -429,95 +414,8 @@ class WorkersAILLM(_WorkersAI):
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Workers AI is unreachable: {exc!r}") from exc
         if response.status_code >= 400:
-            raise _llm_error(response, model)
+            raise llm_error(response, model)
         enveloped = native and not stream and cf.envelope(response) is not None
-        if enveloped and not _succeeded(response):
-            raise _llm_error(response, model)
+        if enveloped and not succeeded(response):
+            raise llm_error(response, model)
         return response
-
-
-def _succeeded(response: httpx.Response) -> bool:
-    body = cf.envelope(response)
-    return body is not None and body.get("success") is True
-
-
-def _llm_error(response: httpx.Response, model: str) -> UpstreamError:
-    codes = cf.error_codes(response)
-    status = response.status_code
-    detail = cf.describe(response)
-    if CODE_NO_SUCH_MODEL in codes:
-        return UpstreamBadRequest(
-            f"Workers AI has no model {model!r} ({detail})", code="model_not_found"
-        )
-    if CODE_TOO_LARGE in codes or status == 413:
-        return UpstreamPayloadTooLarge(f"the request is too large for {model} ({detail})")
-    if CODE_TIMEOUT in codes or status in (408, 504):
-        return UpstreamTimeout(f"Workers AI timed out running {model} ({detail})")
-    if CODE_QUOTA in codes or CODE_CAPACITY in codes or status == 429:
-        return UpstreamRateLimited(
-            f"Workers AI is out of capacity or quota for {model} ({detail})",
-            retry_after=retry_after(response),
-        )
-    if status in (401, 403):
-        return UpstreamError(
-            f"Workers AI refused the credentials: check CLOUDFLARE_API_TOKEN and "
-            f"CLOUDFLARE_ACCOUNT_ID ({detail})"
-        )
-    if status in (400, 404, 422):  # the request itself: retrying cannot help
-        return UpstreamBadRequest(f"Workers AI refused the request to {model}: {detail}")
-    return UpstreamError(f"Workers AI failed running {model}: {detail}")
-
-
-def _chat_deltas(response: httpx.Response, model: str) -> Generator[str, None, Completion]:
-    """The OpenAI-compatible endpoint's stream (``completion_stream``); a whole
-    ``chat.completion`` instead (a model or mode that does not stream: JSON mode does not) is
-    relayed as one delta, with its tool calls and finish reason."""
-    if "text/event-stream" not in response.headers.get("content-type", ""):
-        response.read()
-        whole = completion_of(response, model, _CHAT)
-        if whole.text:
-            yield whole.text
-        return replace(whole, text="")
-    return (yield from completion_stream(response, model, _CHAT))
-
-
-def _sse_deltas(response: httpx.Response, model: str) -> Generator[str, None, Completion]:
-    """Text deltas of a Workers AI answer: SSE ``data:`` events until ``[DONE]`` (parsed with
-    httpx-sse); a JSON answer (a model that does not stream) is relayed as one delta. Returns the
-    Completion (empty text, model and usage of the last event that carried one)."""
-    content_type = response.headers.get("content-type", "")
-    if "text/event-stream" not in content_type:
-        response.read()
-        if not _succeeded(response):
-            raise _llm_error(response, model)
-        result = cf.result_of(response)
-        text = result.get("response") if isinstance(result, dict) else None
-        if not isinstance(text, str):
-            raise TypeError("result.response is not a string")
-        if text:
-            yield text
-        return Completion(text="", model=model, usage=_usage(result))
-    usage = Usage()
-    for event in EventSource(response).iter_sse():
-        if event.data == "[DONE]":
-            return Completion(text="", model=model, usage=usage)
-        if not event.data:
-            continue
-        data = json.loads(event.data)
-        if not isinstance(data, dict):
-            raise TypeError("an SSE event is not an object")
-        if data.get("usage"):
-            usage = _usage(data)
-        piece = data.get("response")
-        if piece is None and data.get("choices"):  # OpenAI-shaped events of newer models
-            piece = (data["choices"][0].get("delta") or {}).get("content")
-        if isinstance(piece, str) and piece:
-            yield piece
-    raise UpstreamError("Workers AI's stream ended before [DONE]: the answer may be truncated")
-
-
-def _usage(result: Mapping[str, Any]) -> Usage:
-    usage = result.get("usage") or {}
-    if not isinstance(usage, Mapping):
-        raise TypeError("usage is not an object")
-    return Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))

@@ -34,7 +34,12 @@ from ._indexes import DEFAULT_BOUNDS, Bounds, indexes_for
 from ._keys import namespace, normalize
 from ._protocols import LLM, Embedder, Index, Locks, Stats, Store
 from ._query import Query
-from ._settings_table import PRICE_PER_1K_TOKENS, STRICT_GUARDS_BAND, TTL_SECONDS, UPSTREAM_TIMEOUT
+from ._settings_table import (
+    PRICE_PER_1K_TOKENS,
+    STRICT_GUARDS_BAND,
+    TTL_SECONDS,
+    UPSTREAM_TIMEOUT,
+)
 from ._stream import ChatStream, passthrough
 from ._tally import Guard, Tally
 from ._types import (

@@ -223,7 +223,8 @@ PUBLIC = [
     "StoreError", "StreamingLLM",
     "SyncResult", "Tier", "UpstreamBadRequest", "UpstreamError", "UpstreamNotConfigured",
     "UpstreamPayloadTooLarge", "UpstreamRateLimited", "UpstreamTimeout", "UnsupportedField",
-    "Usage", "VectorIndex", "Verifier", "VerifierError",
+    "Usage", "VectorIndex",
+    "Verifier", "VerifierError",
 ]  # fmt: skip
 
 

@@ -10,7 +10,8 @@
     |   +-- MethodNotAllowed      405
     |   +-- PayloadTooLarge       413
     |   +-- UnsupportedMediaType  415
-    |   +-- Unprocessable         422
+    |   +-- Unprocessable         422 (400 on the faces of other APIs: OpenAI's and
+    |                                      Anthropic's status for a wrong type or value)
     |   +-- RateLimited           429
     +-- BackendError                       a dependency failed
         +-- StoreError                     store unreachable / bad answer (cache bypassed)
@@ -91,8 +92,15 @@ class UnsupportedMediaType(RequestError):
 
 
 class Unprocessable(RequestError):
+    """A well-formed body with a field of the wrong type or value. ``param`` names the field
+    (``top_p``, ``messages[0].content``) when there is one: OpenAI's error body carries it."""
+
     status = 422
     code = "unprocessable"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnsupportedField(BadRequest):

@@ -182,9 +182,10 @@ def namespace(
 
     It holds the tenant, the model, the embedder and its dimension, the generation parameters
     that change answers (temperature, max_tokens, and ``options``: tools, response format, stop,
-    seed... when any is set), the conversation context (system prompt and earlier turns,
-    ``turn_keys``) and ``KEY_VERSION``: a follow-up question never matches one asked in another
-    context. ``keys``: the request's ``turn_keys``, if already computed.
+    seed... when any is set), the end user where the operator keys on it (``end_user``, when
+    set), the conversation context (system prompt and earlier turns, ``turn_keys``) and
+    ``KEY_VERSION``: a follow-up question never matches one asked in another context.
+    ``keys``: the request's ``turn_keys``, if already computed.
     """
     context = (turn_keys(request.messages) if keys is None else keys)[:-1]
     params: dict[str, Any] = {
@@ -194,6 +195,8 @@ def namespace(
     if request.options:  # only when set: requests without any keep the keys they always had
         params["options"] = dict(request.options)
     payload = {"model": request.model, "params": params, "context": context, "v": KEY_VERSION}
+    if request.end_user:  # only when set: without it a request keeps the key it always had
+        payload["user"] = dict(request.end_user)
     digest = _digest(payload)[:24]
     return f"{request.tenant}:{embedder_id}:{dim}:{digest}"
 

@@ -159,6 +159,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "off",
         "`on`: tool- or schema-bound requests ending in a user turn may use the semantic tier.",
     ),
+    "PROMPTCACHE_KEY_USER": (
+        "off",
+        "`on`: a request's `user` and `safety_identifier` are part of its cache key, so one "
+        "end user's cached answer or tool call never reaches another (`off`: forwarded, not "
+        "keyed).",
+    ),
     "PROMPTCACHE_MAX_N": (
         "8",
         "Most choices (`n`) fanned out as calls (an OpenAI-compatible upstream takes `n` itself).",

@@ -134,6 +134,9 @@ class ChatRequest:
     - ``bypass``: one of ``BYPASS_REASONS``: the answer is forwarded and not stored.
     - ``semantic``: whether a tool- or schema-bound request may use the semantic tier (an
       operator's setting, narrowed by the request's own option); text requests ignore it.
+    - ``end_user``: who the answer is for, where the operator keys on the end user
+      (PROMPTCACHE_KEY_USER): the identifying fields (``user``, ``safety_identifier``) as sent.
+      Part of the namespace when set, never sent (``forward`` still carries those fields).
     """
 
     messages: tuple[Message, ...]
@@ -148,6 +151,7 @@ class ChatRequest:
     forward: Mapping[str, Any] = field(default_factory=dict)
     bypass: str | None = None
     semantic: bool = False
+    end_user: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def prompt(self) -> str:

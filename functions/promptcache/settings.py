@@ -183,6 +183,7 @@ class Settings:
     anthropic_max_tokens: int = ANTHROPIC_MAX_TOKENS
     #: the other configured upstreams a request's model may be routed to (``PROMPTCACHE_LLM``)
     llm_routes: tuple[str, ...] = ()
+    key_user: bool = False
 
     def __post_init__(self) -> None:
         if self.admin_key and self.admin_key in self.api_keys:
@@ -328,4 +329,5 @@ class Settings:
             anthropic_base_url=_str(env, "ANTHROPIC_BASE_URL").rstrip("/"),
             anthropic_max_tokens=_int(env, "PROMPTCACHE_ANTHROPIC_MAX_TOKENS", 1, 1_000_000),
             llm_routes=routes,
+            key_user=_choice(env, "PROMPTCACHE_KEY_USER", ("off", "on")) == "on",
         )

@@ -84,6 +84,25 @@ def traffic(server: ServerProcess, keys: bool = True) -> None:
         assert response.status_code == 200, response.text
 
 
+WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+
+def mixed_traffic(server: ServerProcess) -> None:
+    """One request of each kind but text (tools, structured) and two bypasses (a request's own
+    reason, logprobs, and the client's cache=skip), through the OpenAI face."""
+    for extra in (
+        {"tools": [WEATHER]},
+        {"response_format": {"type": "json_object"}},
+        {"logprobs": True},
+        {"promptcache": {"cache": "skip"}},
+    ):
+        body = {"model": "test-model", "messages": [{"role": "user", "content": "Weather?"}]}
+        response = httpx.post(
+            server.url + "/v1/chat/completions", json={**body, **extra}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+
+
 def stats(server: ServerProcess, key: str | None, query: str = "") -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     response = httpx.get(server.url + "/stats" + query, headers=headers, timeout=30)
@@ -164,6 +183,21 @@ def expected(report: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def kinds_and_bypasses(report: dict[str, Any]) -> dict[str, list[list[str]]]:
+    """The two tables as the page must draw them from ``report``: the three kinds always (a
+    share of their total), then the bypasses by reason."""
+    kinds = report["kinds"]
+    total = sum(kinds.values())
+    return {
+        "kinds": [
+            [k, str(kinds.get(k, 0)), f"{100 * kinds.get(k, 0) / total:.1f}%"]
+            for k in ("text", "tools", "structured")
+        ],
+        "bypass-reasons": [[r, str(n)] for r, n in report["bypass_reasons"].items()]
+        or [["no bypass"]],
+    }
+
+
 def rows(driver: webdriver.Chrome, table: str) -> list[list[str]]:
     return [
         [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
@@ -185,10 +219,16 @@ def test_without_keys_the_numbers_and_charts_show_as_the_page_opens(
     serve: ServerProcess, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
     traffic(serve, keys=False)
+    mixed_traffic(serve)
     assert open_dashboard(browser, serve).isdigit(), browser.find_element(By.ID, "status").text
     report = stats(serve, None)
-    assert report["requests"] == 5 and report["hits"]["total"] >= 1
+    assert report["requests"] == 9 and report["hits"]["total"] >= 1
+    assert report["kinds"] == {"structured": 1, "text": 7, "tools": 1}
+    assert report["bypass_reasons"] == {"cache=skip": 1, "logprobs": 1}
     assert shown(browser) == expected(report)
+    drawn = kinds_and_bypasses(report)
+    assert {t: rows(browser, t) for t in drawn} == drawn
+    assert drawn["kinds"][1] == ["tools", "1", "11.1%"]  # the figures themselves, not just equal
     assert charts_drawn(browser)
     assert [r[0] for r in rows(browser, "top")] == [e["prompt"] for e in report["top_entries"]]
     assert "Showing this cache" in browser.find_element(By.ID, "status").text
@@ -211,6 +251,8 @@ def test_with_keys_a_stored_key_is_used_as_the_page_opens(
     alpha = stats(keyed, "ka")
     assert alpha["requests"] == 4
     assert shown(browser) == expected(alpha)
+    assert rows(browser, "kinds") == kinds_and_bypasses(alpha)["kinds"]  # text only: 100%
+    assert rows(browser, "bypass-reasons") == [["no bypass"]]
     assert charts_drawn(browser)
     assert "Showing tenant alpha" in browser.find_element(By.ID, "status").text
     assert browser.find_element(By.ID, "key-form").is_displayed()  # to change or forget it

@@ -360,12 +360,15 @@ def test_bad_requests_are_4xx_in_the_openai_error_shape(
 ) -> None:
     server, upstream = shared
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0, timeout=30)
-    with client, pytest.raises(openai.UnprocessableEntityError) as info:
+    with client, pytest.raises(openai.BadRequestError) as info:  # OpenAI's 400, not a 422
         client.chat.completions.create(model=MODEL, **kwargs)
-    assert info.value.status_code == 422 and needle in info.value.message
+    assert info.value.status_code == 400 and needle in info.value.message
     body = info.value.body
     assert isinstance(body, dict)
     assert body["code"] == "unprocessable" and body["type"] == "invalid_request_error"
+    # the SDK's ``param``: the field at fault, which the message names
+    param = "n" if "'n'" in needle else needle.strip("'")
+    assert info.value.param == param and body["param"] == param
     assert upstream.calls == 0
 
 

@@ -157,7 +157,7 @@ def test_the_local_server_entry_point_returns_the_same_response_with_a_live_body
         "POST", "/v1/chat/completions", {"Content-Type": "application/json"}, b'{"stream": true}'
     )
     result, live = gateway.handler.stream_handler(bad, LocalContext("chat"))
-    assert live is None and result["statusCode"] == 422
+    assert live is None and result["statusCode"] == 400
 
 
 WEATHER = {

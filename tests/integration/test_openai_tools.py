@@ -398,7 +398,7 @@ def test_n_goes_to_an_upstream_that_takes_it_and_bypasses_the_cache(
         )
     )
     assert {c.choices[0].index for c in chunks if c.choices} == {0, 1, 2} and up.calls == 4
-    with pytest.raises(openai.UnprocessableEntityError, match="PROMPTCACHE_MAX_N"):
+    with pytest.raises(openai.BadRequestError, match="PROMPTCACHE_MAX_N"):
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": question}], n=9, stream=True
         )

@@ -105,7 +105,7 @@ def test_a_paired_surrogate_escape_is_an_ordinary_character(
         (V1, "promptcache.threshold", "1e400"),
     ],
 )
-def test_huge_numbers_are_a_422(
+def test_huge_numbers_are_a_422_or_openais_400(
     handlers: dict[str, Any],  # noqa: F811
     route: tuple[str, str, str],
     field: str,
@@ -118,7 +118,7 @@ def test_huge_numbers_are_a_422(
         body[field] = "__N__"
     literal = {"HUGE": str(HUGE), "-HUGE": str(-HUGE)}.get(value, value)
     raw = json.dumps(body).replace('"__N__"', literal)
-    message = error(handlers, route, raw.encode(), 422)
+    message = error(handlers, route, raw.encode(), 422 if route is CHAT else 400)
     assert field.split(".")[-1] in message and len(message) < 300, message
 
 

@@ -14,6 +14,8 @@ from promptcache._keys import UNKEYED
 from promptcache._stream import ChatStream, replay_pieces
 from promptcache._types import BYPASS_REASONS, ToolCall
 from promptcache.http.openai_api import MAX_N, completion_object, parse_request, sse_body
+from promptcache.http.wire import ERROR_SHAPES, error_response
+from promptcache.routes import NATIVE, OPENAI
 
 SETTINGS = Settings.from_env(
     {"PROMPTCACHE_MODEL": "default-model", "PROMPTCACHE_MAX_MESSAGES": "4"}
@@ -127,7 +129,7 @@ def test_full_request() -> None:
         ({"stream": "yes"}, "'stream'"),
         ({"stream_options": {"include_usage": True}}, "only allowed with 'stream'"),
         ({"stream": True, "stream_options": ["x"]}, "'stream_options'"),
-        ({"stream": True, "stream_options": {"include_usage": 1}}, "'include_usage'"),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "include_usage'"),
         ({"tools": {"type": "function"}}, "'tools'"),
         ({"tools": [{"type": "function", "function": {}}]}, "'tools[0].function.name'"),
         ({"tools": [{"function": {"name": "f"}}]}, "'tools[0].type'"),
@@ -165,7 +167,36 @@ def test_bad_requests_name_the_problem(body: dict[str, Any], needle: str) -> Non
     with pytest.raises(Unprocessable) as info:
         parse(**body)
     assert needle in info.value.message
-    assert info.value.status == 422
+    assert info.value.status == 422  # the faces of other APIs answer it as 400 (wire)
+    # OpenAI's ``param``: every one of these names a field, and the message names it too
+    param = info.value.param
+    assert param and param.split(".")[-1].split("[")[0] in info.value.message, param
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"top_p": 1.5}, "top_p"),
+        ({"logit_bias": {"1": 500}}, "logit_bias.1"),
+        ({"tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "4"}]}, "messages[0].tool_call_id"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages[0].content[0].text",
+        ),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options.include_usage"),
+        ({"promptcache": {"threshold": 2}}, "promptcache.threshold"),
+        ({"promptcache": {"ttl": -1}}, "promptcache.ttl"),
+        ({"promptcache": {"mode": "skip"}}, "promptcache.mode"),
+        ({"max_tokens": 10, "max_completion_tokens": 20}, "max_completion_tokens"),
+    ],
+)
+def test_errors_name_the_param(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(Unprocessable) as info:
+        parse(**body)
+    assert info.value.param == param
 
 
 def test_missing_messages() -> None:
@@ -441,3 +472,27 @@ def test_streamed_tool_calls_go_out_as_indexed_pieces() -> None:
     assert [(h["index"], h["function"]["name"]) for h in heads] == [(0, "f"), (1, "g")]
     joined = "".join(p["function"]["arguments"] for p in pieces if p["index"] == 0)
     assert joined == args and sum(p["index"] == 0 for p in pieces) > 2  # in fragments
+
+
+def test_a_wrong_field_is_a_400_on_every_face_but_the_native_one() -> None:
+    """OpenAI (and Anthropic) answer 400 for a field of the wrong type or value, and their SDKs
+    raise ``BadRequestError`` for it; the native face keeps its documented 422."""
+    wrong = Unprocessable("'top_p' must be a number between 0 and 1", param="top_p")
+    for face in ERROR_SHAPES:
+        response = error_response(wrong, face)
+        assert response.status_code == (422 if face == NATIVE else 400), face
+    openai_body = json.loads(error_response(wrong, OPENAI).body or "")
+    assert openai_body == {
+        "error": {
+            "code": "unprocessable",
+            "message": "'top_p' must be a number between 0 and 1",
+            "type": "invalid_request_error",
+            "param": "top_p",
+        }
+    }
+    native_body = json.loads(error_response(wrong, NATIVE).body or "")
+    assert native_body == {"error": {"code": "unprocessable", "message": wrong.message}}
+    # other errors keep their status on every face, with a null ``param``
+    upstream = UpstreamError("the model is down")
+    assert error_response(upstream, OPENAI).status_code == 502
+    assert json.loads(error_response(upstream, OPENAI).body or "")["error"]["param"] is None

@@ -22,6 +22,7 @@ from promptcache import (
     UpstreamTimeout,
 )
 from promptcache._errors import UpstreamBadRequest, UpstreamPayloadTooLarge
+from promptcache._types import ToolCall
 from promptcache.adapters._http import CircuitBreaker, RetryPolicy
 from promptcache.adapters.workers_ai import (
     DEFAULT_BGE_THRESHOLD,
@@ -280,7 +281,9 @@ MAPPING = [
     (429, None, UpstreamRateLimited, 429, "upstream_rate_limited"),
     (504, None, UpstreamTimeout, 504, "upstream_timeout"),
     (500, 3001, UpstreamError, 502, "upstream_error"),
-    (400, 5006, UpstreamError, 502, "upstream_error"),
+    (400, 5006, UpstreamBadRequest, 400, "upstream_bad_request"),  # invalid input: the request
+    (404, 3042, UpstreamBadRequest, 400, "upstream_bad_request"),
+    (422, None, UpstreamBadRequest, 400, "upstream_bad_request"),
     (401, 10000, UpstreamError, 502, "upstream_error"),
     (403, 10000, UpstreamError, 502, "upstream_error"),
     (502, None, UpstreamError, 502, "upstream_error"),
@@ -519,27 +522,239 @@ def test_stream_retries_before_the_first_delta() -> None:
     assert len(rec.requests) == 2
 
 
-@pytest.mark.parametrize(
-    "request_",
-    [
-        ChatRequest(messages=(Message("user", "hi"),), model="m", options={"tools": [{"x": 1}]}),
-        ChatRequest(
-            messages=(Message("user", "hi"), Message("tool", "42", tool_call_id="c")), model="m"
-        ),
-    ],
-)
-def test_what_workers_ai_is_not_sent_is_refused_not_dropped(request_: ChatRequest) -> None:
-    model, rec = llm(llm_ok)
-    with pytest.raises(UpstreamBadRequest, match="does not forward"):
-        model.generate(request_)
-    with pytest.raises(UpstreamBadRequest):
-        list(model.stream(request_))
-    assert rec.requests == []
-
-
 def test_the_sampling_fields_workers_ai_takes_are_forwarded() -> None:
     model, rec = llm(llm_ok)
     options = {"seed": 7, "top_p": 0.5, "frequency_penalty": 0.1, "presence_penalty": 0.2}
     model.generate(ChatRequest(messages=(Message("user", "hi"),), model="", options=options))
     sent = json.loads(rec.requests[0].content)
     assert {k: sent[k] for k in options} == options
+
+
+# ---------------------------------------------------------------------------- tools, JSON mode
+CHAT_PATH = f"/client/v4/accounts/{ACCOUNT}/ai/v1/chat/completions"
+TOOL_MODEL = "@hf/nousresearch/hermes-2-pro-mistral-7b"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def chat_completion(message: dict[str, Any], finish: str = "stop") -> dict[str, Any]:
+    """Workers AI's OpenAI-compatible answer (OpenAI's ``chat.completion``, no envelope)."""
+    return {
+        "id": "id-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": TOOL_MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39},
+    }
+
+
+CALL = {
+    "id": "chatcmpl-tool-1",
+    "type": "function",
+    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+}
+
+
+def calls_weather(request: httpx.Request) -> httpx.Response:
+    message = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+    return httpx.Response(200, json=chat_completion(message, "tool_calls"))
+
+
+def ask(*messages: Message, **options: Any) -> ChatRequest:
+    return ChatRequest(messages=messages, model=TOOL_MODEL, max_tokens=50, options=options)
+
+
+def test_tools_go_to_the_openai_compatible_endpoint_as_sent() -> None:
+    model, rec = llm(calls_weather)
+    completion = model.generate(ask(Message("user", "Weather in Paris?"), tools=[WEATHER]))
+    assert rec.requests[0].url.path == CHAT_PATH
+    assert rec.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert rec.bodies[0] == {
+        "model": TOOL_MODEL,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "max_tokens": 50,
+        "tools": [WEATHER],
+    }
+    assert completion.tool_calls == (ToolCall("weather", '{"city": "Paris"}', "chatcmpl-tool-1"),)
+    assert completion.finish_reason == "tool_calls" and completion.text == ""
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (30, 9)
+
+
+def test_a_tool_loop_turn_is_sent_in_openais_shape() -> None:
+    def answers(request: httpx.Request) -> httpx.Response:
+        message = {"role": "assistant", "content": "It is 12C in Paris."}
+        return httpx.Response(200, json=chat_completion(message))
+
+    model, rec = llm(answers)
+    turns = (
+        Message("user", "Weather in Paris?"),
+        Message("assistant", "", tool_calls=(ToolCall("weather", '{"city":"Paris"}', "c1"),)),
+        Message("tool", "12C", tool_call_id="c1"),
+    )
+    completion = model.generate(ask(*turns, tools=[WEATHER], tool_choice="auto"))
+    assert completion.text == "It is 12C in Paris." and completion.tool_calls == ()
+    sent = rec.bodies[0]
+    assert sent["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+            }
+        ],
+    }
+    assert sent["messages"][2] == {"role": "tool", "content": "12C", "tool_call_id": "c1"}
+    assert sent["tool_choice"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ask(Message("user", "India?"), response_format={"type": "json_object"}),
+        ask(
+            Message("user", "India?"),
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "c", "schema": {"type": "object"}},
+            },
+        ),
+        ask(Message("user", "hi"), stop=["\n"]),  # a field /ai/run does not take
+        ask(
+            Message(
+                "user",
+                "What is this?",
+                parts=({"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},),
+            )
+        ),
+    ],
+)
+def test_what_ai_run_cannot_carry_goes_whole_to_the_openai_endpoint(request_: ChatRequest) -> None:
+    def answers(request: httpx.Request) -> httpx.Response:
+        message = {"role": "assistant", "content": '{"name": "India"}'}
+        return httpx.Response(200, json=chat_completion(message))
+
+    model, rec = llm(answers)
+    assert model.generate(request_).text == '{"name": "India"}'
+    assert rec.requests[0].url.path == CHAT_PATH
+    for name, value in request_.options.items():
+        assert rec.bodies[0][name] == value  # as the client sent it, never dropped
+    assert rec.bodies[0]["messages"] == [m.as_dict() for m in request_.messages]
+
+
+def test_plain_text_stays_on_ai_run() -> None:
+    model, rec = llm(llm_ok)
+    model.generate(ChatRequest(messages=(Message("user", "hi"),), model="", options={"seed": 1}))
+    assert rec.requests[0].url.path == LLM_PATH
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        # the documented envelope, as Workers AI answers a model without function calling
+        httpx.Response(400, json=failed(5006, "this model does not support function calling")),
+        # an OpenAI-shaped error body
+        httpx.Response(
+            400, json={"error": {"message": "this model does not support function calling"}}
+        ),
+    ],
+)
+def test_a_refused_field_is_a_400_with_the_upstreams_message_not_retried(
+    response: httpx.Response,
+) -> None:
+    model, rec = llm(lambda r: response)
+    with pytest.raises(UpstreamBadRequest) as info:
+        model.generate(ask(Message("user", "Weather?"), tools=[WEATHER]))
+    assert info.value.status == 400 and "does not support function calling" in info.value.message
+    assert TOOL_MODEL in info.value.message
+    assert len(rec.requests) == 1
+
+
+def test_the_openai_endpoint_maps_errors_as_ai_run_does() -> None:
+    model, _ = llm(lambda r: httpx.Response(400, json=failed(5007, "No such model")))
+    with pytest.raises(UpstreamBadRequest) as info:
+        model.generate(ask(Message("user", "Weather?"), tools=[WEATHER]))
+    assert info.value.code == "model_not_found"
+    limited, rec = llm(lambda r: httpx.Response(429, json=failed(3036, "daily allocation")))
+    with pytest.raises(UpstreamRateLimited):
+        limited.generate(ask(Message("user", "Weather?"), tools=[WEATHER]))
+    assert len(rec.requests) == 1  # a used-up allocation is not retried
+
+
+def test_the_openai_endpoint_checks_the_model_name_without_a_call() -> None:
+    model, rec = llm(calls_weather)
+    bad = ChatRequest(
+        messages=(Message("user", "x"),), model="../../zones", options={"tools": [WEATHER]}
+    )
+    with pytest.raises(UpstreamBadRequest):
+        model.generate(bad)
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, json={"choices": []}),
+        httpx.Response(200, text="<html>"),
+        httpx.Response(200, json=ok({"response": "an envelope, not a chat.completion"})),
+    ],
+)
+def test_an_unreadable_openai_answer_is_an_upstream_error(response: httpx.Response) -> None:
+    model, _ = llm(lambda r: response)
+    with pytest.raises(UpstreamError, match="unreadable"):
+        model.generate(ask(Message("user", "Weather?"), tools=[WEATHER]))
+
+
+def test_a_streamed_tool_call_is_joined_from_its_fragments() -> None:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return json.dumps(
+            {"object": "chat.completion.chunk", "model": TOOL_MODEL, "choices": [choice]}
+        )
+
+    head = {
+        "index": 0,
+        "id": "c9",
+        "type": "function",
+        "function": {"name": "weather", "arguments": ""},
+    }
+    body = sse(
+        chunk({"role": "assistant", "content": "Let me look. "}),
+        chunk({"tool_calls": [head]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+        chunk({}, "tool_calls"),
+        "[DONE]",
+    )
+    model, rec = llm(lambda r: sse_response(body))
+    deltas, completion = drain(model.stream(ask(Message("user", "Weather?"), tools=[WEATHER])))
+    assert deltas == ["Let me look. "]
+    assert completion.tool_calls == (ToolCall("weather", '{"city": "Paris"}', "c9"),)
+    assert completion.finish_reason == "tool_calls"
+    assert rec.requests[0].url.path == CHAT_PATH and rec.bodies[0]["stream"] is True
+
+
+def test_a_whole_answer_to_a_streamed_request_is_relayed_as_one_delta() -> None:
+    """JSON mode does not stream on Workers AI: a whole ``chat.completion`` is one delta."""
+    message = {"role": "assistant", "content": '{"name": "India"}'}
+    model, _ = llm(lambda r: httpx.Response(200, json=chat_completion(message)))
+    request_ = ask(Message("user", "India?"), response_format={"type": "json_object"})
+    deltas, completion = drain(model.stream(request_))
+    assert deltas == ['{"name": "India"}'] and completion.text == ""
+    assert completion.usage.completion_tokens == 9
+
+
+def test_a_broken_openai_stream_is_an_upstream_error() -> None:
+    body = sse(json.dumps({"choices": [{"index": 0, "delta": {"content": "Hal"}}]}))
+    model, _ = llm(lambda r: sse_response(body))
+    gen = model.stream(ask(Message("user", "Weather?"), tools=[WEATHER]))
+    with pytest.raises(UpstreamError, match="ended before the answer was complete"):
+        drain(gen)

@@ -1,6 +1,10 @@
 """LLM adapter for any OpenAI-compatible chat completions server (OpenAI, Ollama, vLLM, llama.cpp).
 
 Configured with the OpenAI SDK's own variables: OPENAI_BASE_URL and OPENAI_API_KEY.
+
+The request body (``chat_payload``) and the reading of an answer, whole (``completion_of``) or
+streamed (``completion_stream``), are shared with the Workers AI adapter, which sends what its
+native API cannot carry to Workers AI's OpenAI-compatible endpoint.
 """
 
 from __future__ import annotations
@@ -79,12 +83,20 @@ def _chunk(data: str) -> dict[str, Any]:
     return chunk
 
 
+def _arguments(value: Any) -> str:
+    """A call's arguments as JSON text: as sent when text, else (a server that answers them as
+    an object) the object as JSON."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
     """An answer's tool calls (and a legacy ``function_call``, kept as a call of that type)."""
     calls = [
         ToolCall(
             name=str(call["function"]["name"]),
-            arguments=str(call["function"].get("arguments") or ""),
+            arguments=_arguments(call["function"].get("arguments")),
             id=str(call.get("id") or ""),
             type=str(call.get("type") or "function"),
         )
@@ -93,7 +105,7 @@ def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         calls.append(
-            ToolCall(str(legacy["name"]), str(legacy.get("arguments") or ""), "", "function_call")
+            ToolCall(str(legacy["name"]), _arguments(legacy.get("arguments")), "", "function_call")
         )
     return tuple(calls)
 
@@ -130,7 +142,89 @@ def _gather(calls: dict[int, dict[str, str]], delta: dict[str, Any]) -> None:
         if function.get("name"):
             call["name"] += str(function["name"])
         if function.get("arguments"):
-            call["arguments"] += str(function["arguments"])
+            call["arguments"] += _arguments(function["arguments"])
+
+
+def chat_payload(request: ChatRequest, model: str, *, stream: bool = False) -> dict[str, Any]:
+    """The request as sent: the conversation, every field the client set (keyed or not), and
+    the output limit under the name the client used (``max_completion_tokens`` is the only one
+    reasoning models take)."""
+    body: dict[str, Any] = {"model": model, **chat_body(request, stream=stream)}
+    body.update(request.forward)
+    body.update(request.options)
+    if "max_completion_tokens" in body:
+        body.pop("max_tokens", None)
+    return body
+
+
+def completion_of(
+    response: httpx.Response, model: str, who: str = "the LLM upstream"
+) -> Completion:
+    """A ``chat.completion`` answer: its first choice, the others as ``alternatives``, and the
+    usage; anything unreadable is an UpstreamError naming ``who``."""
+    try:
+        body = response.json()
+        model = str(body.get("model") or model)
+        choices = sorted(body["choices"], key=lambda c: int(c.get("index") or 0))
+        first, *others = [_choice(c, model) for c in choices]
+        usage = body.get("usage") or {}
+        return replace(
+            first,
+            usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+            alternatives=tuple(others),
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise UpstreamError(f"{who} sent an unreadable answer: {exc}") from exc
+
+
+def completion_stream(
+    response: httpx.Response, model: str, who: str = "the LLM upstream"
+) -> Generator[str, None, Completion]:
+    """The text deltas of an open ``chat.completion.chunk`` stream, then (``StopIteration.value``)
+    a Completion with empty text, the model, the usage (zero when not reported), the finish
+    reason and the tool calls, joined from their fragments. The stream is complete at
+    ``data: [DONE]``, or at a clean end after a finish reason; one that breaks, ends before that,
+    or carries an error event raises UpstreamError (UpstreamTimeout for a read timeout)."""
+    usage, finish = Usage(), ""
+    calls: dict[int, dict[str, str]] = {}
+    done = False
+    try:
+        for event in EventSource(response).iter_sse():
+            if event.data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = _chunk(event.data)
+            model = str(chunk.get("model") or model)
+            reported = chunk.get("usage")
+            if isinstance(reported, dict):
+                usage = Usage(
+                    int(reported.get("prompt_tokens") or 0),
+                    int(reported.get("completion_tokens") or 0),
+                )
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                if choice.get("finish_reason"):
+                    finish = str(choice["finish_reason"])
+                delta = choice.get("delta") or {}
+                _gather(calls, delta)
+                content = delta.get("content")
+                if isinstance(content, str) and content:
+                    yield content
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"{who} timed out while streaming: {exc}") from exc
+    except (httpx.HTTPError, SSEError) as exc:
+        raise UpstreamError(f"{who} stream broke: {exc}") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UpstreamError(f"{who} streamed an unreadable chunk: {exc}") from exc
+    if not done and not finish:
+        raise UpstreamError(f"{who} stream ended before the answer was complete")
+    tool_calls = tuple(
+        ToolCall(c["name"], c["arguments"], c["id"], c["type"]) for _, c in sorted(calls.items())
+    )
+    return Completion(
+        text="", model=model, usage=usage, finish_reason=finish or "stop", tool_calls=tool_calls
+    )
 
 
 class OpenAICompatibleLLM:
@@ -147,15 +241,8 @@ class OpenAICompatibleLLM:
         return f"openai-compatible ({self._url.rsplit('/chat/completions', 1)[0]})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-        """The request as sent: the conversation, every field the client set (keyed or not), and
-        the output limit under the name the client used (``max_completion_tokens`` is the only
-        one reasoning models take)."""
-        body: dict[str, Any] = {"model": request.model, **chat_body(request, stream=stream)}
-        body.update(request.forward)
-        body.update(request.options)
-        if "max_completion_tokens" in body:
-            body.pop("max_tokens", None)
-        return body
+        """The request as sent (``chat_payload``)."""
+        return chat_payload(request, request.model, stream=stream)
 
     def generate(self, request: ChatRequest) -> Completion:
         try:
@@ -167,37 +254,18 @@ class OpenAICompatibleLLM:
         except httpx.HTTPError as exc:
             raise UpstreamError(f"the LLM upstream is unreachable: {exc}") from exc
         _raise_for_status(response)
-        try:
-            body = response.json()
-            model = str(body.get("model") or request.model)
-            choices = sorted(body["choices"], key=lambda c: int(c.get("index") or 0))
-            first, *others = [_choice(c, model) for c in choices]
-            usage = body.get("usage") or {}
-            return replace(
-                first,
-                usage=Usage(
-                    int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-                ),
-                alternatives=tuple(others),
-            )
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise UpstreamError(f"the LLM upstream sent an unreadable answer: {exc}") from exc
+        return completion_of(response, request.model)
 
     def stream(self, request: ChatRequest) -> Generator[str, None, Completion]:
         """The answer's text deltas as the upstream streams them (server-sent events).
 
         Returns (``StopIteration.value``) a Completion with the model, the usage (requested with
-        ``stream_options.include_usage``; zero when the server does not report it) and the
-        finish reason; its text is empty, the deltas are the text. The stream is complete at
-        ``data: [DONE]``, or at a clean end after a finish reason; a stream that breaks, ends
-        before that, or carries an error event raises UpstreamError. Closing the generator
-        early closes the upstream connection.
+        ``stream_options.include_usage``; zero when the server does not report it), the finish
+        reason and the tool calls; its text is empty, the deltas are the text
+        (``completion_stream``). Closing the generator early closes the upstream connection.
         """
         payload = self.payload(request, stream=True)
         payload["stream_options"] = {"include_usage": True}
-        model, usage, finish = request.model, Usage(), ""
-        calls: dict[int, dict[str, str]] = {}
-        done = False
         try:
             with self._client.stream(
                 "POST", self._url, json=payload, headers=self._headers
@@ -205,44 +273,8 @@ class OpenAICompatibleLLM:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_status(response)
-                for event in EventSource(response).iter_sse():
-                    if event.data.strip() == "[DONE]":
-                        done = True
-                        break
-                    chunk = _chunk(event.data)
-                    model = str(chunk.get("model") or model)
-                    reported = chunk.get("usage")
-                    if isinstance(reported, dict):
-                        usage = Usage(
-                            int(reported.get("prompt_tokens") or 0),
-                            int(reported.get("completion_tokens") or 0),
-                        )
-                    for choice in chunk.get("choices") or ():
-                        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                            continue
-                        if choice.get("finish_reason"):
-                            finish = str(choice["finish_reason"])
-                        delta = choice.get("delta") or {}
-                        _gather(calls, delta)
-                        content = delta.get("content")
-                        if isinstance(content, str) and content:
-                            yield content
+                return (yield from completion_stream(response, request.model))
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"the LLM upstream timed out while streaming: {exc}") from exc
-        except (httpx.HTTPError, SSEError) as exc:
+        except httpx.HTTPError as exc:
             raise UpstreamError(f"the LLM upstream stream broke: {exc}") from exc
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise UpstreamError(f"the LLM upstream streamed an unreadable chunk: {exc}") from exc
-        if not done and not finish:
-            raise UpstreamError("the LLM upstream stream ended before the answer was complete")
-        tool_calls = tuple(
-            ToolCall(c["name"], c["arguments"], c["id"], c["type"])
-            for _, c in sorted(calls.items())
-        )
-        return Completion(
-            text="",
-            model=model,
-            usage=usage,
-            finish_reason=finish or "stop",
-            tool_calls=tool_calls,
-        )

@@ -12,46 +12,52 @@ bge reranker as a verifier.
 - Generation: body ``{"messages": [...], "max_tokens", "temperature"}`` -> ``result: {"response",
   "usage": {"prompt_tokens", "completion_tokens"}}``; with ``"stream": true`` the answer is SSE
   (``data: {"response": "..."}`` lines, then ``data: [DONE]``).
+- Generation with what ``/ai/run`` cannot carry as OpenAI does (tools and tool turns, a response
+  format, content parts, any field but the sampling ones): ``POST {base}/accounts/{account}/ai/v1/
+  chat/completions``, Workers AI's OpenAI-compatible endpoint, with the request as an OpenAI
+  client would send it and the model in the body; the answer is OpenAI's ``chat.completion`` (or
+  its chunks). ``/ai/run`` spells these differently (flat tool definitions, a bare schema in
+  ``json_schema``, calls without ids, a JSON answer as an object), and the endpoint translates for
+  its models; a model without function calling or JSON mode refuses them there (a 400 the client
+  sees, nothing stored).
 
-Error mapping for generation (Cloudflare's code first, then the HTTP status):
-
-    5007 no such model       -> UpstreamBadRequest 400 (code "model_not_found")
-    3006 request too large   -> UpstreamPayloadTooLarge 413
-    3007 model timed out     -> UpstreamTimeout 504  (also HTTP 408/504, client-side timeouts)
-    3036 quota / 3040 capacity -> UpstreamRateLimited 429 (also HTTP 429)
-    circuit open             -> UpstreamError 502 (code "upstream_unavailable"), no request sent
-    anything else            -> UpstreamError 502
-
+Generation's answers and errors are read in ``_workers_ai_answers`` (the error mapping is there).
 Retries and the circuit breaker: see ``_http``. 3036 (daily allocation used up) is never retried.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-from httpx_sse import EventSource
 
 from .._errors import (
     ConfigError,
     EmbedderError,
     UpstreamBadRequest,
     UpstreamError,
-    UpstreamPayloadTooLarge,
-    UpstreamRateLimited,
     UpstreamTimeout,
     VerifierError,
 )
-from .._types import ChatRequest, Completion, Usage
+from .._types import ChatRequest, Completion
 from . import _cloudflare as cf
 from ._chat import chat_body
-from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy, retry_after
+from ._http import CircuitBreaker, CircuitOpenError, ResilientHTTP, RetryPolicy
+from ._workers_ai_answers import (
+    CHAT,
+    CODE_QUOTA,
+    chat_deltas,
+    llm_error,
+    sse_deltas,
+    succeeded,
+    usage_of,
+)
+from .openai_compat import chat_payload, completion_of
 
 DEFAULT_EMBEDDING_MODEL = "@cf/baai/bge-base-en-v1.5"
 DEFAULT_LLM_MODEL = "@cf/meta/llama-3.1-8b-instruct"
@@ -67,12 +73,6 @@ EMBEDDING_DIMS = {
 #: with PROMPTCACHE_THRESHOLD once measured on real traffic.
 DEFAULT_BGE_THRESHOLD = 0.90
 MAX_BATCH = 100  # texts per embeddings call (Workers AI's limit)
-
-CODE_NO_SUCH_MODEL = 5007
-CODE_TOO_LARGE = 3006
-CODE_TIMEOUT = 3007
-CODE_QUOTA = 3036
-CODE_CAPACITY = 3040
 
 _MODEL = re.compile(r"^@[A-Za-z0-9_-]+(/[A-Za-z0-9._:-]+)+$")
 
@@ -120,6 +120,7 @@ class _WorkersAI:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_url = cf.account_url(base_url, account_id) + "/ai/run/"
+        self._chat_url = cf.account_url(base_url, account_id) + "/ai/v1/chat/completions"
         self._headers = cf.auth_headers(token)
         self.model = model or self.DEFAULT_MODEL
         try:
@@ -314,6 +315,14 @@ def _ranked(result: Any, n: int) -> list[float]:
 _SAMPLING = {"top_p", "seed", "frequency_penalty", "presence_penalty"}
 
 
+def runs_natively(request: ChatRequest) -> bool:
+    """Whether ``/ai/run`` carries the whole request: plain turns and the sampling fields it
+    takes. Anything else goes to the OpenAI-compatible endpoint. (The identifying fields,
+    ``ChatRequest.forward``, are not sent to ``/ai/run``: it has none, and they change no
+    answer.)"""
+    return set(request.options) <= _SAMPLING and all(m.plain for m in request.messages)
+
+
 class WorkersAILLM(_WorkersAI):
     """LLM protocol over Workers AI text generation (default Llama 3.1 8B instruct).
 
@@ -329,23 +338,20 @@ class WorkersAILLM(_WorkersAI):
         return f"workers-ai ({self.model})"
 
     def payload(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-        """The chat body; a request this adapter cannot forward whole (tools, response formats,
-        other sampling fields, tool turns, non-text parts) is refused (UpstreamBadRequest: a 4xx,
-        nothing stored) rather than answered without them."""
-        unsent = sorted(set(request.options) - _SAMPLING)
-        if any(not m.plain for m in request.messages):
-            unsent.append("tool turns or non-text parts in 'messages'")
-        if unsent:
-            raise UpstreamBadRequest(
-                "the Workers AI upstream of this cache does not forward "
-                f"{', '.join(unsent)}; use an OpenAI-compatible upstream (OPENAI_BASE_URL)"
-            )
+        """The body for ``/ai/run`` (``runs_natively``), else for the OpenAI-compatible
+        endpoint: the request as an OpenAI client sends it, every field included, the model in
+        the body."""
+        if not runs_natively(request):
+            return chat_payload(request, request.model or self.model, stream=stream)
         body = chat_body(request, stream=stream)
         body.update({k: v for k, v in request.options.items() if k in _SAMPLING})
         return body
 
     def generate(self, request: ChatRequest) -> Completion:
         model = request.model or self.model
+        if not runs_natively(request):
+            answer = self._send(model, self.payload(request), stream=False, native=False)
+            return completion_of(answer, model, CHAT)
         response = self._send(model, self.payload(request), stream=False)
         try:
             result = cf.result_of(response)
@@ -354,7 +360,7 @@ class WorkersAILLM(_WorkersAI):
             text = result.get("response")
             if not isinstance(text, str):
                 raise TypeError("result.response is not a string")
-            return Completion(text=text, model=model, usage=_usage(result))
+            return Completion(text=text, model=model, usage=usage_of(result))
         except (ValueError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"Workers AI sent an unreadable answer: {exc}") from exc
 
@@ -370,9 +376,13 @@ class WorkersAILLM(_WorkersAI):
         none). Caching is left to the caller: this method only relays.
         """
         model = request.model or self.model
-        response = self._send(model, self.payload(request, stream=True), stream=True)
+        native = runs_natively(request)
+        body = self.payload(request, stream=True)
+        response = self._send(model, body, stream=True, native=native)
         try:
-            return (yield from _sse_deltas(response, model))
+            if not native:
+                return (yield from chat_deltas(response, model))
+            return (yield from sse_deltas(response, model))
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"Workers AI stream timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
@@ -383,8 +393,13 @@ class WorkersAILLM(_WorkersAI):
             response.close()
 
     # ------------------------------------------------------------------ internals
-    def _send(self, model: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        url = self._url(model)
+    def _send(
+        self, model: str, body: dict[str, Any], *, stream: bool, native: bool = True
+    ) -> httpx.Response:
+        """POST to ``/ai/run/{model}`` (``native``) or to the OpenAI-compatible endpoint (the
+        model is in the body; its name is checked all the same)."""
+        url = self._url(model) if native else self._chat_url
+        _model_path(model)  # a name that cannot exist is refused before any call
         try:
             if stream:
                 response = self._http.open_stream("POST", url, json=body, headers=self._headers)
@@ -399,79 +414,8 @@ class WorkersAILLM(_WorkersAI):
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Workers AI is unreachable: {exc!r}") from exc
         if response.status_code >= 400:
-            raise _llm_error(response, model)
-        if not stream and cf.envelope(response) is not None and not _succeeded(response):
-            raise _llm_error(response, model)
+            raise llm_error(response, model)
+        enveloped = native and not stream and cf.envelope(response) is not None
+        if enveloped and not succeeded(response):
+            raise llm_error(response, model)
         return response
-
-
-def _succeeded(response: httpx.Response) -> bool:
-    body = cf.envelope(response)
-    return body is not None and body.get("success") is True
-
-
-def _llm_error(response: httpx.Response, model: str) -> UpstreamError:
-    codes = cf.error_codes(response)
-    status = response.status_code
-    detail = cf.describe(response)
-    if CODE_NO_SUCH_MODEL in codes:
-        return UpstreamBadRequest(
-            f"Workers AI has no model {model!r} ({detail})", code="model_not_found"
-        )
-    if CODE_TOO_LARGE in codes or status == 413:
-        return UpstreamPayloadTooLarge(f"the request is too large for {model} ({detail})")
-    if CODE_TIMEOUT in codes or status in (408, 504):
-        return UpstreamTimeout(f"Workers AI timed out running {model} ({detail})")
-    if CODE_QUOTA in codes or CODE_CAPACITY in codes or status == 429:
-        return UpstreamRateLimited(
-            f"Workers AI is out of capacity or quota for {model} ({detail})",
-            retry_after=retry_after(response),
-        )
-    if status in (401, 403):
-        return UpstreamError(
-            f"Workers AI refused the credentials: check CLOUDFLARE_API_TOKEN and "
-            f"CLOUDFLARE_ACCOUNT_ID ({detail})"
-        )
-    return UpstreamError(f"Workers AI failed running {model}: {detail}")
-
-
-def _sse_deltas(response: httpx.Response, model: str) -> Generator[str, None, Completion]:
-    """Text deltas of a Workers AI answer: SSE ``data:`` events until ``[DONE]`` (parsed with
-    httpx-sse); a JSON answer (a model that does not stream) is relayed as one delta. Returns the
-    Completion (empty text, model and usage of the last event that carried one)."""
-    content_type = response.headers.get("content-type", "")
-    if "text/event-stream" not in content_type:
-        response.read()
-        if not _succeeded(response):
-            raise _llm_error(response, model)
-        result = cf.result_of(response)
-        text = result.get("response") if isinstance(result, dict) else None
-        if not isinstance(text, str):
-            raise TypeError("result.response is not a string")
-        if text:
-            yield text
-        return Completion(text="", model=model, usage=_usage(result))
-    usage = Usage()
-    for event in EventSource(response).iter_sse():
-        if event.data == "[DONE]":
-            return Completion(text="", model=model, usage=usage)
-        if not event.data:
-            continue
-        data = json.loads(event.data)
-        if not isinstance(data, dict):
-            raise TypeError("an SSE event is not an object")
-        if data.get("usage"):
-            usage = _usage(data)
-        piece = data.get("response")
-        if piece is None and data.get("choices"):  # OpenAI-shaped events of newer models
-            piece = (data["choices"][0].get("delta") or {}).get("content")
-        if isinstance(piece, str) and piece:
-            yield piece
-    raise UpstreamError("Workers AI's stream ended before [DONE]: the answer may be truncated")
-
-
-def _usage(result: Mapping[str, Any]) -> Usage:
-    usage = result.get("usage") or {}
-    if not isinstance(usage, Mapping):
-        raise TypeError("usage is not an object")
-    return Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))

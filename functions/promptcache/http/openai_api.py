@@ -234,7 +234,9 @@ def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[st
         cache.llm, model.strip() if isinstance(model, str) else settings.model
     )
     request = parse_request(body, settings, tenant, big=big, takes_n=takes_n)
-    check_threshold(request.chat.threshold, cache.threshold, admin=admin)
+    check_threshold(
+        request.chat.threshold, cache.threshold, admin=admin, param="promptcache.threshold"
+    )
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     if request.n > 1:

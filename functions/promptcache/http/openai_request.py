@@ -4,7 +4,8 @@ bypassed and refused (docs/openai-compatibility.md says why).
 - Every field is forwarded. A field that can change the answer (tools, response_format, stop,
   seed, top_p, penalties, logit_bias, reasoning_effort, verbosity, modalities, and any field this
   version does not know) is also keyed: ``ChatRequest.options``. Fields that only identify or
-  bill (``_keys.UNKEYED``) are forwarded and not keyed: ``ChatRequest.forward``.
+  bill (``_keys.UNKEYED``) are forwarded and not keyed: ``ChatRequest.forward``; with
+  PROMPTCACHE_KEY_USER=on, the end user's (``END_USER``) are keyed too: ``ChatRequest.end_user``.
 - What one stored answer cannot replay faithfully is forwarded and not stored, with a reason
   from ``BYPASS_REASONS``: log probabilities, audio output, several choices (n > 1), and a
   request over the cache's limits (messages, characters, body).
@@ -31,6 +32,8 @@ _CACHE_FIELDS = {"cache", "threshold", "ttl", "semantic"}
 #: Read by this module, not forwarded as options (the cache's own, or shaped by the face).
 _OWN = {"messages", "model", "stream", "stream_options", "n", "promptcache"}
 _OWN |= {"max_tokens", "max_completion_tokens", "temperature"}
+#: The fields naming the end user, keyed with PROMPTCACHE_KEY_USER=on (forwarded either way).
+END_USER = ("user", "safety_identifier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class CompletionRequest:
 
 # ---------------------------------------------------------------- field checks
 def _fail(name: str, what: str) -> Unprocessable:
-    return Unprocessable(f"'{name}' must be {what}")
+    return Unprocessable(f"'{name}' must be {what}", param=name)
 
 
 def _is_number(value: Any) -> bool:
@@ -91,19 +94,19 @@ def _tools(name: str, value: Any) -> None:
     _objects(name, value)
     for i, tool in enumerate(value):
         if not isinstance(tool.get("type"), str):
-            raise Unprocessable(f"'{name}[{i}].type' must be a string")
+            raise _fail(f"{name}[{i}].type", "a string")
         function = tool.get("function")
         if tool["type"] == "function" and not (
             isinstance(function, dict) and isinstance(function.get("name"), str)
         ):
-            raise Unprocessable(f"'{name}[{i}].function.name' must be a string")
+            raise _fail(f"{name}[{i}].function.name", "a string")
 
 
 def _functions(name: str, value: Any) -> None:
     _objects(name, value)
     for i, function in enumerate(value):
         if not isinstance(function.get("name"), str):
-            raise Unprocessable(f"'{name}[{i}].name' must be a string")
+            raise _fail(f"{name}[{i}].name", "a string")
 
 
 def _choice(name: str, value: Any) -> None:
@@ -183,21 +186,25 @@ def _parts(value: list[Any], where: str) -> tuple[str, tuple[Mapping[str, Any], 
     other = False
     for j, part in enumerate(value):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise Unprocessable(f"{where}[{j}] must be a content part object with a 'type'")
+            raise Unprocessable(
+                f"{where}[{j}] must be a content part object with a 'type'", param=f"{where}[{j}]"
+            )
         if part["type"] == "text":
             if not isinstance(part.get("text"), str):
-                raise Unprocessable(f"{where}[{j}].text must be a string")
+                raise Unprocessable(
+                    f"{where}[{j}].text must be a string", param=f"{where}[{j}].text"
+                )
             texts.append(part["text"])
         else:
             other = True
     if not value:
-        raise Unprocessable(f"{where} must not be an empty list")
+        raise Unprocessable(f"{where} must not be an empty list", param=where)
     return "\n".join(texts), (tuple(value) if other else ())
 
 
 def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
     if not isinstance(value, list):
-        raise Unprocessable(f"{where} must be a list of tool calls")
+        raise Unprocessable(f"{where} must be a list of tool calls", param=where)
     calls = []
     for j, call in enumerate(value):
         function = call.get("function") if isinstance(call, dict) else None
@@ -210,7 +217,8 @@ def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
         ):
             raise Unprocessable(
                 f"{where}[{j}] must be a tool call: {{id, type, function: {{name, arguments}}}} "
-                "with string values"
+                "with string values",
+                param=f"{where}[{j}]",
             )
         kind = call.get("type", "function")
         calls.append(
@@ -222,10 +230,12 @@ def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
 def _message(item: Any, i: int) -> Message:
     where = f"messages[{i}]"
     if not isinstance(item, dict):
-        raise Unprocessable(f"{where} must be an object with 'role' and 'content'")
+        raise Unprocessable(f"{where} must be an object with 'role' and 'content'", param=where)
     role = item.get("role")
     if role not in _ROLES:
-        raise Unprocessable(f"{where}.role must be one of {', '.join(_ROLES)}")
+        raise Unprocessable(
+            f"{where}.role must be one of {', '.join(_ROLES)}", param=f"{where}.role"
+        )
     raw = item.get("content")
     calls: tuple[ToolCall, ...] = ()
     if role == "assistant" and item.get("tool_calls") is not None:
@@ -237,7 +247,10 @@ def _message(item: Any, i: int) -> Message:
             and isinstance(legacy.get("name"), str)
             and isinstance(legacy.get("arguments"), str)
         ):
-            raise Unprocessable(f"{where}.function_call must be {{name, arguments}} strings")
+            raise Unprocessable(
+                f"{where}.function_call must be {{name, arguments}} strings",
+                param=f"{where}.function_call",
+            )
         calls += (ToolCall(legacy["name"], legacy["arguments"], "", "function_call"),)
     parts: tuple[Mapping[str, Any], ...] = ()
     if isinstance(raw, list):
@@ -247,17 +260,25 @@ def _message(item: Any, i: int) -> Message:
     elif raw is None and calls:
         text = ""
     else:
-        raise Unprocessable(f"{where}.content must be a string or a list of content parts")
+        raise Unprocessable(
+            f"{where}.content must be a string or a list of content parts",
+            param=f"{where}.content",
+        )
     if not calls and role not in ("tool", "function") and not parts and not text.strip():
-        raise Unprocessable(f"{where}.content must not be empty")
+        raise Unprocessable(f"{where}.content must not be empty", param=f"{where}.content")
     call_id = item.get("tool_call_id")
     if role == "tool" and not isinstance(call_id, str):
-        raise Unprocessable(f"{where}.tool_call_id must be a string (the call it answers)")
+        raise Unprocessable(
+            f"{where}.tool_call_id must be a string (the call it answers)",
+            param=f"{where}.tool_call_id",
+        )
     name = item.get("name")
     if name is not None and not isinstance(name, str):
-        raise Unprocessable(f"{where}.name must be a string")
+        raise Unprocessable(f"{where}.name must be a string", param=f"{where}.name")
     if role == "function" and not name:
-        raise Unprocessable(f"{where}.name must name the function (role 'function')")
+        raise Unprocessable(
+            f"{where}.name must name the function (role 'function')", param=f"{where}.name"
+        )
     return Message(
         _ROLE_ALIASES.get(role, str(role)),
         text,
@@ -270,7 +291,7 @@ def _message(item: Any, i: int) -> Message:
 
 def parse_messages(value: Any) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
-        raise Unprocessable("'messages' must be a non-empty list of {role, content} objects")
+        raise _fail("messages", "a non-empty list of {role, content} objects")
     return tuple(_message(item, i) for i, item in enumerate(value))
 
 
@@ -288,16 +309,16 @@ def _int(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise Unprocessable(f"'{name}' must be an integer between {lo} and {hi}")
+        raise _fail(name, f"an integer between {lo} and {hi}")
     return value
 
 
-def _bool(body: dict[str, Any], name: str) -> bool:
+def _bool(body: dict[str, Any], name: str, within: str = "") -> bool:
     value = body.get(name)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise Unprocessable(f"'{name}' must be true or false")
+        raise _fail(f"{within}{name}", "true or false")
     return value
 
 
@@ -305,17 +326,16 @@ def _cache_options(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise Unprocessable(
-            "'promptcache' must be an object with cache, threshold, ttl and/or semantic"
-        )
+        raise _fail("promptcache", "an object with cache, threshold, ttl and/or semantic")
     unknown = sorted(set(value) - _CACHE_FIELDS)
     if unknown:
         raise Unprocessable(
             f"unknown field(s) in 'promptcache': {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(_CACHE_FIELDS))}"
+            f"allowed: {', '.join(sorted(_CACHE_FIELDS))}",
+            param=f"promptcache.{unknown[0]}",
         )
     if not isinstance(value.get("semantic", True), bool):
-        raise Unprocessable("'promptcache.semantic' must be true or false")
+        raise _fail("promptcache.semantic", "true or false")
     return value
 
 
@@ -348,41 +368,49 @@ def parse_request(
         if body.get(name) is not None:
             check(name, body[name])
     if "messages" not in body:
-        raise Unprocessable("'messages' is required: a non-empty list of {role, content}")
+        raise Unprocessable(
+            "'messages' is required: a non-empty list of {role, content}", param="messages"
+        )
     messages = parse_messages(body["messages"])
 
     model = body.get("model", settings.model)
     if not isinstance(model, str) or not model.strip() or len(model) > 200:
-        raise Unprocessable("'model' must be a non-empty string of at most 200 characters")
+        raise _fail("model", "a non-empty string of at most 200 characters")
 
     max_tokens = _int(body, "max_tokens", 1, 1_000_000)
     max_completion_tokens = _int(body, "max_completion_tokens", 1, 1_000_000)
     if None not in (max_tokens, max_completion_tokens) and max_tokens != max_completion_tokens:
-        raise Unprocessable("'max_tokens' and 'max_completion_tokens' disagree; send one of them")
+        raise Unprocessable(
+            "'max_tokens' and 'max_completion_tokens' disagree; send one of them",
+            param="max_completion_tokens",
+        )
     n = _int(body, "n", 1, 128) or 1
     stream = _bool(body, "stream")
     forwarded = takes_n and not stream
     if n > settings.max_n and not forwarded:
         raise Unprocessable(
             f"'n' is at most {settings.max_n} here (each sample is a model call; "
-            f"PROMPTCACHE_MAX_N), got {n}"
+            f"PROMPTCACHE_MAX_N), got {n}",
+            param="n",
         )
 
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
         if not stream:
-            raise Unprocessable("'stream_options' is only allowed with 'stream': true")
+            raise Unprocessable(
+                "'stream_options' is only allowed with 'stream': true", param="stream_options"
+            )
         if not isinstance(options, dict):
-            raise Unprocessable("'stream_options' must be an object")
-        include_usage = _bool(options, "include_usage")
+            raise _fail("stream_options", "an object")
+        include_usage = _bool(options, "include_usage", "stream_options.")
 
     extra = _cache_options(body.get("promptcache"))
     try:
         mode = CacheMode(extra.get("cache", "use"))
     except ValueError:
-        raise Unprocessable("'promptcache.cache' must be one of use, skip, refresh") from None
-    ttl = number(extra, "ttl", 0, 10 * 365 * 86400)
+        raise _fail("promptcache.cache", "one of use, skip, refresh") from None
+    ttl = number(extra, "ttl", 0, 10 * 365 * 86400, param="promptcache.ttl")
     forward = {k: body[k] for k in UNKEYED if body.get(k) is not None}
     if max_completion_tokens is not None:  # keyed as max_tokens; sent under the client's name
         forward["max_completion_tokens"] = max_completion_tokens
@@ -393,7 +421,7 @@ def parse_request(
         messages=messages,
         model=model.strip(),
         tenant=tenant,
-        threshold=number(extra, "threshold", 0.0, 1.0),
+        threshold=number(extra, "threshold", 0.0, 1.0, param="promptcache.threshold"),
         ttl=None if ttl is None else int(ttl),
         max_tokens=max_completion_tokens if max_tokens is None else max_tokens,
         temperature=number(body, "temperature", 0.0, 2.0),
@@ -402,5 +430,6 @@ def parse_request(
         forward=forward,
         bypass=_bypass(body, n, big or oversize(messages, settings)),
         semantic=settings.semantic_tools and extra.get("semantic", True),
+        end_user={k: forward[k] for k in END_USER if k in forward} if settings.key_user else {},
     )
     return CompletionRequest(chat=chat, n=n, stream=stream, include_usage=include_usage)

@@ -64,6 +64,7 @@ __all__ = [
     "check_threshold",
     "content",
     "error_response",
+    "face_status",
     "json_body",
     "json_response",
     "number",
@@ -136,10 +137,11 @@ def _native_error(exc: PromptCacheError) -> dict[str, Any]:
 
 
 def openai_error(exc: PromptCacheError) -> dict[str, Any]:
-    """OpenAI's error body: ``{"error": {"code", "message", "type"}}``."""
-    return {
-        "error": {"code": exc.code, "message": exc.message, "type": openai_error_type(exc.status)}
-    }
+    """OpenAI's error body: ``{"error": {"code", "message", "type", "param"}}``; ``param`` names
+    the field at fault (``top_p``, ``messages[0].content``), null when none is."""
+    param = exc.param if isinstance(exc, Unprocessable) else None
+    kind = openai_error_type(face_status(exc, OPENAI))
+    return {"error": {"code": exc.code, "message": exc.message, "type": kind, "param": param}}
 
 
 #: Anthropic's error ``type`` by status (any other 4xx: ``invalid_request_error``; 5xx:
@@ -175,11 +177,20 @@ ERROR_SHAPES: dict[str, Callable[[PromptCacheError], dict[str, Any]]] = {
 }
 
 
+def face_status(exc: PromptCacheError, face: str) -> int:
+    """The status ``face`` answers ``exc`` with: its own, except that a field of the wrong type
+    or value (``Unprocessable``) is a 400 everywhere but on the native face (which documents
+    422): OpenAI and Anthropic answer 400 for it, and their SDKs raise ``BadRequestError``."""
+    if isinstance(exc, Unprocessable) and face != NATIVE:
+        return 400
+    return exc.status
+
+
 def error_response(exc: PromptCacheError, face: str = NATIVE) -> Response[str]:
     """``exc`` as ``face`` answers errors, with ``Retry-After`` on a 429 that says when."""
     retry = exc.retry_after if isinstance(exc, (RateLimited, UpstreamRateLimited)) else None
     headers = {RETRY_AFTER_HEADER: str(retry)} if retry is not None else None
-    return json_response(exc.status, ERROR_SHAPES[face](exc), headers)
+    return json_response(face_status(exc, face), ERROR_SHAPES[face](exc), headers)
 
 
 # ---------------------------------------------------------------- auth and limits
@@ -214,13 +225,17 @@ def admit_chat(
     return tenant, admin
 
 
-def check_threshold(requested: float | None, configured: float, *, admin: bool) -> None:
+def check_threshold(
+    requested: float | None, configured: float, *, admin: bool, param: str = "threshold"
+) -> None:
     """A request's ``threshold`` may only raise the configured one, unless the admin key sent
-    it: a lower one would let any caller fish for the nearest stored answer (422)."""
+    it: a lower one would let any caller fish for the nearest stored answer (422; 400 on the
+    faces of other APIs). ``param``: where the request holds it."""
     if requested is not None and requested < configured and not admin:
         raise Unprocessable(
             f"'threshold' {requested:g} is below this cache's threshold {configured:g}: an "
-            "override may only raise it (the admin key may lower it)"
+            "override may only raise it (the admin key may lower it)",
+            param=param,
         )
 
 
@@ -376,17 +391,24 @@ def _check_strings(body: Any) -> None:
             stack.extend((item, [*path, i]) for i, item in enumerate(value))
 
 
-def number(body: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
+def number(
+    body: dict[str, Any], name: str, lo: float, hi: float, *, param: str | None = None
+) -> float | None:
+    """``body[name]``, a number from ``lo`` to ``hi``, or None. ``param``: the field's place in
+    the request for error bodies (``promptcache.ttl``), default ``name``."""
     value = body.get(name)
     if value is None:
         return None
+    where = param or name
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Unprocessable(f"'{name}' must be a number")
+        raise Unprocessable(f"'{name}' must be a number", param=where)
     # An int is compared exactly (float() of a 400-digit int overflows); a float must be finite.
     if isinstance(value, float) and not math.isfinite(value):
-        raise Unprocessable(f"'{name}' must be a finite number")
+        raise Unprocessable(f"'{name}' must be a finite number", param=where)
     if not lo <= value <= hi:
-        raise Unprocessable(f"'{name}' must be between {lo} and {hi}, got {_shown(value)}")
+        raise Unprocessable(
+            f"'{name}' must be between {lo} and {hi}, got {_shown(value)}", param=where
+        )
     return float(value)
 
 

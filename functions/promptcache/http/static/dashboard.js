@@ -229,6 +229,15 @@
     return a;
   }
 
+  // the three kinds always (0 when none came), then any other the stats name; share of the total
+  const KINDS = ["text", "tools", "structured"];
+  function kindRows(kinds) {
+    const names = KINDS.concat(Object.keys(kinds).filter((k) => !KINDS.includes(k)));
+    const total = names.reduce((s, k) => s + (kinds[k] || 0), 0);
+    if (!total) return [];
+    return names.map((k) => [k, integer(kinds[k] || 0), percent((kinds[k] || 0) / total)]);
+  }
+
   // ------------------------------------------------------------ the page
   function render(report) {
     document.querySelectorAll("[data-stat]").forEach((el) => {
@@ -248,6 +257,9 @@
       const h = report.latency_ms[part];
       return [part, integer(h.count), h.count ? (h.sum / h.count).toFixed(2) : "–"];
     }), "no answers yet");
+    table("kinds", kindRows(report.kinds || {}), "no requests yet");
+    table("bypass-reasons", Object.entries(report.bypass_reasons || {}).map(([r, n]) => [r, integer(n)]),
+      "no bypass");
     table("rejections", Object.entries(report.rejections).map(([g, n]) => [g, integer(n)]),
       "no candidate rejected");
     table("top", report.top_entries.map((e) => [

@@ -30,6 +30,9 @@ from ._types import ChatRequest, Message
 #: never part of the key (two users asking the same thing share an answer). Every other field
 #: that is set is keyed (``ChatRequest.options``).
 UNKEYED = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier")
+#: Of those, the ones naming the end user: keyed after all where the operator asks
+#: (PROMPTCACHE_KEY_USER, ``ChatRequest.end_user``), whatever face they came through.
+END_USER = ("user", "safety_identifier")
 
 #: Part of every namespace: a change of ``canonical`` or of the key layout bumps it, so that
 #: entries keyed the old way are never reached again (a miss), rather than matched by a key that

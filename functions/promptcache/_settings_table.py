@@ -161,9 +161,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_KEY_USER": (
         "off",
-        "`on`: a request's `user` and `safety_identifier` are part of its cache key, so one "
-        "end user's cached answer or tool call never reaches another (`off`: forwarded, not "
-        "keyed).",
+        "`on`: a request's end user (`user` and `safety_identifier`; Anthropic's "
+        "`metadata.user_id`) is part of its cache key, so one end user's cached answer or tool "
+        "call never reaches another (`off`: forwarded, not keyed).",
     ),
     "PROMPTCACHE_MAX_N": (
         "8",

@@ -151,3 +151,26 @@ def test_an_entry_stored_before_is_reached_when_off(served: Any) -> None:
     assert post(body(user="carol"))[0] == ("exact" if mode == "off" else "miss")
     assert post(body())[0] == "exact"
     assert llm.calls == (1 if mode == "off" else 2)
+
+
+def test_the_messages_face_keys_its_end_user_as_the_openai_face_does() -> None:
+    """Anthropic's ``metadata.user_id`` names the end user: keyed where the operator asks, and
+    the same end user on either face reaches the same entries."""
+    from promptcache.http.anthropic_request import parse_request as parse_messages
+
+    def messages(user: str | None) -> dict[str, Any]:
+        sent: dict[str, Any] = {"max_tokens": 64, **body()}
+        if user is not None:
+            sent["metadata"] = {"user_id": user}
+        return sent
+
+    def ns(chat: ChatRequest) -> str:
+        return namespace(chat, "fake", 8)
+
+    off = parse_messages(messages("alice"), OFF, "t").chat
+    assert off.end_user == {} and off.forward == {"user": "alice"}
+    alice, bob = (parse_messages(messages(u), ON, "t").chat for u in ("alice", "bob"))
+    assert alice.end_user == {"user": "alice"} and ns(alice) != ns(bob)
+    same = parse_request(body(user="alice", max_tokens=64), ON, "t").chat
+    assert ns(alice) == ns(same)
+    assert ns(parse_messages(messages(None), ON, "t").chat) == ns(off)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import BadRequest
-from .._keys import UNKEYED
+from .._keys import END_USER, UNKEYED
 from .._types import CacheMode, ChatRequest, Message, ToolCall
 from ..settings import Settings
 from .openai_request import _cache_options, oversize
@@ -396,6 +396,7 @@ def parse_request(
         cache=mode,
         options=options,
         forward=forward,
+        end_user={k: forward[k] for k in END_USER if k in forward} if settings.key_user else {},
         bypass="oversize" if big or oversize(messages, settings) else None,
         semantic=settings.semantic_tools and extra.get("semantic", True),
     )

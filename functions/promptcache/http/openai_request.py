@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import Unprocessable
-from .._keys import UNKEYED
+from .._keys import END_USER, UNKEYED
 from .._types import CacheMode, ChatRequest, Message, ToolCall
 from ..settings import Settings
 from .wire import number
@@ -32,10 +32,9 @@ _CACHE_FIELDS = {"cache", "threshold", "ttl", "semantic"}
 #: Read by this module, not forwarded as options (the cache's own, or shaped by the face).
 _OWN = {"messages", "model", "stream", "stream_options", "n", "promptcache"}
 _OWN |= {"max_tokens", "max_completion_tokens", "temperature"}
+
+
 #: The fields naming the end user, keyed with PROMPTCACHE_KEY_USER=on (forwarded either way).
-END_USER = ("user", "safety_identifier")
-
-
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
     """A validated ``/v1/chat/completions`` request."""

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._indexes import Bounds
     from ._protocols import (
         LLM,
+        Documents,
         Embedder,
         Index,
         Locks,
@@ -75,6 +76,7 @@ _EXPORTS = {
     "Completion": "._types",
     "ConfigError": "._errors",
     "Cursor": "._types",
+    "Documents": "._protocols",
     "Embedder": "._protocols",
     "EmbedderError": "._errors",
     "Entry": "._types",
@@ -121,6 +123,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "Cursor",
+    "Documents",
     "Embedder",
     "EmbedderError",
     "Entry",

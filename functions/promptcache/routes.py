@@ -23,6 +23,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/health"): "health",
     ("POST", "/v1/chat/completions"): "chat",
     ("GET", "/v1/models"): "chat",
+    ("POST", "/v1/responses"): "chat",
+    ("GET", "/v1/responses/{id}"): "chat",
     ("GET", "/entries/{id}"): "chat",
     ("DELETE", "/entries/{id}"): "chat",
     ("GET", "/admin/entries"): "chat",
@@ -43,12 +45,15 @@ def route_path(path: str) -> str | None:
     return next((route for route, pattern in _TEMPLATES.items() if pattern.match(path)), None)
 
 
-#: The API faces: each answers its routes, and its errors, in its own dialect.
-NATIVE, OPENAI = "native", "openai"
+#: The API faces: each answers its routes, and its errors, in its own dialect (the Responses
+#: face's errors name the field at fault, ``param``, as OpenAI's Responses API does).
+NATIVE, OPENAI, RESPONSES = "native", "openai", "responses"
 #: The routes of a face other than the native one (``/chat``, the entries, stats, admin...).
 FACES: dict[str, str] = {
     "/v1/chat/completions": OPENAI,
     "/v1/models": OPENAI,
+    "/v1/responses": RESPONSES,
+    "/v1/responses/{id}": RESPONSES,
 }
 #: Where a path under no route is answered (its 404 or 405): the face of its prefix.
 FACE_PREFIXES: tuple[tuple[str, str], ...] = (("/v1/", OPENAI),)

@@ -35,6 +35,7 @@ from ..routes import (
     ENTRY_HEADER,
     NATIVE,
     OPENAI,
+    RESPONSES,
     RESULT_HEADERS,
     RETRY_AFTER_HEADER,
     SIMILARITY_HEADER,
@@ -137,10 +138,26 @@ def openai_error(exc: PromptCacheError) -> dict[str, Any]:
     }
 
 
+def responses_error(exc: PromptCacheError) -> dict[str, Any]:
+    """OpenAI's error body as the Responses API sends it: ``{"error": {"message", "type",
+    "param", "code"}}``, ``param`` naming the field at fault (an error's ``param``, if it has
+    one); a 404 is an ``invalid_request_error`` there."""
+    kind = "invalid_request_error" if exc.status == 404 else openai_error_type(exc.status)
+    return {
+        "error": {
+            "message": exc.message,
+            "type": kind,
+            "param": getattr(exc, "param", None),
+            "code": exc.code,
+        }
+    }
+
+
 #: Each face's error body (``routes.face_of`` names the face of a path).
 ERROR_SHAPES: dict[str, Callable[[PromptCacheError], dict[str, Any]]] = {
     NATIVE: _native_error,
     OPENAI: openai_error,
+    RESPONSES: responses_error,
 }
 
 

@@ -3,12 +3,13 @@ the per-request cost is the handler's, about a millisecond here). Each generated
 batch: a body (from the body fuzz's strategies), an entry id, a query string and a set of
 credentials, sent to every route of ``ROUTES`` (``POST /chat`` and ``POST /v1/chat/completions``
 buffered and live-streamed, ``GET`` and ``DELETE /entries/{id}``, ``GET /stats``, ``GET /health``,
-``GET /v1/models``, ``/metrics``, the dashboard, the admin API), under two of the credentials (a
+``GET /v1/models``, ``POST /v1/responses`` (buffered or live) and ``GET /v1/responses/{id}``,
+``/metrics``, the dashboard, the admin API), under two of the credentials (a
 tenant's key, the other tenant's, the admin key, a wrong key, none, a malformed header). Never a
 5xx; every 4xx is a JSON error naming the problem; a rejected request changes neither the stored
 entries nor the counters and asks no model.
 
-``TEST_FUZZ_BATCHES`` sets the examples (default 560, what CI runs: 28 requests each, 15,680
+``TEST_FUZZ_BATCHES`` sets the examples (default 560, what CI runs: 32 requests each, 17,920
 requests, about 30 s here); the test asserts how many requests it sent.
 """
 
@@ -32,7 +33,15 @@ from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.routes import ROUTES, route_path
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM
-from tests.unit.test_fuzz_bodies import CHAT_BODIES, TEXT, V1_BODIES, VALUES, stored_entries, wire
+from tests.unit.test_fuzz_bodies import (
+    CHAT_BODIES,
+    RESPONSES_BODIES,
+    TEXT,
+    V1_BODIES,
+    VALUES,
+    stored_entries,
+    wire,
+)
 
 BATCHES = int(os.environ.get("TEST_FUZZ_BATCHES") or 560)
 KEYS = {"alpha": "key-alpha", "beta": "key-beta"}
@@ -97,7 +106,7 @@ QUERY = st.one_of(
 )
 BATCH = st.fixed_dictionaries(
     {
-        "body": wire(st.one_of(CHAT_BODIES, V1_BODIES)),
+        "body": wire(st.one_of(CHAT_BODIES, V1_BODIES, RESPONSES_BODIES)),
         "entry": SEGMENT,
         "query": QUERY,
         "who": st.lists(CREDENTIALS, min_size=2, max_size=2),
@@ -166,6 +175,8 @@ def test_every_route_under_generated_requests(app: dict[str, Any], batch: dict[s
         send(app, "GET", f"/stats{query}", headers, b"")
         send(app, "GET", f"/health{query}", headers, b"")
         send(app, "GET", f"/v1/models{query}", headers, b"")
+        send(app, "POST", "/v1/responses", headers, batch["body"], live=batch["stream"])
+        send(app, "GET", f"/v1/responses/{entry}{query}", headers, b"")
         send(app, "GET", f"/metrics{query}", headers, b"")
         for page in ("/dashboard", "/dashboard.js", "/dashboard.css"):
             send(app, "GET", f"{page}{query}", headers, b"")
@@ -177,6 +188,6 @@ def test_every_route_under_generated_requests(app: dict[str, Any], batch: dict[s
 def test_the_fuzz_sent_enough_requests_over_every_route(app: dict[str, Any]) -> None:
     """Runs after the fuzz (same module fixture): every route was sent its share."""
     sent = app["sent"]
-    assert sum(sent.values()) >= 28 * BATCHES, sent
+    assert sum(sent.values()) >= 32 * BATCHES, sent
     routes = {f"{m} {p}" for m, p in ROUTES}
     assert routes <= set(sent), (routes, sent)

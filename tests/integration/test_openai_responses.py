@@ -251,6 +251,38 @@ def test_a_function_tool_loop_plain_and_streamed_is_replayed_with_fresh_call_ids
     assert headers["x-promptcache-tier"] == "exact" and up.calls == 2  # keyed by position
 
 
+def test_a_function_call_output_follows_its_response_by_id(
+    client: openai.OpenAI, up: OpenAIUpstream
+) -> None:
+    """The agent loop of the Responses API: the call's output sent with previous_response_id
+    only; the kept conversation holds the call, keyed by position, so the same loop sent whole
+    is the same entry, and the loop run again (fresh call ids) is answered from the cache."""
+    question = fresh("What is the weather in Porto?")
+
+    def loop() -> tuple[Any, Any, list[str]]:
+        first, h1 = create(client, input=question, tools=[WEATHER])
+        call = next(o for o in first.output if o.type == "function_call")
+        output = [{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}]
+        second, h2 = create(client, previous_response_id=first.id, input=output, tools=[WEATHER])
+        return call, second, [h1["x-promptcache-tier"], h2["x-promptcache-tier"]]
+
+    call, second, tiers = loop()
+    assert tiers == ["miss", "miss"] and second.output_text.endswith("from tool results: rain")
+    sent = up.requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["tool_calls"][0]["id"] == sent[2]["tool_call_id"] == call.call_id
+
+    again, _, tiers = loop()
+    assert tiers == ["exact", "exact"] and up.calls == 2 and again.call_id != call.call_id
+    whole = [
+        {"role": "user", "content": question},
+        {"type": "function_call", "call_id": "x", "name": "weather", "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": "x", "output": "rain"},
+    ]
+    _, headers = create(client, input=whole, tools=[WEATHER])
+    assert headers["x-promptcache-tier"] == "exact" and up.calls == 2
+
+
 def test_built_in_tools_are_a_400_naming_them(client: openai.OpenAI, up: OpenAIUpstream) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(
@@ -315,6 +347,9 @@ def test_get_by_id_and_unknown_ids(client: openai.OpenAI, up: OpenAIUpstream) ->
         client.responses.retrieve("resp_" + "0" * 32)
     assert missing.value.body["type"] == "invalid_request_error"  # type: ignore[index]
     assert "not found" in missing.value.message
+    with pytest.raises(openai.BadRequestError) as malformed:
+        client.responses.retrieve("not-an-id")
+    assert malformed.value.body["param"] == "response_id"  # type: ignore[index]
 
     with pytest.raises(openai.BadRequestError) as unknown:
         client.responses.create(model=MODEL, previous_response_id="resp_nope", input="hi")

@@ -89,7 +89,7 @@ def test_over_http_a_kept_response_is_its_tenants_alone(keyed: ServerProcess) ->
     assert beta.status_code == 200
     rid = beta.json()["id"]
     assert get(keyed, f"/v1/responses/{rid}", "kb").json() == beta.json()
-    for path in (f"/v1/responses/{rid}", "/v1/responses/resp_unknown"):
+    for path in (f"/v1/responses/{rid}", "/v1/responses/resp_" + "0" * 32):
         answer = get(keyed, path, "ka")
         assert answer.status_code == 404 and "private" not in answer.text
     follow = {"input": "what did I ask?", "previous_response_id": rid}

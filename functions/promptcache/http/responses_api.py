@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -43,6 +44,8 @@ log = logging.getLogger("promptcache")
 
 #: The version of a kept response's layout (``_kept``).
 KEPT_VERSION = 1
+#: What the cache's response ids look like (``responses_shape.new_id``).
+RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
 
 
 @contextlib.contextmanager
@@ -208,6 +211,12 @@ def retrieve(event: APIGatewayProxyEventV2, response_id: str, svc: Service) -> R
     """``GET /v1/responses/{id}``: the tenant's kept response, as it was returned."""
     with _as_400():
         tenant, _ = admit_chat(event, svc.settings, svc.limiter)
+    if not RESPONSE_ID.fullmatch(response_id):
+        raise InvalidRequest(
+            f"Invalid 'response_id': {response_id[:80]!r}; this cache's response ids are 'resp_' "
+            "and 32 hex digits",
+            "response_id",
+        )
     if (event.query_string_parameters or {}).get("stream") in ("true", "1"):
         raise InvalidRequest(
             "streaming a kept response is not supported: the cache keeps finished responses",

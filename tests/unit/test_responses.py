@@ -4,8 +4,9 @@ as the ``openai`` client's own models and stream state read them."""
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -14,14 +15,17 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from promptcache import Settings
+from promptcache import PromptCache, Settings, runtime
 from promptcache._keys import namespace, turn_keys
 from promptcache._stream import ChatStream
 from promptcache._types import ChatResult, Message, Tier, ToolCall, Usage
+from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.http import openai_request
 from promptcache.http.responses_api import _turn_json, _turn_of
 from promptcache.http.responses_request import InvalidRequest, parse_input, parse_request
 from promptcache.http.responses_shape import ResponseEvents, output_items, response_object
+from promptcache_tools.server import LocalContext, from_result, to_event
+from tests.unit.fakes import FakeEmbedder, FakeLLM
 
 SETTINGS = Settings.from_env({})
 
@@ -363,4 +367,77 @@ def test_the_event_stream_reads_with_the_clients_stream_state() -> None:
     )
     last = b"".join(cut).decode().rstrip().rsplit("\n\n", 1)[-1]
     assert last.startswith("event: response.incomplete\n")
+    assert json.loads(last.split("data: ", 1)[1])["response"]["store"] is False
+
+
+# ---------------------------------------------------------------- a store that cannot keep
+class _Forgetful(MemoryStore):
+    """Entries as usual; kept documents fail (``broken``: which of the two calls)."""
+
+    broken = {"put_document", "get_document"}
+
+    def put_document(self, name: str, document: Any, ttl: float | None) -> None:
+        if "put_document" in self.broken:
+            raise OSError("disk full")
+        super().put_document(name, document, ttl)
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        if "get_document" in self.broken:
+            raise OSError("unreachable")
+        return super().get_document(name)
+
+
+@pytest.fixture
+def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, _Forgetful]]:
+    monkeypatch.setenv("PROMPTCACHE_STORE", "memory")
+    monkeypatch.setenv("PROMPTCACHE_MODEL", "m")
+    runtime.reset()
+    store = _Forgetful()
+    cache = PromptCache(store=store, embedder=FakeEmbedder(), stats=MemoryStats(), llm=FakeLLM())
+    monkeypatch.setattr(runtime, "cache", lambda: cache)
+    yield importlib.reload(importlib.import_module("promptcache_handlers.chat")), store
+    monkeypatch.undo()
+    runtime.reset()
+
+
+def _call(module: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    raw = b"" if body is None else json.dumps(body).encode()
+    event = to_event(method, path, {"Content-Type": "application/json"}, raw)
+    status, _, payload = from_result(module.lambda_handler(event, LocalContext("chat")))
+    return status, json.loads(payload)
+
+
+def test_a_store_that_cannot_keep_answers_unkept_and_cannot_chain(
+    handler: tuple[Any, _Forgetful],
+) -> None:
+    module, store = handler
+    status, body = _call(module, "POST", "/v1/responses", {"input": "Keep me?"})
+    assert status == 200 and body["store"] is False  # answered, and says it was not kept
+    assert body["output"][0]["content"][0]["text"] == "answer 1: Keep me?"
+    status, error = _call(module, "GET", f"/v1/responses/{body['id']}")
+    assert status == 503 and error["error"]["code"] == "store_error"  # cannot tell: not a 404
+    follow = {"input": "and?", "previous_response_id": body["id"]}
+    assert _call(module, "POST", "/v1/responses", follow)[0] == 503
+
+    store.broken = {"get_document"}
+    status, kept = _call(module, "POST", "/v1/responses", {"input": "Keep me?"})
+    assert status == 200 and kept["store"] is True
+    store.broken = set()
+    assert _call(module, "GET", f"/v1/responses/{kept['id']}") == (200, kept)
+
+
+def test_a_stream_keeps_its_response_before_it_completes(handler: tuple[Any, _Forgetful]) -> None:
+    module, store = handler
+    store.broken = set()
+    raw = json.dumps({"input": "Stream and keep", "stream": True}).encode()
+    event = to_event("POST", "/v1/responses", {"Content-Type": "application/json"}, raw)
+    result = module.lambda_handler(event, LocalContext("chat"))
+    assert result["statusCode"] == 200
+    last = result["body"].rstrip().rsplit("\n\n", 1)[-1]
+    final = json.loads(last.split("data: ", 1)[1])["response"]
+    assert final["status"] == "completed" and final["store"] is True
+    assert _call(module, "GET", f"/v1/responses/{final['id']}") == (200, final)
+    store.broken = {"put_document"}
+    result = module.lambda_handler(event, LocalContext("chat"))
+    last = result["body"].rstrip().rsplit("\n\n", 1)[-1]
     assert json.loads(last.split("data: ", 1)[1])["response"]["store"] is False

@@ -231,6 +231,11 @@ def test_fields_translate_and_what_identifies_is_forwarded_not_keyed() -> None:
         ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id", ""),
         ({"input": [{"role": "user", "content": []}]}, "input[0].content", "non-empty"),
         ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "", "file_id"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a"}]}]},
+            "input[0].content[0]",
+            "file_data",
+        ),
         ({"input": "   "}, "input", "empty"),
         ({"input": "x", "model": ""}, "model", "non-empty"),
     ],

@@ -71,7 +71,7 @@ class InvalidRequest(BadRequest):
     """A 400 in OpenAI's words: ``param`` names the field (``input[2].content``), as OpenAI's
     error bodies do; ``code`` is OpenAI's when it has one."""
 
-    def __init__(self, message: str, param: str | None = None, *, code: str | None = None):
+    def __init__(self, message: str, param: str | None = None, *, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.param = param
 
@@ -123,7 +123,7 @@ def _part(part: Any, param: str) -> dict[str, Any]:
         return {"type": "image_url", "image_url": image}
     if kind == "input_file" and part.get("file_url") is None:
         spelled = {k: part[k] for k in ("file_id", "file_data", "filename") if k in part}
-        if not spelled:
+        if "file_id" not in spelled and "file_data" not in spelled:
             raise InvalidRequest(f"'{param}' needs a file_id, file_data or file_url", param)
         return {"type": "file", "file": spelled}
     if kind == "input_audio":
@@ -470,20 +470,24 @@ def parse_request(
         bypass="oversize" if big or chat_face.oversize(messages, settings) else None,
         semantic=settings.semantic_tools and extra.get("semantic", True),
     )
+
+    def given(name: str, default: Any) -> Any:
+        return default if body.get(name) is None else body[name]
+
     echo = {
         "instructions": instructions,
         "max_output_tokens": max_output,
-        "metadata": body.get("metadata") or {},
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "metadata": given("metadata", {}),
+        "parallel_tool_calls": given("parallel_tool_calls", True),
         "previous_response_id": previous,
         "reasoning": {"effort": keyed.get("reasoning_effort"), "summary": None},
         "service_tier": body.get("service_tier"),
-        "temperature": chat.temperature if chat.temperature is not None else 1.0,
-        "text": body.get("text") or {"format": {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"),
+        "temperature": given("temperature", 1.0),
+        "text": given("text", {"format": {"type": "text"}}),
+        "tool_choice": given("tool_choice", "auto"),
         "tools": echo_tools,
-        "top_p": body.get("top_p", 1.0),
-        "truncation": body.get("truncation") or "disabled",
+        "top_p": given("top_p", 1.0),
+        "truncation": given("truncation", "disabled"),
         "user": body.get("user"),
         "max_tool_calls": body.get("max_tool_calls"),
         "prompt_cache_key": body.get("prompt_cache_key"),

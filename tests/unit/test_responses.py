@@ -21,7 +21,7 @@ from promptcache._stream import ChatStream
 from promptcache._types import ChatResult, Message, Tier, ToolCall, Usage
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.http import openai_request
-from promptcache.http.responses_api import _turn_json, _turn_of
+from promptcache.http.responses_api import _answer_turns, _turn_json, _turn_of
 from promptcache.http.responses_request import InvalidRequest, parse_input, parse_request
 from promptcache.http.responses_shape import ResponseEvents, output_items, response_object
 from promptcache_tools.server import LocalContext, from_result, to_event
@@ -134,6 +134,25 @@ def test_reasoning_items_are_carried_as_they_are_in_their_assistant_turn() -> No
     assert turns[1].content == "Done."
     assert turns[1].parts == (reasoning, {"type": "text", "text": "Done."})
     assert turns[3].parts == (reasoning,) and turns[3].tool_calls == (ToolCall("f", "{}", "c"),)
+
+
+def test_reasoning_after_the_text_keeps_the_text() -> None:
+    """A streamed answer's items come text first, reasoning last: one turn, nothing lost."""
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": []}
+    (turn,) = parse_input([{"role": "assistant", "content": "Done."}, reasoning])
+    assert turn.content == "Done."
+    assert turn.parts == ({"type": "text", "text": "Done."}, reasoning)
+    assert turn.as_dict()["content"] == [{"type": "text", "text": "Done."}, reasoning]
+
+
+def test_the_kept_answer_holds_the_models_reasoning_blocks_as_sent() -> None:
+    thinking = ({"type": "thinking", "thinking": "Hmm.", "signature": "sig"},)
+    answer = result(thinking=thinking, tool_calls=(ToolCall("f", "{}", "call_9"),))
+    (turn,) = _answer_turns(output_items(answer), answer)
+    assert turn.parts == (*thinking, {"type": "text", "text": "Hello."})
+    assert turn.tool_calls == (ToolCall("f", "{}", "call_9"),)
+    plain = result()
+    assert _answer_turns(output_items(plain), plain) == (Message("assistant", "Hello."),)
 
 
 def test_fields_translate_and_what_identifies_is_forwarded_not_keyed() -> None:

@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -127,12 +128,25 @@ def _earlier(svc: Service, tenant: str, body: dict[str, Any]) -> tuple[Message, 
         ) from None
 
 
+def _answer_turns(output: list[dict[str, Any]], result: ChatResult) -> tuple[Message, ...]:
+    """The answer as the kept conversation holds it: its output items as input items would be
+    read (one assistant turn, the call ids as sent), with the model's reasoning blocks exactly
+    as the upstream sent them in place of the reasoning items shaped from them, so that a
+    follow-up sends the model what it wrote."""
+    turns = parse_input(output)
+    if not result.thinking:
+        return turns
+    last = turns[-1]
+    others = tuple(p for p in last.parts if p.get("type") != "reasoning")
+    return (*turns[:-1], replace(last, parts=(*result.thinking, *others)))
+
+
 def _keep(svc: Service, request: ResponsesRequest, obj: dict[str, Any], result: ChatResult) -> bool:
     """Keep a response and its conversation (unless ``store: false``); whether it was kept. A
     store failure is logged and answered anyway: the response is then not kept."""
     if not request.store:
         return False
-    turns: Sequence[Message] = (*request.turns, *parse_input(obj["output"]))
+    turns: Sequence[Message] = (*request.turns, *_answer_turns(obj["output"], result))
     document = {
         "v": KEPT_VERSION,
         "tenant": request.chat.tenant,

@@ -182,8 +182,9 @@ class _Turns:
             open_ = self._assistant()
             if open_ is None:
                 self._push(Message("assistant", "", parts=(dict(item),)), keep_open=True)
-            else:
-                self.turns[-1] = _with(open_, parts=(*open_.parts, dict(item)))
+            else:  # after the turn's text: the text becomes a part, so that none is lost
+                lead = () if open_.parts or not open_.content else (_text_part(open_.content),)
+                self.turns[-1] = _with(open_, parts=(*open_.parts, *lead, dict(item)))
         elif kind == "item_reference":
             raise InvalidRequest(
                 "item references name items kept by OpenAI; this cache keeps its own "
@@ -206,7 +207,7 @@ class _Turns:
         open_ = self._assistant()
         if role == "assistant" and open_ is not None and not open_.content and not open_.tool_calls:
             # an assistant message after its reasoning: one turn
-            joined = (*open_.parts, *(parts or ({"type": "text", "text": text},)))
+            joined = (*open_.parts, *(parts or (_text_part(text),)))
             self.turns[-1] = _with(open_, content=text, parts=joined)
             return
         turn = Message("system" if role == "developer" else str(role), text, parts=parts)
@@ -215,6 +216,10 @@ class _Turns:
     def _push(self, turn: Message, *, keep_open: bool = False) -> None:
         self.turns.append(turn)
         self._open = keep_open
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 def _with(turn: Message, **changes: Any) -> Message:

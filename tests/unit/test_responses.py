@@ -22,7 +22,8 @@ from promptcache._types import ChatResult, Message, Tier, ToolCall, Usage
 from promptcache.adapters.memory import MemoryStats, MemoryStore
 from promptcache.http import openai_request
 from promptcache.http.responses_api import _answer_turns, _turn_json, _turn_of
-from promptcache.http.responses_request import InvalidRequest, parse_input, parse_request
+from promptcache.http.responses_items import InvalidRequest, parse_input
+from promptcache.http.responses_request import parse_request
 from promptcache.http.responses_shape import ResponseEvents, output_items, response_object
 from promptcache_tools.server import LocalContext, from_result, to_event
 from tests.unit.fakes import FakeEmbedder, FakeLLM

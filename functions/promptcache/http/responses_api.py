@@ -35,7 +35,8 @@ from .._errors import BackendError, NotFound, Unprocessable
 from .._types import ChatResult, Message, ToolCall
 from .observability import count, record
 from .openai_api import MAX_FORWARD_BYTES
-from .responses_request import InvalidRequest, ResponsesRequest, invalid, parse_input, parse_request
+from .responses_items import InvalidRequest, invalid, parse_input
+from .responses_request import ResponsesRequest, parse_request
 from .responses_shape import ResponseEvents, new_id, output_items, response_object
 from .service import Service
 from .sse import errors_as_events, stream_response

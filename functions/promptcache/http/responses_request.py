@@ -3,15 +3,7 @@
 The internal request is the Chat Completions one, so a Responses request that means what a Chat
 Completions request means is the same request, with the same key: ``instructions`` is a system
 turn, a string ``input`` one user turn, and the items of a list ``input`` turns in Chat
-Completions spelling:
-
-- ``message`` items (role, and content as a string or ``input_text`` / ``input_image`` /
-  ``input_file`` / ``input_audio`` parts, the assistant's ``output_text``): a turn, its parts
-  spelled as Chat Completions spells them (``text``, ``image_url``, ``file``, ``input_audio``);
-  a part with no such spelling (an image by ``file_id``, a file by URL) is carried as it is.
-- ``function_call`` items: the tool calls of an assistant turn (with the assistant message and
-  ``reasoning`` items next to them); ``function_call_output`` items: ``tool`` turns.
-- ``reasoning`` items: carried as they are, as parts of the assistant turn they belong to.
+Completions spelling (``responses_items``).
 
 The other fields: function ``tools`` and ``tool_choice`` in Chat Completions spelling,
 ``text.format`` -> ``response_format``, ``text.verbosity`` -> ``verbosity``,
@@ -28,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import BadRequest, PromptCacheError
+from .._errors import PromptCacheError
 from .._keys import UNKEYED
-from .._types import CacheMode, ChatRequest, Message, ToolCall
+from .._types import CacheMode, ChatRequest, Message
 from ..settings import Settings
 from . import openai_request as chat_face
+from .responses_items import InvalidRequest, invalid, parse_input, text_field
 from .wire import number
 
 #: The tools OpenAI runs itself, which a cache in front of a chat model cannot.
@@ -64,21 +57,6 @@ _ELSEWHERE = {
 }
 #: ``include`` values the cache can honour: reasoning items are carried as they are anyway.
 _INCLUDABLE = ("reasoning.encrypted_content",)
-_INPUT_ROLES = ("user", "system", "developer", "assistant")
-
-
-class InvalidRequest(BadRequest):
-    """A 400 in OpenAI's words: ``param`` names the field (``input[2].content``), as OpenAI's
-    error bodies do; ``code`` is OpenAI's when it has one."""
-
-    def __init__(self, message: str, param: str | None = None, *, code: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.param = param
-
-
-def invalid(exc: PromptCacheError, param: str | None = None) -> InvalidRequest:
-    """A shared validator's 422 (``Unprocessable``) as the 400 OpenAI answers."""
-    return InvalidRequest(exc.message, param)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,155 +77,6 @@ class ResponsesRequest:
     echo: Mapping[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- content parts
-def _string(value: Any, param: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest(f"'{param}' must be a string", param)
-    return value
-
-
-def _part(part: Any, param: str) -> dict[str, Any]:
-    """One Responses content part in Chat Completions spelling (carried as it is when there is
-    none)."""
-    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        raise InvalidRequest(f"'{param}' must be a content part object with a 'type'", param)
-    kind = part["type"]
-    if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "text": _string(part.get("text"), f"{param}.text")}
-    if kind == "refusal":
-        return {"type": "text", "text": _string(part.get("refusal"), f"{param}.refusal")}
-    if kind == "input_image" and part.get("image_url") is not None:
-        image = {"url": _string(part["image_url"], f"{param}.image_url")}
-        if part.get("detail") is not None:
-            image["detail"] = _string(part["detail"], f"{param}.detail")
-        return {"type": "image_url", "image_url": image}
-    if kind == "input_file" and part.get("file_url") is None:
-        spelled = {k: part[k] for k in ("file_id", "file_data", "filename") if k in part}
-        if "file_id" not in spelled and "file_data" not in spelled:
-            raise InvalidRequest(f"'{param}' needs a file_id, file_data or file_url", param)
-        return {"type": "file", "file": spelled}
-    if kind == "input_audio":
-        return {"type": "input_audio", "input_audio": part.get("input_audio")}
-    return dict(part)
-
-
-def _content(value: Any, param: str) -> tuple[str, tuple[Mapping[str, Any], ...]]:
-    """A message's content -> (its text, its parts when one is not text, else ())."""
-    if isinstance(value, str):
-        return value, ()
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest(
-            f"'{param}' must be a string or a non-empty list of content parts", param
-        )
-    parts = [_part(p, f"{param}[{j}]") for j, p in enumerate(value)]
-    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
-    return text, (() if all(p["type"] == "text" for p in parts) else tuple(parts))
-
-
-# ---------------------------------------------------------------- input items
-class _Turns:
-    """Input items -> turns. An assistant's message, reasoning and function calls that follow
-    each other are one assistant turn (as Chat Completions holds text and calls together)."""
-
-    def __init__(self) -> None:
-        self.turns: list[Message] = []
-        self._open = False  # the last turn is an assistant turn items may still join
-
-    def _assistant(self) -> Message | None:
-        return self.turns[-1] if self._open else None
-
-    def add(self, item: Any, param: str) -> None:
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"'{param}' must be an input item object", param)
-        kind = item.get("type", "message" if "role" in item else None)
-        if kind == "message":
-            self._message(item, param)
-        elif kind == "function_call":
-            call = ToolCall(
-                _string(item.get("name"), f"{param}.name"),
-                _string(item.get("arguments"), f"{param}.arguments"),
-                _string(item.get("call_id"), f"{param}.call_id"),
-            )
-            open_ = self._assistant()
-            if open_ is None:
-                self._push(Message("assistant", "", tool_calls=(call,)), keep_open=True)
-            else:
-                self.turns[-1] = _with(open_, tool_calls=(*open_.tool_calls, call))
-        elif kind == "function_call_output":
-            call_id = _string(item.get("call_id"), f"{param}.call_id")
-            output = item.get("output")
-            text, parts = _content(output, f"{param}.output")
-            self._push(Message("tool", text, tool_call_id=call_id, parts=parts))
-        elif kind == "reasoning":
-            open_ = self._assistant()
-            if open_ is None:
-                self._push(Message("assistant", "", parts=(dict(item),)), keep_open=True)
-            else:  # after the turn's text: the text becomes a part, so that none is lost
-                lead = () if open_.parts or not open_.content else (_text_part(open_.content),)
-                self.turns[-1] = _with(open_, parts=(*open_.parts, *lead, dict(item)))
-        elif kind == "item_reference":
-            raise InvalidRequest(
-                "item references name items kept by OpenAI; this cache keeps its own "
-                "responses: send the items themselves, or previous_response_id",
-                f"{param}.type",
-            )
-        else:
-            raise InvalidRequest(
-                f"input items of type {kind!r} are not supported here: the cache answers "
-                "message, function_call, function_call_output and reasoning items (the "
-                "built-in tools' items need a tool the cache cannot run)",
-                f"{param}.type",
-            )
-
-    def _message(self, item: dict[str, Any], param: str) -> None:
-        role = item.get("role")
-        if role not in _INPUT_ROLES:
-            raise InvalidRequest(f"'{param}.role' must be one of {', '.join(_INPUT_ROLES)}", param)
-        text, parts = _content(item.get("content"), f"{param}.content")
-        open_ = self._assistant()
-        if role == "assistant" and open_ is not None and not open_.content and not open_.tool_calls:
-            # an assistant message after its reasoning: one turn
-            joined = (*open_.parts, *(parts or (_text_part(text),)))
-            self.turns[-1] = _with(open_, content=text, parts=joined)
-            return
-        turn = Message("system" if role == "developer" else str(role), text, parts=parts)
-        self._push(turn, keep_open=role == "assistant")
-
-    def _push(self, turn: Message, *, keep_open: bool = False) -> None:
-        self.turns.append(turn)
-        self._open = keep_open
-
-
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text}
-
-
-def _with(turn: Message, **changes: Any) -> Message:
-    values = {
-        "content": turn.content,
-        "tool_calls": turn.tool_calls,
-        "parts": turn.parts,
-        **changes,
-    }
-    return Message(
-        turn.role, values["content"], tool_calls=values["tool_calls"], parts=values["parts"]
-    )
-
-
-def parse_input(value: Any) -> tuple[Message, ...]:
-    """``input``: a string (one user turn) or a list of items."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise InvalidRequest("'input' must not be empty", "input")
-        return (Message("user", value),)
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest("'input' must be a string or a non-empty list of items", "input")
-    turns = _Turns()
-    for i, item in enumerate(value):
-        turns.add(item, f"input[{i}]")
-    return tuple(turns.turns)
-
-
 # ---------------------------------------------------------------- tools, formats
 def _tools(value: Any) -> tuple[list[dict[str, Any]], list[Any]]:
     """``tools`` -> (Chat Completions function tools, the tools as sent, to echo)."""
@@ -264,7 +93,7 @@ def _tools(value: Any) -> tuple[list[dict[str, Any]], list[Any]]:
         )
     out = []
     for i, tool in enumerate(value):
-        name = _string(tool.get("name"), f"tools[{i}].name")
+        name = text_field(tool.get("name"), f"tools[{i}].name")
         function: dict[str, Any] = {"name": name}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
@@ -282,14 +111,14 @@ def _tool_choice(value: Any) -> Any:
         raise InvalidRequest("'tool_choice' must be a string or an object", "tool_choice")
     kind = value.get("type")
     if kind == "function":
-        name = _string(value.get("name"), "tool_choice.name")
+        name = text_field(value.get("name"), "tool_choice.name")
         return {"type": "function", "function": {"name": name}}
     if kind == "allowed_tools":
         tools = value.get("tools")
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
             raise InvalidRequest("'tool_choice.tools' must be a list of tools", "tool_choice")
         allowed = [
-            {"type": "function", "function": {"name": _string(t.get("name"), "tool_choice")}}
+            {"type": "function", "function": {"name": text_field(t.get("name"), "tool_choice")}}
             if t.get("type") == "function"
             else dict(t)
             for t in tools
@@ -317,7 +146,7 @@ def _text(value: Any, keyed: dict[str, Any]) -> None:
         if kind == "json_object":
             keyed["response_format"] = {"type": "json_object"}
         elif kind == "json_schema":
-            name = _string(fmt.get("name"), "text.format.name")
+            name = text_field(fmt.get("name"), "text.format.name")
             if not isinstance(fmt.get("schema"), dict):
                 raise InvalidRequest("'text.format.schema' must be an object", "text.format.schema")
             schema: dict[str, Any] = {"name": name}
@@ -329,7 +158,7 @@ def _text(value: Any, keyed: dict[str, Any]) -> None:
                 "text.format.type",
             )
     if value.get("verbosity") is not None:
-        keyed["verbosity"] = _string(value["verbosity"], "text.verbosity")
+        keyed["verbosity"] = text_field(value["verbosity"], "text.verbosity")
 
 
 def _reasoning(value: Any, keyed: dict[str, Any]) -> None:
@@ -338,7 +167,7 @@ def _reasoning(value: Any, keyed: dict[str, Any]) -> None:
     rest = {k: v for k, v in value.items() if v is not None}
     effort = rest.pop("effort", None)
     if effort is not None:
-        keyed["reasoning_effort"] = _string(effort, "reasoning.effort")
+        keyed["reasoning_effort"] = text_field(effort, "reasoning.effort")
     if rest:  # a summary asked for: no Chat Completions name, kept under its own
         keyed["reasoning"] = rest
 
@@ -356,7 +185,7 @@ def _checked(body: dict[str, Any]) -> None:
                 raise invalid(exc, name) from None
     for name in ("prompt_cache_key", "safety_identifier"):
         if body.get(name) is not None:
-            _string(body[name], name)
+            text_field(body[name], name)
     for name, what in _ELSEWHERE.items():
         if body.get(name) is not None:
             raise InvalidRequest(
@@ -407,7 +236,7 @@ def parse_request(
     turns = (*earlier, *parse_input(body["input"]))
     instructions = body.get("instructions")
     if instructions is not None:
-        _string(instructions, "instructions")
+        text_field(instructions, "instructions")
     messages = ((Message("system", instructions),) if instructions else ()) + turns
 
     model = body.get("model", settings.model)
@@ -427,7 +256,7 @@ def parse_request(
         raise InvalidRequest("'stream_options' must be an object", "stream_options")
     previous = body.get("previous_response_id")
     if previous is not None:
-        _string(previous, "previous_response_id")
+        text_field(previous, "previous_response_id")
 
     keyed: dict[str, Any] = {}
     echo_tools: list[Any] = []

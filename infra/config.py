@@ -96,6 +96,8 @@ class StackConfig:
     #: The optional admin key (promptcache:adminKey): reads every tenant's /stats and /v1/models
     #: and answers the admin API (/admin/...).
     admin_key: pulumi.Output[str] | None = None
+    #: The optional Anthropic key (promptcache:anthropicApiKey): Claude is the default upstream.
+    anthropic_api_key: pulumi.Output[str] | None = None
     #: Where the semantic tier searches (promptcache:semanticIndex): process or upstash-vector.
     semantic_index: str = "process"
     vector_index_plan: str = "paid"
@@ -221,6 +223,7 @@ class StackConfig:
             cloudflare_api_token=config.require_secret("cloudflareApiToken"),
             api_keys=config.get_secret("apiKeys"),
             admin_key=config.get_secret("adminKey"),
+            anthropic_api_key=config.get_secret("anthropicApiKey"),
             upstash_primary_region=region,
             upstash_budget=integer("upstashBudget", 1, 100_000),
             upstash_eviction=config.require_bool("upstashEviction"),

@@ -48,6 +48,7 @@ VECTOR_TOKEN_PARAMETER = "upstash-vector-rest-token"
 DEPLOYED_EMBEDDER_DIM = 768
 API_KEYS_PARAMETER = "api-keys"
 ADMIN_KEY_PARAMETER = "admin-key"
+ANTHROPIC_KEY_PARAMETER = "anthropic-api-key"
 #: The streaming function's name after the prefix (promptcache:streamingUrl).
 STREAMING_FUNCTION = "chat-stream"
 #: The handler modules that answer chat and so may ask the verifier (the streaming function, which
@@ -94,6 +95,9 @@ def function_environment(
         env["PROMPTCACHE_API_KEYS_SSM_PARAMETER"] = secret_parameter_names[API_KEYS_PARAMETER]
     if ADMIN_KEY_PARAMETER in secret_parameter_names:
         env["PROMPTCACHE_ADMIN_KEY_SSM_PARAMETER"] = secret_parameter_names[ADMIN_KEY_PARAMETER]
+    if ANTHROPIC_KEY_PARAMETER in secret_parameter_names:  # Claude answers, Workers AI by @cf/
+        env["PROMPTCACHE_LLM"] = "anthropic"
+        env["ANTHROPIC_API_KEY_SSM_PARAMETER"] = secret_parameter_names[ANTHROPIC_KEY_PARAMETER]
     env["PROMPTCACHE_INDEX"] = cfg.semantic_index
     if vector_rest_url is not None:
         env["UPSTASH_VECTOR_REST_URL"] = vector_rest_url
@@ -205,6 +209,11 @@ def deploy(cfg: StackConfig, built: Artifacts | None = None) -> Deployment:
                 **({VECTOR_TOKEN_PARAMETER: vector.rest_token} if vector is not None else {}),
                 **({API_KEYS_PARAMETER: cfg.api_keys} if cfg.api_keys is not None else {}),
                 **({ADMIN_KEY_PARAMETER: cfg.admin_key} if cfg.admin_key is not None else {}),
+                **(
+                    {ANTHROPIC_KEY_PARAMETER: cfg.anthropic_api_key}
+                    if cfg.anthropic_api_key is not None
+                    else {}
+                ),
             },
             kms_key_arn=cfg.secrets_kms_key_arn,
             tags=cfg.tags,

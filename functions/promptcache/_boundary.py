@@ -25,6 +25,7 @@ import numpy as np
 from ._errors import (
     BackendError,
     EmbedderError,
+    RequestError,
     StatsError,
     StoreError,
     UpstreamError,
@@ -36,6 +37,7 @@ from ._protocols import (
     Embedder,
     Index,
     Locks,
+    ProbedLLM,
     RateWindows,
     Stats,
     Store,
@@ -45,11 +47,14 @@ from ._types import ChatRequest, Completion, Cursor, Entry, SyncResult, Vector
 
 
 @contextlib.contextmanager
-def failures_as(error: type[BackendError], what: str) -> Iterator[None]:
-    """Inside: ``error`` passes as it is; any other Exception becomes ``error``, chained."""
+def failures_as(
+    error: type[BackendError], what: str, *, passing: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Inside: ``error`` (and ``passing``) pass as they are; any other Exception becomes
+    ``error``, chained."""
     try:
         yield
-    except error:
+    except (error, *passing):
         raise
     except Exception as exc:
         raise error(f"{what} failed: {type(exc).__name__}: {exc}") from exc
@@ -253,7 +258,7 @@ class GuardedLLM:
 
     def generate(self, request: ChatRequest) -> Completion:
         llm = self._llm()
-        with failures_as(UpstreamError, "the model"):
+        with failures_as(UpstreamError, "the model", passing=(RequestError,)):
             return llm.generate(request)
 
     def stream(self, request: ChatRequest) -> Generator[str, None, object]:
@@ -266,7 +271,7 @@ class GuardedLLM:
             return completion
         upstream: Iterator[str] | None = None
         try:
-            with failures_as(UpstreamError, "the model's stream"):
+            with failures_as(UpstreamError, "the model's stream", passing=(RequestError,)):
                 upstream = llm.stream(request)
                 while True:
                     try:
@@ -279,6 +284,18 @@ class GuardedLLM:
             if close is not None:
                 with failures_as(UpstreamError, "closing the model's stream"):
                     close()
+
+    @property
+    def probed(self) -> bool:
+        """Whether the model has a free probe (``ProbedLLM``: a models list, not a generation)."""
+        return isinstance(self.inner, ProbedLLM)
+
+    def ping(self) -> None:
+        """The model's free probe; UpstreamError when it fails."""
+        llm = self._llm()
+        with failures_as(UpstreamError, "the model's probe"):
+            if isinstance(llm, ProbedLLM):
+                llm.ping()
 
     def _llm(self) -> LLM:
         if self.inner is None:

@@ -4,11 +4,13 @@ The store is probed on every call (the cache cannot answer without it). The embe
 embedding), the stats backend and a server-side index (without it the cache bypasses, so it is
 not required) are optional and cost money or rate limit deployed, so frequent monitors (load
 balancers, uptime checks) reuse a probe younger than ``max_age`` seconds. The model is reported
-as configured or not, never called.
+as configured or not, never asked to generate: an upstream with a free probe (Claude's models
+list) is probed like the optional dependencies, the others are reported as configured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -62,7 +64,10 @@ class Health:
             hint = self._llm.hint
             detail = f"not configured: {hint}" if hint else "not configured"
             return DependencyStatus("llm", False, 0.0, detail, required=False)
-        return DependencyStatus("llm", True, 0.0, f"configured: {llm.name}", required=False)
+        if not self._llm.probed:
+            return DependencyStatus("llm", True, 0.0, f"configured: {llm.name}", required=False)
+        probe = self._reused("llm", self._llm.ping)
+        return dataclasses.replace(probe, detail=f"configured: {llm.name}; probe: {probe.detail}")
 
     def _reused(self, name: str, fn: Callable[[], object]) -> DependencyStatus:
         now = time.monotonic()

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from ._boundary import GuardedIndex, GuardedStore
 from ._errors import StoreError
 from ._protocols import Index, Store
+from ._settings_table import MAX_ENTRIES_PER_NAMESPACE, MAX_NAMESPACES
 from ._types import Cursor, Entry, LogRecord, SyncResult, Vector
 from .index import VectorIndex
-from .settings import MAX_ENTRIES_PER_NAMESPACE, MAX_NAMESPACES
 
 log = logging.getLogger("promptcache")
 

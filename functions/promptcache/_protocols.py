@@ -185,6 +185,29 @@ class StreamingLLM(LLM, Protocol):
 
 
 @runtime_checkable
+class ProbedLLM(LLM, Protocol):
+    """An LLM with a free health probe (a models list, never a generation): ``ping`` raises
+    UpstreamError when the upstream does not answer it."""
+
+    def ping(self) -> None: ...
+
+
+@runtime_checkable
+class RoutingLLM(LLM, Protocol):
+    """An LLM that hands each request to one of several upstreams by its model: ``pick`` names
+    the one a request for ``model`` reaches (for what depends on it: ``ChoicesLLM.takes_n``)."""
+
+    def pick(self, model: str) -> LLM: ...
+
+
+def takes_n(llm: LLM | None, model: str) -> bool:
+    """Whether the upstream a request for ``model`` reaches answers n choices in one call."""
+    if isinstance(llm, RoutingLLM):
+        llm = llm.pick(model)
+    return isinstance(llm, ChoicesLLM) and bool(llm.takes_n)
+
+
+@runtime_checkable
 class ChoicesLLM(LLM, Protocol):
     """An LLM that answers several choices in one call: ``takes_n`` is true, and ``generate``
     of a request whose ``forward`` holds ``n`` returns the first choice with the others in

@@ -15,6 +15,8 @@ UPSTASH_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_NAMESPACES = 256
 MAX_ENTRIES_PER_NAMESPACE = 100_000
 REDIS_EF_RUNTIME = 512
+ANTHROPIC_MAX_TOKENS = 4096
+DEFAULT_CLAUDE_MODEL = "claude-haiku-4-5"
 
 #: Names still read for one release, each with its new name and how its values map (documented
 #: as deprecated; a warning is logged when one is set).
@@ -80,14 +82,18 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "PROMPTCACHE_LLM": (
         "auto",
-        "`openai` (any OpenAI-compatible server) or `workers-ai`; `auto` = `openai` when "
-        "OPENAI_BASE_URL or OPENAI_API_KEY is set, else `workers-ai` when Cloudflare credentials "
-        "are set, else none (misses answer 503).",
+        "The default upstream: `openai` (any OpenAI-compatible server), `anthropic` (Claude) or "
+        "`workers-ai`; `auto` = `openai` when OPENAI_BASE_URL or OPENAI_API_KEY is set, else "
+        "`anthropic` when ANTHROPIC_API_KEY is, else `workers-ai` when Cloudflare credentials "
+        "are, else none (misses answer 503). A request for another configured upstream's model "
+        "(`claude-*`, `@cf/*`, `gpt-*`) goes to that one: see "
+        "[Backends](backends.md#choosing-the-upstream).",
     ),
     "PROMPTCACHE_MODEL": (
         "",
         "Default model when a request names none (default: `gpt-4o-mini` for `openai`, "
-        "`@cf/meta/llama-3.1-8b-instruct` for `workers-ai`).",
+        f"`{DEFAULT_CLAUDE_MODEL}` for `anthropic`, `@cf/meta/llama-3.1-8b-instruct` for "
+        "`workers-ai`).",
     ),
     "PROMPTCACHE_THRESHOLD": (
         "",
@@ -192,6 +198,19 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "OPENAI_BASE_URL": ("", "OpenAI-compatible upstream (Ollama, vLLM, llama.cpp, OpenAI)."),
     "OPENAI_API_KEY": ("", "API key for the OpenAI-compatible upstream."),
+    "ANTHROPIC_API_KEY": ("", "API key for Claude (the Anthropic upstream)."),
+    "ANTHROPIC_API_KEY_SSM_PARAMETER": (
+        "",
+        "SSM SecureString holding the Anthropic key (deployed: read once per cold start).",
+    ),
+    "ANTHROPIC_BASE_URL": (
+        "https://api.anthropic.com",
+        "Anthropic API base (a stand-in's URL in tests).",
+    ),
+    "PROMPTCACHE_ANTHROPIC_MAX_TOKENS": (
+        str(ANTHROPIC_MAX_TOKENS),
+        "`max_tokens` sent to Claude when a request sets none (Claude requires one).",
+    ),
     "CLOUDFLARE_ACCOUNT_ID": ("", "Cloudflare account for Workers AI and KV."),
     "CLOUDFLARE_API_TOKEN": ("", "Cloudflare API token (Workers AI + KV edit)."),
     "CLOUDFLARE_API_TOKEN_SSM_PARAMETER": (

@@ -41,6 +41,12 @@ from ._indexes import DEFAULT_BOUNDS, Bounds, indexes_for
 from ._keys import namespace, normalize
 from ._protocols import LLM, Documents, Embedder, Index, Locks, Stats, Store
 from ._query import Query
+from ._settings_table import (
+    PRICE_PER_1K_TOKENS,
+    STRICT_GUARDS_BAND,
+    TTL_SECONDS,
+    UPSTREAM_TIMEOUT,
+)
 from ._stream import ChatStream, passthrough
 from ._tally import Guard, Tally
 from ._types import (
@@ -55,7 +61,6 @@ from ._types import (
     Vector,
 )
 from ._verify import ModelCheck, Rules, pick
-from .settings import PRICE_PER_1K_TOKENS, STRICT_GUARDS_BAND, TTL_SECONDS, UPSTREAM_TIMEOUT
 
 log = logging.getLogger("promptcache")
 

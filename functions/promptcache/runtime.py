@@ -124,6 +124,18 @@ def _openai(settings: Settings) -> LLM:
     )
 
 
+def _anthropic(settings: Settings) -> LLM:
+    from .adapters.anthropic import AnthropicLLM
+
+    return AnthropicLLM(
+        _http(settings, settings.upstream_timeout),
+        api_key=settings.anthropic_api_key,
+        base_url=settings.anthropic_base_url,
+        max_tokens=settings.anthropic_max_tokens,
+        policy=_within(AnthropicLLM.DEFAULT_POLICY, settings.upstream_timeout),
+    )
+
+
 def _within(policy: RetryPolicy, seconds: float) -> RetryPolicy:
     """An adapter's own retry policy, with no attempt starting after the backend's timeout."""
     return dataclasses.replace(policy, deadline=seconds)
@@ -185,7 +197,18 @@ EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
     "local": _local_embedder,
     "workers-ai": _workers_ai_embedder,
 }
-LLMS: dict[str, Callable[[Settings], LLM]] = {"openai": _openai, "workers-ai": _workers_ai_llm}
+LLMS: dict[str, Callable[[Settings], LLM]] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "workers-ai": _workers_ai_llm,
+}
+#: The models each upstream owns: a request for one goes to that upstream when it is configured,
+#: whatever the default (docs/backends.md, "Choosing the upstream").
+MODEL_PREFIXES: dict[str, tuple[str, ...]] = {
+    "anthropic": ("claude-",),
+    "workers-ai": ("@cf/", "@hf/"),
+    "openai": ("gpt-", "chatgpt-", "o1", "o3", "o4"),
+}
 STATS: dict[str, Callable[[Settings, Store, Stats], Stats]] = {
     "store": lambda settings, store, stats: stats,
     "cloudflare-kv": _kv_stats,
@@ -212,8 +235,9 @@ def _threshold(settings: Settings, embedder: Embedder) -> float | None:
 
 #: What to set for misses to be answered (the core names concepts, the settings are named here).
 LLM_HINT = (
-    "set OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, or "
-    "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for Workers AI"
+    "set OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, "
+    "ANTHROPIC_API_KEY for Claude, or CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN for "
+    "Workers AI"
 )
 
 
@@ -255,8 +279,17 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def make_llm(settings: Settings) -> LLM | None:
-    """The model PROMPTCACHE_LLM names, None for `none` (for a caller that wraps it)."""
-    return None if settings.llm == "none" else _pick(LLMS, settings.llm, "LLM")(settings)
+    """The model PROMPTCACHE_LLM names, None for `none` (for a caller that wraps it); with other
+    upstreams configured too, a router sending each request for one of their models to them."""
+    if settings.llm == "none":
+        return None
+    default: LLM = _pick(LLMS, settings.llm, "LLM")(settings)
+    if not settings.llm_routes:
+        return default
+    from .adapters.router import Route, RoutedLLM
+
+    routes = [Route(MODEL_PREFIXES[name], LLMS[name](settings)) for name in settings.llm_routes]
+    return RoutedLLM(default, routes)
 
 
 def build(
@@ -290,9 +323,11 @@ def build(
 
 
 def with_secrets(parsed: Settings) -> Settings:
-    """API keys and the admin key kept in SSM (deployed) are read once, here, and checked like
-    the variables."""
-    keys, admin = parsed.api_keys, parsed.admin_key
+    """API keys, the admin key and the Anthropic key kept in SSM (deployed) are read once, here,
+    and checked like the variables."""
+    keys, admin, claude = parsed.api_keys, parsed.admin_key, parsed.anthropic_api_key
+    if not claude and parsed.anthropic_api_key_ssm_parameter:
+        claude = _secret("", parsed.anthropic_api_key_ssm_parameter).strip()
     if not keys and parsed.api_keys_ssm_parameter:
         raw = _secret("", parsed.api_keys_ssm_parameter)
         try:
@@ -303,9 +338,9 @@ def with_secrets(parsed: Settings) -> Settings:
     if not admin and parsed.admin_key_ssm_parameter:
         raw = _secret("", parsed.admin_key_ssm_parameter).strip()
         admin = key_digest(raw, f"SSM parameter {parsed.admin_key_ssm_parameter}") if raw else ""
-    if keys is parsed.api_keys and admin == parsed.admin_key:
+    if keys is parsed.api_keys and (admin, claude) == (parsed.admin_key, parsed.anthropic_api_key):
         return parsed
-    return dataclasses.replace(parsed, api_keys=keys, admin_key=admin)
+    return dataclasses.replace(parsed, api_keys=keys, admin_key=admin, anthropic_api_key=claude)
 
 
 _T = TypeVar("_T")

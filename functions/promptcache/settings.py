@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ._errors import ConfigError
 from ._settings_table import (  # noqa: F401  (re-exported: the one list of settings)
+    ANTHROPIC_MAX_TOKENS,
+    DEFAULT_CLAUDE_MODEL,
     DEPRECATED,
     MAX_ENTRIES_PER_NAMESPACE,
     MAX_NAMESPACES,
@@ -175,6 +177,12 @@ class Settings:
     upstash_vector_token_ssm_parameter: str = ""
     semantic_tools: bool = False
     max_n: int = 8
+    anthropic_api_key: str = field(default="", repr=False)
+    anthropic_api_key_ssm_parameter: str = ""
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_max_tokens: int = ANTHROPIC_MAX_TOKENS
+    #: the other configured upstreams a request's model may be routed to (``PROMPTCACHE_LLM``)
+    llm_routes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.admin_key and self.admin_key in self.api_keys:
@@ -205,9 +213,24 @@ class Settings:
         stats = _choice(env, "PROMPTCACHE_STATS", ("auto", "store", "cloudflare-kv"))
         if stats == "auto":
             stats = "cloudflare-kv" if (kv_ns and has_cf) else "store"
-        llm = _choice(env, "PROMPTCACHE_LLM", ("auto", "openai", "workers-ai", "none"))
+        claude_key = _str(env, "ANTHROPIC_API_KEY")
+        claude_key_param = _str(env, "ANTHROPIC_API_KEY_SSM_PARAMETER")
+        configured = {
+            "openai": bool(openai_url or openai_key),
+            "anthropic": bool(claude_key or claude_key_param),
+            "workers-ai": has_cf,
+        }
+        llm = _choice(env, "PROMPTCACHE_LLM", ("auto", "openai", "anthropic", "workers-ai", "none"))
         if llm == "auto":
-            llm = "openai" if (openai_url or openai_key) else ("workers-ai" if has_cf else "none")
+            llm = next((name for name, ok in configured.items() if ok), "none")
+        if llm == "anthropic" and not configured["anthropic"]:
+            raise ConfigError(
+                "PROMPTCACHE_LLM=anthropic needs ANTHROPIC_API_KEY "
+                "(or ANTHROPIC_API_KEY_SSM_PARAMETER)"
+            )
+        routes = (
+            () if llm == "none" else tuple(n for n, ok in configured.items() if ok and n != llm)
+        )
 
         if store == "upstash" and not upstash_url:
             raise ConfigError("PROMPTCACHE_STORE=upstash needs UPSTASH_REDIS_REST_URL")
@@ -242,9 +265,10 @@ class Settings:
         if stats == "cloudflare-kv" and not kv_ns:
             raise ConfigError("PROMPTCACHE_STATS=cloudflare-kv needs CLOUDFLARE_KV_NAMESPACE_ID")
 
-        model = _str(env, "PROMPTCACHE_MODEL") or (
-            "@cf/meta/llama-3.1-8b-instruct" if llm == "workers-ai" else "gpt-4o-mini"
-        )
+        model = _str(env, "PROMPTCACHE_MODEL") or {
+            "workers-ai": "@cf/meta/llama-3.1-8b-instruct",
+            "anthropic": DEFAULT_CLAUDE_MODEL,
+        }.get(llm, "gpt-4o-mini")
         threshold_raw = env.get("PROMPTCACHE_THRESHOLD", "").strip()
         threshold = _float(env, "PROMPTCACHE_THRESHOLD", 0.0, 1.0) if threshold_raw else None
 
@@ -299,4 +323,9 @@ class Settings:
             upstash_vector_token_ssm_parameter=vector_token_param,
             semantic_tools=_choice(env, "PROMPTCACHE_SEMANTIC_TOOLS", ("off", "on")) == "on",
             max_n=_int(env, "PROMPTCACHE_MAX_N", 1, 128),
+            anthropic_api_key=claude_key,
+            anthropic_api_key_ssm_parameter=claude_key_param,
+            anthropic_base_url=_str(env, "ANTHROPIC_BASE_URL").rstrip("/"),
+            anthropic_max_tokens=_int(env, "PROMPTCACHE_ANTHROPIC_MAX_TOKENS", 1, 1_000_000),
+            llm_routes=routes,
         )

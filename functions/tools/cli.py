@@ -121,7 +121,7 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
-    from promptcache.settings import SETTINGS
+    from promptcache._settings_table import SETTINGS
 
     print("| setting | default | meaning |\n|---|---|---|")
     for name, (default, meaning) in SETTINGS.items():

@@ -522,7 +522,7 @@ def test_the_only_settings_a_user_must_add_are_documented_as_required(artifacts_
     no_default = {k for k, d in declared.items() if "default" not in d}
     optional = {k for k in no_default if declared[k]["description"].startswith("Optional.")}
     assert no_default - optional == {"cloudflareAccountId", "cloudflareApiToken"}
-    assert optional == {"apiKeys", "adminKey"}
+    assert optional == {"apiKeys", "adminKey", "anthropicApiKey"}
     config_text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
     for key in no_default:
         assert f"promptcache:{key}" in config_text
@@ -579,6 +579,39 @@ def test_the_admin_key_is_an_optional_secret_read_from_ssm(artifacts_dir: Path) 
         assert not any(ADMIN_KEY in text for text in clear_strings(resource.inputs))
     for text in clear_strings(run.outputs):
         assert ADMIN_KEY not in text
+
+
+ANTHROPIC_KEY = "sk-ant-for-tests-2b9c"
+
+
+def test_the_anthropic_key_is_an_optional_secret_and_makes_claude_the_default(
+    artifacts_dir: Path,
+) -> None:
+    run = run_program("dev", artifacts_dir, {"promptcache:anthropicApiKey": ANTHROPIC_KEY})
+    parameters = {r.inputs["name"]: r.inputs for r in run.of_type(PARAMETER)}
+    key = parameters["/promptcache/dev/anthropic-api-key"]
+    assert key["type"] == "SecureString" and is_secret(key["value"])
+    arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/promptcache/dev/anthropic-api-key"
+    for fn in run.of_type(FUNCTION):
+        variables = fn.inputs["environment"]["variables"]
+        assert variables["ANTHROPIC_API_KEY_SSM_PARAMETER"] == "/promptcache/dev/anthropic-api-key"
+        assert "ANTHROPIC_API_KEY" not in variables
+        settings = Settings.from_env(variables)
+        assert (settings.llm, settings.llm_routes) == ("anthropic", ("workers-ai",))
+        assert settings.model == "claude-haiku-4-5" and settings.anthropic_api_key == ""
+    for policy in run.inputs(ROLE_POLICY):
+        (read,) = [
+            s for s in json.loads(policy["policy"])["Statement"] if s["Sid"] == "ReadSecrets"
+        ]
+        assert arn in read["Resource"]
+    for resource in run.resources:
+        assert not any(ANTHROPIC_KEY in text for text in clear_strings(resource.inputs))
+    for text in clear_strings(run.outputs):
+        assert ANTHROPIC_KEY not in text
+    for fn in run_program("dev", artifacts_dir).of_type(FUNCTION):  # no key: Workers AI, no param
+        variables = fn.inputs["environment"]["variables"]
+        assert "ANTHROPIC_API_KEY_SSM_PARAMETER" not in variables
+        assert variables["PROMPTCACHE_LLM"] == "workers-ai"
 
 
 def test_the_semantic_index_is_in_process_unless_the_stack_chooses_upstash_vector(

@@ -73,7 +73,7 @@ def _server(
             CLOUDFLARE_ACCOUNT_ID=cloudflare_api.account_id,
             CLOUDFLARE_API_TOKEN=cloudflare_api.token,
             CLOUDFLARE_API_BASE_URL=cloudflare_api.base_url,
-            PROMPTCACHE_BACKEND_TIMEOUT="0.5",
+            PROMPTCACHE_BACKEND_TIMEOUT="1.5",  # a healthy call on a loaded 2-core machine fits
             PROMPTCACHE_UPSTREAM_TIMEOUT="1",
         ) as server,
     ):

@@ -52,3 +52,18 @@ def test_tokens_come_from_ssm_and_a_direct_value_wins() -> None:
     assert (
         cloudflare_token(Settings.from_env({**env, "CLOUDFLARE_API_TOKEN": "direct"})) == "direct"
     )
+
+
+@mock_aws
+def test_the_anthropic_key_comes_from_ssm_once_and_a_direct_value_wins() -> None:
+    boto3.client("ssm").put_parameter(
+        Name="/pc/t5/anthropic", Value="sk-ant-from-ssm\n", Type="SecureString"
+    )
+    env = {"ANTHROPIC_API_KEY_SSM_PARAMETER": "/pc/t5/anthropic"}
+    settings = with_secrets(Settings.from_env(env))
+    assert settings.llm == "anthropic" and settings.anthropic_api_key == "sk-ant-from-ssm"
+    assert "sk-ant-from-ssm" not in repr(settings)
+    direct = with_secrets(Settings.from_env({**env, "ANTHROPIC_API_KEY": "direct"}))
+    assert direct.anthropic_api_key == "direct"
+    with pytest.raises(ConfigError, match="/pc/t5/absent"):
+        with_secrets(Settings.from_env({"ANTHROPIC_API_KEY_SSM_PARAMETER": "/pc/t5/absent"}))

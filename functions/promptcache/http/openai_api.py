@@ -34,7 +34,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from .._errors import PromptCacheError
-from .._protocols import ChoicesLLM
+from .._protocols import takes_n as upstream_takes_n
 from .._stream import ChatStream
 from .._types import ChatResult, Tier, ToolCall, Usage
 from ..core import PromptCache
@@ -229,7 +229,10 @@ def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[st
     tenant, admin = admit_chat(event, settings, svc.limiter)
     body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
     big = _body_bytes(event) > settings.max_body_bytes
-    takes_n = isinstance(cache.llm, ChoicesLLM) and cache.llm.takes_n
+    model = body.get("model")
+    takes_n = upstream_takes_n(
+        cache.llm, model.strip() if isinstance(model, str) else settings.model
+    )
     request = parse_request(body, settings, tenant, big=big, takes_n=takes_n)
     check_threshold(request.chat.threshold, cache.threshold, admin=admin)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -1,5 +1,6 @@
-"""POST /chat, the OpenAI-compatible POST /v1/chat/completions and GET /v1/models, and Anthropic's
-POST /v1/messages (and its count_tokens): answer a prompt from the cache or the LLM. GET and
+"""POST /chat, OpenAI's POST /v1/chat/completions, GET /v1/models, POST /v1/responses and GET
+/v1/responses/{id}, and Anthropic's POST /v1/messages (and its count_tokens): answer a prompt from
+the cache or the LLM. GET and
 DELETE /entries/{id}: read or remove a stored answer. The admin API (/admin/entries,
 /admin/flush, /admin/forget): the admin key's."""
 
@@ -11,7 +12,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from promptcache import runtime
-from promptcache.http import admin_api, anthropic_api, api, openai_api, resolver, sse
+from promptcache.http import admin_api, anthropic_api, api, openai_api, resolver, responses_api, sse
 from promptcache.http.observability import count, invocation, tracer
 
 app = resolver.make_app(runtime.settings())
@@ -45,6 +46,18 @@ def count_tokens() -> Response[str]:
 @tracer.capture_method
 def models() -> Response[str]:
     return openai_api.models(app.current_event, runtime.service())
+
+
+@app.post("/v1/responses")
+@tracer.capture_method
+def responses() -> Response[str]:
+    return responses_api.create(app.current_event, runtime.service())
+
+
+@app.get("/v1/responses/<response_id>")
+@tracer.capture_method
+def response(response_id: str) -> Response[str]:
+    return responses_api.retrieve(app.current_event, response_id, runtime.service())
 
 
 @app.get("/entries/<entry_id>")

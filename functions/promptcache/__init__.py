@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._indexes import Bounds
     from ._protocols import (
         LLM,
+        Documents,
         Embedder,
         Index,
         Locks,
@@ -76,6 +77,7 @@ _EXPORTS = {
     "Completion": "._types",
     "ConfigError": "._errors",
     "Cursor": "._types",
+    "Documents": "._protocols",
     "Embedder": "._protocols",
     "EmbedderError": "._errors",
     "Entry": "._types",
@@ -123,6 +125,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "Cursor",
+    "Documents",
     "Embedder",
     "EmbedderError",
     "Entry",

@@ -5,7 +5,7 @@ not by the habit of each call site: whatever a backend method raises (an adapter
 or a bug's KeyError, or a driver's OSError) leaves the wrapper as that backend's error
 
     Store, Locks, RateWindows,
-    Index                     -> StoreError    Embedder -> EmbedderError
+    Documents, Index          -> StoreError    Embedder -> EmbedderError
     Stats                     -> StatsError    LLM      -> UpstreamError
 
 with the original chained (``raise ... from exc``). The core then catches only BackendError:
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from ._errors import (
 )
 from ._protocols import (
     LLM,
+    Documents,
     Embedder,
     Index,
     Locks,
@@ -157,6 +159,28 @@ class GuardedRateWindows:
         with failures_as(StoreError, "rate window"):
             now, before = self.inner.count_window(current, previous, ttl)
             return int(now), int(before)
+
+
+class GuardedDocuments:
+    """Kept documents whose every failure is a StoreError (they live in the store). ``inner``
+    None: the store keeps none, and keeping one is a StoreError saying so."""
+
+    def __init__(self, inner: Documents | None) -> None:
+        self.inner = inner
+
+    def _documents(self) -> Documents:
+        if self.inner is None:
+            raise StoreError("this store keeps no documents (it does not implement Documents)")
+        return self.inner
+
+    def put_document(self, name: str, document: Mapping[str, Any], ttl: float | None) -> None:
+        with failures_as(StoreError, "document put"):
+            self._documents().put_document(name, document, ttl)
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        with failures_as(StoreError, "document get"):
+            found = self._documents().get_document(name)
+            return None if found is None else dict(found)
 
 
 class GuardedEmbedder:

@@ -52,8 +52,16 @@ class ConfigError(PromptCacheError):
 
 
 class RequestError(PromptCacheError):
+    """Something wrong with the request. ``param`` names the field at fault (``top_p``,
+    ``messages[0].content``, ``input[2].content``) when there is one: OpenAI's error bodies
+    carry it."""
+
     status = 400
     code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.param = param
 
 
 class BadRequest(RequestError):
@@ -92,15 +100,10 @@ class UnsupportedMediaType(RequestError):
 
 
 class Unprocessable(RequestError):
-    """A well-formed body with a field of the wrong type or value. ``param`` names the field
-    (``top_p``, ``messages[0].content``) when there is one: OpenAI's error body carries it."""
+    """A well-formed body with a field of the wrong type or value (``param`` names it)."""
 
     status = 422
     code = "unprocessable"
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 class UnsupportedField(BadRequest):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -141,6 +141,23 @@ class RateWindows(Protocol):
     def count_window(self, current: str, previous: str, ttl: float) -> tuple[int, int]:
         """Add one to the counter ``current`` (created at 0, gone ``ttl`` seconds after its first
         hit) and return its new value with the value of ``previous`` (0 when absent)."""
+        ...
+
+
+@runtime_checkable
+class Documents(Protocol):
+    """JSON documents kept under a name for a while, shared by every process using the same
+    backend (the Responses face keeps each response it returns, and the conversation it ended, so
+    that a follow-up may name it). The stores implement it too, next to their entries; ``clear``
+    forgets the documents with the entries."""
+
+    def put_document(self, name: str, document: Mapping[str, Any], ttl: float | None) -> None:
+        """Keep ``document`` (JSON-encodable) under ``name`` for ``ttl`` seconds (None: until
+        cleared), replacing what the name held."""
+        ...
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        """The document kept under ``name``, or None (never kept, expired or cleared)."""
         ...
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +26,20 @@ import numpy as np
 
 from ._accounting import Accounting
 from ._admin import Admin
-from ._boundary import GuardedEmbedder, GuardedLLM, GuardedLocks, GuardedStats, GuardedStore
+from ._boundary import (
+    GuardedDocuments,
+    GuardedEmbedder,
+    GuardedLLM,
+    GuardedLocks,
+    GuardedStats,
+    GuardedStore,
+)
 from ._claim import Claims, Filled, Lead, lock_ttl, locks_of
 from ._errors import BackendError
 from ._health import PROBE_MAX_AGE, Health
 from ._indexes import DEFAULT_BOUNDS, Bounds, indexes_for
 from ._keys import namespace, normalize
-from ._protocols import LLM, Embedder, Index, Locks, Stats, Store
+from ._protocols import LLM, Documents, Embedder, Index, Locks, Stats, Store
 from ._query import Query
 from ._settings_table import (
     PRICE_PER_1K_TOKENS,
@@ -125,6 +132,7 @@ class PromptCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = GuardedStore(store)
+        self._documents = GuardedDocuments(store if isinstance(store, Documents) else None)
         self._locks = GuardedLocks(locks if locks is not None else locks_of(store))
         self._embedder = embedder = GuardedEmbedder(embedder)
         self._stats = GuardedStats(stats)
@@ -240,6 +248,17 @@ class PromptCache:
 
     def entry_namespace(self, request: ChatRequest) -> str:
         return namespace(request, self._embedder.id, self._embedder.dim)
+
+    # ------------------------------------------------------------------ kept documents
+    def keep(self, name: str, document: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Keep a JSON document under ``name`` in the store for ``ttl`` seconds (default: the
+        entries' TTL; 0: as long as the store keeps it). One write. Raises StoreError."""
+        seconds = self.ttl_seconds if ttl is None else ttl
+        self._documents.put_document(name, document, seconds or None)
+
+    def kept(self, name: str) -> dict[str, Any] | None:
+        """The document kept under ``name``, or None. One read. Raises StoreError."""
+        return self._documents.get_document(name)
 
     # ------------------------------------------------------------------ reporting and admin
     def report(

@@ -25,6 +25,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/messages"): "chat",
     ("POST", "/v1/messages/count_tokens"): "chat",
     ("GET", "/v1/models"): "chat",
+    ("POST", "/v1/responses"): "chat",
+    ("GET", "/v1/responses/{id}"): "chat",
     ("GET", "/entries/{id}"): "chat",
     ("DELETE", "/entries/{id}"): "chat",
     ("GET", "/admin/entries"): "chat",
@@ -46,13 +48,15 @@ def route_path(path: str) -> str | None:
 
 
 #: The API faces: each answers its routes, and its errors, in its own dialect.
-NATIVE, OPENAI, ANTHROPIC = "native", "openai", "anthropic"
+NATIVE, OPENAI, RESPONSES, ANTHROPIC = "native", "openai", "responses", "anthropic"
 #: The routes of a face other than the native one (``/chat``, the entries, stats, admin...).
 FACES: dict[str, str] = {
     "/v1/chat/completions": OPENAI,
     "/v1/models": OPENAI,
     "/v1/messages": ANTHROPIC,
     "/v1/messages/count_tokens": ANTHROPIC,
+    "/v1/responses": RESPONSES,
+    "/v1/responses/{id}": RESPONSES,
 }
 #: Where a path under no route is answered (its 404 or 405): the face of its prefix.
 FACE_PREFIXES: tuple[tuple[str, str], ...] = (("/v1/messages/", ANTHROPIC), ("/v1/", OPENAI))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptcache import Entry, LogRecord, Store
+from promptcache import Documents, Entry, LogRecord, Store
 from promptcache._types import ToolCall
 from promptcache.adapters.memory import MemoryStore
 from promptcache.adapters.sqlite import SQLiteStore
@@ -372,3 +372,39 @@ def test_count_window_loses_no_count_under_concurrency(backend: Backend) -> None
     for t in threads:
         t.join()
     assert stores[0].count_window("rate:t:7", "rate:t:6", ttl=60.0) == (201, 0)
+
+
+# ---------------------------------------------------------------- kept documents
+def test_a_kept_document_reads_back_whole_from_every_handle(backend: Backend) -> None:
+    """Documents (the Responses face's kept responses): JSON in, the same JSON out, from any
+    process; a name never kept is None; keeping again replaces."""
+    a, b = backend.open(), backend.open()
+    assert isinstance(a, Documents) and isinstance(b, Documents)
+    document = {
+        "response": {"id": "resp_1", "output": [{"type": "message", "text": "héllo ✓"}]},
+        "turns": [["user", "hi", None], ["assistant", "", [["f", '{"x": 1}', "call_1"]]]],
+        "n": 1.5,
+        "none": None,
+    }
+    a.put_document("resp:t:1", document, 60.0)
+    assert b.get_document("resp:t:1") == document
+    assert b.get_document("resp:t:2") is None
+    a.put_document("resp:t:1", {"v": 2}, None)
+    assert b.get_document("resp:t:1") == {"v": 2}
+
+
+def test_a_kept_document_expires_and_clear_forgets_it(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    assert isinstance(a, Documents) and isinstance(b, Documents)
+    a.put_document("short", {"x": 1}, 0.3)
+    a.put_document("long", {"x": 2}, 3600.0)
+    a.put_document("forever", {"x": 3}, None)
+    backend.clock.advance(0.35)
+    time.sleep(0.35)  # Redis expires keys on its own clock
+    assert b.get_document("short") is None
+    assert b.get_document("long") == {"x": 2}
+    backend.clock.advance(7200.0)
+    assert b.get_document("long") is None or backend.name == "upstash"  # Redis: real time only
+    assert b.get_document("forever") == {"x": 3}
+    b.clear()
+    assert a.get_document("forever") is None

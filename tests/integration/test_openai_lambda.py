@@ -200,3 +200,53 @@ def test_a_tool_loop_through_the_lambda_handler_plain_and_streamed(
     assert run(stream=True) == ["miss", "miss"] and upstream.calls == 2
     assert run(stream=False) == ["exact", "exact"] and upstream.calls == 2
     assert run(stream=True) == ["exact", "exact"] and upstream.calls == 2
+
+
+# ---------------------------------------------------------------- the Responses face
+def test_responses_through_the_lambda_handler_plain_streamed_and_chained(
+    client: openai.OpenAI, gateway: Gateway, upstream: OpenAIUpstream
+) -> None:
+    """The deployed path: a response, its streamed repeat (one buffered event stream the
+    client's helper reads) from the cache, a previous_response_id follow-up and GET by id."""
+    first = client.responses.create(model="test-model", input="Largest ocean?")
+    assert first.output_text == "[test upstream answer #1] Largest ocean?"
+    with client.responses.stream(model="test-model", input="Largest ocean?") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == first.output_text and upstream.calls == 1
+    result = gateway.results[-1]
+    assert result["headers"]["Content-Type"] == "text/event-stream"
+    assert result["headers"]["X-Promptcache-Tier"] == "exact"
+    assert result["body"].startswith("event: response.created\ndata: {")
+
+    follow = client.responses.create(
+        model="test-model", input="And the smallest?", previous_response_id=final.id
+    )
+    assert follow.output_text.endswith("And the smallest?") and upstream.calls == 2
+    assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["user", "assistant", "user"]
+    assert client.responses.retrieve(follow.id).output_text == follow.output_text
+
+
+def test_a_broken_responses_stream_is_an_http_error_when_buffered_and_an_event_when_live(
+    client: openai.OpenAI, gateway: Gateway, upstream: OpenAIUpstream
+) -> None:
+    upstream.stream_break_after = 2
+    with pytest.raises(openai.InternalServerError) as info:
+        client.responses.create(model="test-model", input="Break this response", stream=True)
+    assert info.value.status_code == 502 and "stream" in info.value.message
+
+    body = json.dumps({"model": "test-model", "stream": True, "input": "Break it live"}).encode()
+    event = to_event("POST", "/v1/responses", {"Content-Type": "application/json"}, body)
+    result, live = gateway.handler.stream_handler(event, LocalContext("chat"))
+    assert result["statusCode"] == 200 and result["body"] == "" and live is not None
+    events = [e for e in b"".join(live).decode().split("\n\n") if e]
+    kinds = [e.split("\n", 1)[0].removeprefix("event: ") for e in events]
+    assert kinds[0] == "response.created" and "response.output_text.delta" in kinds
+    assert kinds[-1] == "error" and "response.completed" not in kinds
+    error = json.loads(events[-1].split("data: ", 1)[1])
+    assert error["type"] == "error" and error["code"] == "upstream_error"
+    assert error["sequence_number"] == len(events) - 1
+
+    upstream.stream_break_after = None
+    calls = upstream.calls
+    again = client.responses.create(model="test-model", input="Break it live")
+    assert again.output_text.endswith("Break it live") and upstream.calls == calls + 1  # unstored

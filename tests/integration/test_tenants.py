@@ -82,6 +82,24 @@ def test_over_http_a_tenant_sees_only_its_own_and_the_admin_every_tenant(
     assert ADMIN not in (Path(keyed.log_path).read_text(errors="replace"))
 
 
+def test_over_http_a_kept_response_is_its_tenants_alone(keyed: ServerProcess) -> None:
+    """Neither GET /v1/responses/{id} nor previous_response_id reaches another tenant's
+    response: the other tenant gets what an unknown id gets."""
+    beta = post(keyed, "/v1/responses", "kb", {"input": "beta's private question"})
+    assert beta.status_code == 200
+    rid = beta.json()["id"]
+    assert get(keyed, f"/v1/responses/{rid}", "kb").json() == beta.json()
+    for path in (f"/v1/responses/{rid}", "/v1/responses/resp_" + "0" * 32):
+        answer = get(keyed, path, "ka")
+        assert answer.status_code == 404 and "private" not in answer.text
+    follow = {"input": "what did I ask?", "previous_response_id": rid}
+    answer = post(keyed, "/v1/responses", "ka", follow)
+    assert answer.status_code == 400 and "private" not in answer.text
+    assert answer.json()["error"]["code"] == "previous_response_not_found"
+    mine = post(keyed, "/v1/responses", "kb", follow)
+    assert mine.status_code == 200 and "what did I ask?" in mine.text
+
+
 # ---------------------------------------------------------------- 16 writers, exact counters
 WRITERS, PROMPTS = 16, 12
 TENANTS = ("alpha", "be|ta")

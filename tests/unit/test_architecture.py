@@ -5,6 +5,7 @@ API is the one listed here."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -190,7 +191,7 @@ def test_the_route_table_and_the_handlers_routes_are_the_same_set() -> None:
     for module in ("chat", "stats", "health"):
         app = importlib.import_module(f"promptcache_handlers.{module}").app
         for route in app._static_routes + app._dynamic_routes:
-            path = route.path.replace("<entry_id>", "{id}")
+            path = re.sub(r"<\w+>", "{id}", route.path)
             registered |= {(method, path, module) for method in route.method.split("|")}
     assert registered == {(method, path, module) for (method, path), module in ROUTES.items()}
 
@@ -217,7 +218,8 @@ def test_routes_import_without_the_runtime_dependencies() -> None:
 
 PUBLIC = [
     "BackendError", "BadRequest", "Bounds", "CacheHit", "CacheMode", "ChatRequest", "ChatResult",
-    "ChatStream", "Completion", "ConfigError", "Cursor", "Embedder", "EmbedderError", "Entry",
+    "ChatStream", "Completion", "ConfigError", "Cursor", "Documents", "Embedder", "EmbedderError",
+    "Entry",
     "Index", "LLM", "Locks", "LogRecord", "Message", "ModelCheck", "PromptCache",
     "PromptCacheError", "RateWindows", "RequestError", "Settings", "Stats", "StatsError", "Store",
     "StoreError", "StreamingLLM",

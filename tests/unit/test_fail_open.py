@@ -15,6 +15,7 @@ from promptcache import (
     CacheMode,
     ChatRequest,
     ChatResult,
+    Documents,
     Embedder,
     EmbedderError,
     Locks,
@@ -30,6 +31,7 @@ from promptcache import (
     runtime,
 )
 from promptcache._boundary import (
+    GuardedDocuments,
     GuardedEmbedder,
     GuardedLLM,
     GuardedLocks,
@@ -207,11 +209,14 @@ _ARGS: dict[str, tuple[Any, ...]] = {
     "read": (),
     "reset": (),
     "drop": (["x"],),
+    "put_document": ("name", {"a": 1}, 60.0),
+    "get_document": ("name",),
 }
 #: (wrapper, protocol, backend, the only error the wrapper may raise)
 _GUARDS: list[tuple[Any, type, Any, type[Exception]]] = [
     (GuardedStore, Store, MemoryStore, StoreError),
     (GuardedLocks, Locks, MemoryStore, StoreError),
+    (GuardedDocuments, Documents, MemoryStore, StoreError),
     (GuardedEmbedder, Embedder, FakeEmbedder, EmbedderError),
     (GuardedStats, Stats, MemoryStats, StatsError),
 ]
@@ -237,7 +242,27 @@ def test_every_wrapped_method_raises_only_its_backends_error_chained(
 def test_every_protocol_method_is_wrapped() -> None:
     for guard, protocol, _, _ in _GUARDS:
         assert set(methods(protocol)) <= set(vars(guard)), guard
-    assert set(methods(Store, Locks, Embedder, Stats)) == set(_ARGS)
+    assert set(methods(Store, Locks, Documents, Embedder, Stats)) == set(_ARGS)
+
+
+def test_a_store_without_documents_keeps_none_and_says_so() -> None:
+    """Keeping a response needs the Documents capability: a store without it is a StoreError
+    (the face answers anyway, unkept), never an AttributeError."""
+
+    class EntriesOnly:
+        def __init__(self) -> None:
+            self._inner = MemoryStore()
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("put_document", "get_document"):
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    cache = PromptCache(store=EntriesOnly(), embedder=FakeEmbedder({}), stats=MemoryStats())  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="keeps no documents"):
+        cache.keep("resp", {"a": 1})
+    with pytest.raises(StoreError, match="keeps no documents"):
+        cache.kept("resp")
 
 
 def test_an_embedder_answering_the_wrong_shape_is_an_embedder_error() -> None:

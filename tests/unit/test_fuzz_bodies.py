@@ -162,6 +162,8 @@ def one_field(base: dict[str, Any], fields: dict[str, Any]) -> st.SearchStrategy
 def _ask(body: dict[str, Any], question: str) -> dict[str, Any]:
     if body.get("prompt") == "?":
         body["prompt"] = question
+    if body.get("input") == "?":
+        body["input"] = question
     if body.get("messages") == [{"role": "user", "content": "?"}]:
         body["messages"] = [{"role": "user", "content": question}]
     return body
@@ -242,6 +244,112 @@ V1_OPTIONAL = {
 V1_BODIES = st.one_of(
     one_field({"messages": [{"role": "user", "content": "?"}]}, V1_OPTIONAL),
     st.fixed_dictionaries({"messages": MESSAGES}, optional=V1_OPTIONAL),
+)
+#: Responses API input items: messages with parts, function calls and their outputs, reasoning,
+#: and what the cache refuses (item references, built-in tools' items).
+RESPONSE_PART = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["input_text", "output_text", "refusal"]), "text": field(TEXT)}
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("input_image")},
+        optional={"image_url": field(TEXT), "detail": field(TEXT), "file_id": field(TEXT)},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("input_file")},
+        optional={"file_id": field(TEXT), "file_data": field(TEXT), "file_url": field(TEXT)},
+    ),
+    VALUES,
+)
+RESPONSE_ITEM = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": field(st.sampled_from(["user", "system", "developer", "assistant"])),
+            "content": field(st.one_of(TEXT, st.lists(RESPONSE_PART, max_size=3))),
+        },
+        optional={"type": field(st.just("message"))},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("function_call")},
+        optional={
+            "call_id": field(st.sampled_from(["call_1", "call_2"])),
+            "name": field(st.sampled_from(["f", "g"])),
+            "arguments": field(ARGUMENTS),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("function_call_output")},
+        optional={
+            "call_id": field(st.sampled_from(["call_1", "call_2"])),
+            "output": field(st.one_of(TEXT, st.lists(RESPONSE_PART, max_size=2))),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["reasoning", "item_reference", "web_search_call"])},
+        optional={"id": field(TEXT), "summary": VALUES, "encrypted_content": field(TEXT)},
+    ),
+    VALUES,
+)
+RESPONSES_OPTIONAL = {
+    "model": COMMON["model"],
+    "temperature": field(NUMBERS),
+    "max_output_tokens": field(NUMBERS),
+    "instructions": field(TEXT),
+    "stream": field(st.booleans()),
+    "store": field(st.booleans()),
+    "promptcache": field(OPTIONS),
+    "top_p": field(NUMBERS),
+    "previous_response_id": field(st.sampled_from(["resp_1", "", "resp_" + "0" * 32])),
+    "tools": field(
+        st.lists(
+            st.fixed_dictionaries(
+                {"type": field(st.sampled_from(["function", "web_search", "file_search"]))},
+                optional={"name": field(st.sampled_from(["f", "g"])), "parameters": VALUES},
+            ),
+            max_size=2,
+        )
+    ),
+    "tool_choice": field(
+        st.one_of(
+            st.sampled_from(["auto", "none", "required"]),
+            st.fixed_dictionaries(
+                {"type": field(st.sampled_from(["function", "allowed_tools", "file_search"]))},
+                optional={"name": field(TEXT), "mode": field(TEXT), "tools": VALUES},
+            ),
+        )
+    ),
+    "parallel_tool_calls": field(st.booleans()),
+    "text": field(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "format": field(
+                    st.fixed_dictionaries(
+                        {"type": field(st.sampled_from(["text", "json_object", "json_schema"]))},
+                        optional={"name": field(TEXT), "schema": VALUES, "strict": VALUES},
+                    )
+                ),
+                "verbosity": field(TEXT),
+            },
+        )
+    ),
+    "reasoning": field(st.fixed_dictionaries({}, optional={"effort": field(TEXT)})),
+    "truncation": field(st.sampled_from(["auto", "disabled"])),
+    "include": field(st.lists(st.sampled_from(["reasoning.encrypted_content", "x"]))),
+    "background": field(st.booleans()),
+    "user": field(TEXT),
+    "metadata": VALUES,
+    "service_tier": field(TEXT),
+    "prompt": VALUES,
+    "conversation": VALUES,
+    "a_future_field": VALUES,
+}
+RESPONSES_BODIES = st.one_of(
+    one_field({"input": "?"}, RESPONSES_OPTIONAL),
+    st.fixed_dictionaries(
+        {"input": field(st.one_of(TEXT, st.lists(RESPONSE_ITEM, min_size=1, max_size=4)))},
+        optional=RESPONSES_OPTIONAL,
+    ),
 )
 
 
@@ -475,6 +583,11 @@ def test_streamed_completion_bodies(app: dict[str, Any], raw: bytes, live: bool)
 @given(raw=wire(MESSAGES_BODIES), live=st.booleans())
 def test_messages_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
     check(app, "/v1/messages", raw, live)
+
+
+@given(raw=wire(RESPONSES_BODIES), live=st.booleans())
+def test_responses_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
+    check(app, "/v1/responses", raw, live)
 
 
 ADMIN_FIELDS = st.sampled_from(["namespace", "model", "tenant", "prompt", "everything"])

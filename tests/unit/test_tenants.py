@@ -177,7 +177,11 @@ def test_no_route_shows_a_tenant_anything_of_another(handlers: dict[str, Any]) -
     _, beta = call(handlers, "stats", "GET", "/stats", "kb")
     beta_entry = beta["top_entries"][0]["id"]
     assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "alpha one"})[0] == 200
-    secrets = ("beta", beta_entry)
+    beta_says = {"model": "beta-secret-model", "input": "beta responds"}
+    status, beta_response = call(handlers, "chat", "POST", "/v1/responses", "kb", beta_says)
+    assert status == 200
+    assert call(handlers, "chat", "POST", "/chat", "ka", {"prompt": "alpha one"})[0] == 200
+    secrets = ("beta", beta_entry, beta_response["id"])
     bodies = {
         "/chat": {"prompt": "alpha asks"},
         "/v1/chat/completions": {"model": "m", "messages": [{"role": "user", "content": "a"}]},
@@ -186,21 +190,25 @@ def test_no_route_shows_a_tenant_anything_of_another(handlers: dict[str, Any]) -
             "max_tokens": 9,
             "messages": [{"role": "user", "content": "a"}],
         },
+        "/v1/responses": {"model": "m", "input": "a"},
     }
     for (method, template), module in ROUTES.items():
-        path = template.replace("{id}", beta_entry)
+        secret_id = beta_response["id"] if template.startswith("/v1/responses/") else beta_entry
+        path = template.replace("{id}", secret_id)
         headers = {"Content-Type": "application/json", "Authorization": "Bearer ka"}
         raw = json.dumps(bodies[path]).encode() if path in bodies else b""
         event = to_event(method, path, headers, raw)
         result = handlers[module].lambda_handler(event, LocalContext(module))
         status, _, payload = from_result(result)
         text = payload.decode("utf-8", "replace")
-        if path.startswith("/entries/"):  # the same 404 as for an id that never existed
+        if "{id}" in template and template.startswith(("/entries/", "/v1/responses/")):
+            # the same 404 as for an id that never existed
             assert status == 404, (method, path, status)
-            never = to_event(method, template.replace("{id}", "f" * 32), headers, raw)
+            never_id = ("resp_" if template.startswith("/v1/responses/") else "") + "f" * 32
+            never = to_event(method, template.replace("{id}", never_id), headers, raw)
             other = from_result(handlers[module].lambda_handler(never, LocalContext(module)))
-            assert text.replace(beta_entry, "f" * 32) == other[2].decode(), (method, path)
-            text = text.replace(beta_entry, "")  # its own request's id, echoed
+            assert text.replace(secret_id, never_id) == other[2].decode(), (method, path)
+            text = text.replace(secret_id, "")  # its own request's id, echoed
         for secret in secrets:
             assert secret not in text, (method, path, secret)
     # beta's entry is still there for beta (alpha's DELETE removed nothing)
@@ -233,6 +241,44 @@ def test_the_messages_face_reaches_no_other_tenants_entry(handlers: dict[str, An
     raw = to_event("POST", "/v1/messages", {"Content-Type": "application/json", **both}, b"{}")
     status, _, payload = from_result(handlers["chat"].lambda_handler(raw, LocalContext("chat")))
     assert status == 400 and json.loads(payload)["error"]["type"] == "invalid_request_error"
+
+
+def test_no_tenant_reaches_another_tenants_kept_response(handlers: dict[str, Any]) -> None:
+    """A kept response is its tenant's: another tenant's GET and ``previous_response_id`` get
+    exactly the answers an id that never existed gets; the admin key reads it only for the
+    tenant it names."""
+    status, beta = call(handlers, "chat", "POST", "/v1/responses", "kb", {"input": "beta secret"})
+    assert status == 200 and beta["store"] is True
+    rid, never = beta["id"], "resp_" + "f" * 32
+
+    def same(auth: str, extra: dict[str, str] | None = None) -> None:
+        got = call(handlers, "chat", "GET", f"/v1/responses/{rid}", auth, extra=extra)
+        unknown = call(handlers, "chat", "GET", f"/v1/responses/{never}", auth, extra=extra)
+        assert got[0] == unknown[0] == 404
+        assert json.dumps(got[1]).replace(rid, never) == json.dumps(unknown[1])
+        follow = {"input": "and then?", "previous_response_id": rid}
+        got = call(handlers, "chat", "POST", "/v1/responses", auth, follow, extra)
+        follow["previous_response_id"] = never
+        unknown = call(handlers, "chat", "POST", "/v1/responses", auth, follow, extra)
+        assert got[0] == unknown[0] == 400
+        assert got[1]["error"]["code"] == "previous_response_not_found"
+        assert json.dumps(got[1]).replace(rid, never) == json.dumps(unknown[1])
+
+    same("ka")
+    same("kg")
+    same(ADMIN, {"X-Promptcache-Tenant": "alpha"})
+    status, kept = call(
+        handlers,
+        "chat",
+        "GET",
+        f"/v1/responses/{rid}",
+        ADMIN,
+        extra={"X-Promptcache-Tenant": "beta"},
+    )
+    assert status == 200 and kept == beta
+    assert call(handlers, "chat", "GET", f"/v1/responses/{rid}", "kb") == (200, beta)
+    follow = {"input": "and then?", "previous_response_id": rid}
+    assert call(handlers, "chat", "POST", "/v1/responses", "kb", follow)[0] == 200
 
 
 def test_the_admin_key_chats_only_for_a_named_tenant(handlers: dict[str, Any]) -> None:

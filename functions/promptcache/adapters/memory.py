@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +26,7 @@ class MemoryStore:
         self._generation = uuid.uuid4().hex
         self._locks: dict[str, tuple[str, float]] = {}
         self._windows: dict[str, tuple[int, float]] = {}  # rate-limit counters: count, until
+        self._documents: dict[str, tuple[str, float | None]] = {}  # name -> JSON text, until
 
     def sync(self, namespace: str, exact_key: str | None, cursor: Cursor | None) -> SyncResult:
         with self._lock:
@@ -82,6 +85,7 @@ class MemoryStore:
             self._entries.clear()
             self._exact.clear()
             self._logs.clear()
+            self._documents.clear()
             self._generation = uuid.uuid4().hex
             return n
 
@@ -110,6 +114,21 @@ class MemoryStore:
             count, until = self._windows.get(current, (0, now + ttl))
             self._windows[current] = (count + 1, until)
             return count + 1, self._windows.get(previous, (0, 0.0))[0]
+
+    def put_document(self, name: str, document: Mapping[str, Any], ttl: float | None) -> None:
+        text = json.dumps(document, ensure_ascii=False)  # a copy, and JSON as the others keep it
+        until = None if ttl is None else self._clock() + ttl
+        with self._lock:
+            self._documents[name] = (text, until)
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        now = self._clock()
+        with self._lock:
+            kept = self._documents.get(name)
+            if kept is not None and kept[1] is not None and kept[1] <= now:
+                del self._documents[name]
+                kept = None
+        return None if kept is None else dict(json.loads(kept[0]))
 
 
 class MemoryStats:

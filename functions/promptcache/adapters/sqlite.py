@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS locks (
 CREATE TABLE IF NOT EXISTS windows (
     name TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL);
 """
 
 
@@ -226,6 +228,7 @@ class SQLiteStore:
             db.execute("DELETE FROM exact_keys")
             db.execute("DELETE FROM vector_log")
             db.execute("DELETE FROM locks")
+            db.execute("DELETE FROM documents")
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (uuid.uuid4().hex,))
         return int(n)
 
@@ -236,6 +239,9 @@ class SQLiteStore:
             expired = db.execute(
                 "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
             ).rowcount
+            db.execute(
+                "DELETE FROM documents WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
             db.execute("DELETE FROM exact_keys WHERE entry_id NOT IN (SELECT id FROM entries)")
             db.execute(
                 "DELETE FROM vector_log WHERE vector IS NULL "
@@ -281,6 +287,25 @@ class SQLiteStore:
                 ).fetchall()
             )
         return int(rows[current]), int(rows.get(previous, 0))
+
+    def put_document(self, name: str, document: Mapping[str, Any], ttl: float | None) -> None:
+        """One upsert; expired documents are dropped by ``compact``."""
+        data = json.dumps(document, ensure_ascii=False)
+        until = None if ttl is None else self._clock() + ttl
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO documents (name, data, expires_at) VALUES (?, ?, ?)",
+                (name, data, until),
+            )
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT data FROM documents WHERE name = ? "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (name, self._clock()),
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -24,6 +24,7 @@ from .._errors import (
     PayloadTooLarge,
     PromptCacheError,
     RateLimited,
+    RequestError,
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
@@ -39,6 +40,7 @@ from ..routes import (
     ENTRY_HEADER,
     NATIVE,
     OPENAI,
+    RESPONSES,
     RESULT_HEADERS,
     RETRY_AFTER_HEADER,
     SIMILARITY_HEADER,
@@ -139,7 +141,7 @@ def _native_error(exc: PromptCacheError) -> dict[str, Any]:
 def openai_error(exc: PromptCacheError) -> dict[str, Any]:
     """OpenAI's error body: ``{"error": {"code", "message", "type", "param"}}``; ``param`` names
     the field at fault (``top_p``, ``messages[0].content``), null when none is."""
-    param = exc.param if isinstance(exc, Unprocessable) else None
+    param = exc.param if isinstance(exc, RequestError) else None
     kind = openai_error_type(face_status(exc, OPENAI))
     return {"error": {"code": exc.code, "message": exc.message, "type": kind, "param": param}}
 
@@ -169,11 +171,27 @@ def anthropic_error(exc: PromptCacheError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": anthropic_error_type(exc), "message": exc.message}}
 
 
+def responses_error(exc: PromptCacheError) -> dict[str, Any]:
+    """OpenAI's error body as the Responses API sends it: ``{"error": {"message", "type",
+    "param", "code"}}``, ``param`` naming the field at fault (an error's ``param``, if it has
+    one); a 404 is an ``invalid_request_error`` there."""
+    kind = "invalid_request_error" if exc.status == 404 else openai_error_type(exc.status)
+    return {
+        "error": {
+            "message": exc.message,
+            "type": kind,
+            "param": exc.param if isinstance(exc, RequestError) else None,
+            "code": exc.code,
+        }
+    }
+
+
 #: Each face's error body (``routes.face_of`` names the face of a path).
 ERROR_SHAPES: dict[str, Callable[[PromptCacheError], dict[str, Any]]] = {
     NATIVE: _native_error,
     OPENAI: openai_error,
     ANTHROPIC: anthropic_error,
+    RESPONSES: responses_error,
 }
 
 

@@ -14,6 +14,7 @@ digits of the SHA-256 of a namespace, so any namespace string makes a short, una
     p seg:N:GEN       the log's last segment S (absent: 0)              sync()
     p lock:NAME       a fill lock: its holder's token, PX = its TTL     try_lock(), unlock()
     p window:NAME     a rate-limit window's count, PX = its TTL         count_window()
+    p doc:NAME        a kept JSON document, PX = its TTL                put_document()
     p stats           HASH of exact counters (HINCRBYFLOAT)             UpstashStats
 
 ``clear()`` deletes every key under the prefix except ``kept_by_clear``: the epoch (which it
@@ -85,6 +86,9 @@ class KeyLayout:
 
     def window(self, name: str) -> str:
         return f"{self.prefix}window:{name}"
+
+    def document(self, name: str) -> str:
+        return f"{self.prefix}doc:{name}"
 
     # ------------------------------------------------------------------ stats, clear()
     @property

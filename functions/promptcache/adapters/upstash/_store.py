@@ -4,7 +4,8 @@ Round trips: ``sync`` is one /pipeline (GET of the exact key, which holds the en
 epoch, GET gen, GET of the last segment, GETRANGE of the log from the reader's offset) unless the
 reader's generation is stale or a backlog exceeds one chunk or segment; ``get`` is one GET;
 ``put`` is one /multi-exec (both SETs with PX, ZADD, SADD, the log append, and GETs of the
-generation to check the append went to the current log).
+generation to check the append went to the current log). A kept document is one SET (with PX)
+to write and one GET to read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -246,6 +247,26 @@ class UpstashStore(Compaction):
         if not isinstance(answer, list) or len(answer) != 2:
             raise StoreError(f"Upstash answered a window count with {answer!r}")
         return int(answer[0]), int(answer[1])
+
+    # ------------------------------------------------------------------ kept documents
+    def put_document(self, name: str, document: Mapping[str, Any], ttl: float | None) -> None:
+        """One ``SET`` (``PX``: the TTL; the key expires by itself)."""
+        value = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        expiry: list[str | int] = [] if ttl is None else ["PX", max(1, math.ceil(ttl * 1000))]
+        self._rest.command("SET", self._keys.document(name), value, *expiry)
+
+    def get_document(self, name: str) -> dict[str, Any] | None:
+        """One ``GET``."""
+        raw = self._rest.command("GET", self._keys.document(name))
+        if raw is None:
+            return None
+        try:
+            document = json.loads(bytes(raw))
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"corrupt document in Upstash: {exc}") from exc
+        if not isinstance(document, dict):
+            raise StoreError("corrupt document in Upstash: not a JSON object")
+        return document
 
     # ------------------------------------------------------------------ entries as stored
     @staticmethod

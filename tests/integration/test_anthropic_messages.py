@@ -278,8 +278,8 @@ def test_the_key_as_x_api_key_and_errors_as_the_sdk_raises_them(
     missing = httpx.post(server.url + "/v1/messages", json=body, timeout=30)
     assert missing.status_code == 401
     assert missing.json()["error"]["type"] == "authentication_error"
-    with pytest.raises(anthropic.NotFoundError):
-        client.messages.count_tokens(model=MODEL, messages=body["messages"])
+    with pytest.raises(anthropic.BadRequestError, match="count_tokens is answered by Claude"):
+        client.messages.count_tokens(model=MODEL, messages=body["messages"])  # no Claude here
 
     up.fail_status, up.fail_headers = 429, {"Retry-After": "7"}
     with pytest.raises(anthropic.RateLimitError) as limited:

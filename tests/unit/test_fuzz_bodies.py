@@ -585,6 +585,7 @@ def test_messages_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
     check(app, "/v1/messages", raw, live)
 
 
+@FUZZ
 @given(raw=wire(RESPONSES_BODIES), live=st.booleans())
 def test_responses_bodies(app: dict[str, Any], raw: bytes, live: bool) -> None:
     check(app, "/v1/responses", raw, live)

@@ -37,6 +37,7 @@ from .._protocols import token_counter
 from .._stream import ChatStream, replay_pieces
 from .._types import ChatResult, ToolCall
 from .anthropic_request import MessagesRequest, parse_request
+from .intake import read_body
 from .observability import count, record
 from .service import Service
 from .sse import errors_as_events, named_event, stream_response
@@ -44,16 +45,11 @@ from .wire import (
     admit_chat,
     anthropic_error,
     check_threshold,
-    json_body,
     json_response,
     result_headers,
 )
 
 log = logging.getLogger("promptcache")
-
-#: The largest body the face forwards (what a Lambda function takes in: 6 MB); past it, 413.
-#: Between PROMPTCACHE_MAX_BODY_BYTES and this: forwarded uncached.
-MAX_FORWARD_BYTES = 6 * 1024 * 1024
 
 #: The internal finish reason (OpenAI's words) -> Anthropic's ``stop_reason``.
 STOP_REASONS = {
@@ -239,13 +235,6 @@ def sse_body(
 
 
 # ---------------------------------------------------------------- the endpoint
-def _body_bytes(event: APIGatewayProxyEventV2) -> int:
-    raw = event.body or ""
-    if event.is_base64_encoded:
-        return len(raw) * 3 // 4
-    return len(raw.encode("utf-8", "surrogatepass"))
-
-
 def _admit(
     event: APIGatewayProxyEventV2, svc: Service, *, counting: bool = False
 ) -> MessagesRequest:
@@ -253,8 +242,7 @@ def _admit(
     settings = svc.settings
     try:
         tenant, admin = admit_chat(event, settings, svc.limiter)
-        body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
-        big = _body_bytes(event) > settings.max_body_bytes
+        body, big = read_body(event, settings)
         request = parse_request(body, settings, tenant, big=big, counting=counting)
         check_threshold(request.chat.threshold, svc.cache.threshold, admin=admin)
     except Unprocessable as exc:

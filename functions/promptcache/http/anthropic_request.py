@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import BadRequest
-from .._keys import END_USER, UNKEYED
-from .._types import CacheMode, ChatRequest, Message, ToolCall
+from .._keys import UNKEYED
+from .._types import ChatRequest, Message, ToolCall
 from ..settings import Settings
-from .openai_request import _cache_options, oversize
+from .intake import cache_fields, end_user, oversize
 
 #: Read by this module (the cache's own, or translated), not forwarded as they are.
 _OWN = {"model", "messages", "system", "max_tokens", "stream", "promptcache", "temperature"}
@@ -379,25 +379,20 @@ def parse_request(
     if metadata:
         forward["metadata"] = metadata
 
-    extra = _cache_options(body.get("promptcache"))
-    try:
-        mode = CacheMode(extra.get("cache", "use"))
-    except ValueError:
-        raise _fail("promptcache.cache", "one of use, skip, refresh") from None
-    ttl = _number(extra, "ttl", 0, 10 * 365 * 86400)
+    extra = cache_fields(body.get("promptcache"))
     chat = ChatRequest(
         messages=messages,
         model=model.strip(),
         tenant=tenant,
-        threshold=_number(extra, "threshold", 0.0, 1.0),
-        ttl=None if ttl is None else int(ttl),
+        threshold=extra.threshold,
+        ttl=extra.ttl,
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0.0, 1.0),
-        cache=mode,
+        cache=extra.mode,
         options=options,
         forward=forward,
-        end_user={k: forward[k] for k in END_USER if k in forward} if settings.key_user else {},
+        end_user=end_user(forward, settings),
         bypass="oversize" if big or oversize(messages, settings) else None,
-        semantic=settings.semantic_tools and extra.get("semantic", True),
+        semantic=extra.semantic_for(settings),
     )
     return MessagesRequest(chat=chat, stream=body.get("stream") is True)

@@ -38,6 +38,7 @@ from .._protocols import takes_n as upstream_takes_n
 from .._stream import ChatStream
 from .._types import ChatResult, Tier, ToolCall, Usage
 from ..core import PromptCache
+from .intake import read_body
 from .observability import count, record
 from .openai_request import CompletionRequest, parse_request
 from .service import Service
@@ -45,7 +46,6 @@ from .sse import data_event, errors_as_events, stream_response
 from .wire import (
     admit_chat,
     check_threshold,
-    json_body,
     json_response,
     openai_error,
     reader,
@@ -212,23 +212,10 @@ def _samples(cache: PromptCache, request: CompletionRequest) -> list[ChatResult]
         return list(pool.map(cache.chat, [request.chat] * request.n))
 
 
-#: The largest body the OpenAI face forwards (what a Lambda function takes in: 6 MB); past it,
-#: 413 in OpenAI's error shape. Between PROMPTCACHE_MAX_BODY_BYTES and this: forwarded uncached.
-MAX_FORWARD_BYTES = 6 * 1024 * 1024
-
-
-def _body_bytes(event: APIGatewayProxyEventV2) -> int:
-    raw = event.body or ""
-    if event.is_base64_encoded:
-        return len(raw) * 3 // 4
-    return len(raw.encode("utf-8", "surrogatepass"))
-
-
 def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     cache, settings = svc.cache, svc.settings
     tenant, admin = admit_chat(event, settings, svc.limiter)
-    body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
-    big = _body_bytes(event) > settings.max_body_bytes
+    body, big = read_body(event, settings)
     model = body.get("model")
     takes_n = upstream_takes_n(
         cache.llm, model.strip() if isinstance(model, str) else settings.model

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import Unprocessable
-from .._keys import END_USER, UNKEYED
-from .._types import CacheMode, ChatRequest, Message, ToolCall
+from .._keys import UNKEYED
+from .._types import ChatRequest, Message, ToolCall
 from ..settings import Settings
+from .intake import cache_fields, end_user, oversize
 from .wire import number
 
 _ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-_CACHE_FIELDS = {"cache", "threshold", "ttl", "semantic"}
 #: Read by this module, not forwarded as options (the cache's own, or shaped by the face).
 _OWN = {"messages", "model", "stream", "stream_options", "n", "promptcache"}
 _OWN |= {"max_tokens", "max_completion_tokens", "temperature"}
@@ -294,14 +294,6 @@ def parse_messages(value: Any) -> tuple[Message, ...]:
     return tuple(_message(item, i) for i, item in enumerate(value))
 
 
-def oversize(messages: tuple[Message, ...], settings: Settings) -> bool:
-    """Over the cache's limits (PROMPTCACHE_MAX_MESSAGES, PROMPTCACHE_MAX_PROMPT_CHARS): such a
-    request is forwarded and answered uncached."""
-    return len(messages) > settings.max_messages or any(
-        len(m.content) > settings.max_prompt_chars for m in messages
-    )
-
-
 # ---------------------------------------------------------------- the request
 def _int(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     value = body.get(name)
@@ -318,23 +310,6 @@ def _bool(body: dict[str, Any], name: str, within: str = "") -> bool:
         return False
     if not isinstance(value, bool):
         raise _fail(f"{within}{name}", "true or false")
-    return value
-
-
-def _cache_options(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail("promptcache", "an object with cache, threshold, ttl and/or semantic")
-    unknown = sorted(set(value) - _CACHE_FIELDS)
-    if unknown:
-        raise Unprocessable(
-            f"unknown field(s) in 'promptcache': {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(_CACHE_FIELDS))}",
-            param=f"promptcache.{unknown[0]}",
-        )
-    if not isinstance(value.get("semantic", True), bool):
-        raise _fail("promptcache.semantic", "true or false")
     return value
 
 
@@ -404,12 +379,7 @@ def parse_request(
             raise _fail("stream_options", "an object")
         include_usage = _bool(options, "include_usage", "stream_options.")
 
-    extra = _cache_options(body.get("promptcache"))
-    try:
-        mode = CacheMode(extra.get("cache", "use"))
-    except ValueError:
-        raise _fail("promptcache.cache", "one of use, skip, refresh") from None
-    ttl = number(extra, "ttl", 0, 10 * 365 * 86400, param="promptcache.ttl")
+    extra = cache_fields(body.get("promptcache"))
     forward = {k: body[k] for k in UNKEYED if body.get(k) is not None}
     if max_completion_tokens is not None:  # keyed as max_tokens; sent under the client's name
         forward["max_completion_tokens"] = max_completion_tokens
@@ -420,15 +390,15 @@ def parse_request(
         messages=messages,
         model=model.strip(),
         tenant=tenant,
-        threshold=number(extra, "threshold", 0.0, 1.0, param="promptcache.threshold"),
-        ttl=None if ttl is None else int(ttl),
+        threshold=extra.threshold,
+        ttl=extra.ttl,
         max_tokens=max_completion_tokens if max_tokens is None else max_tokens,
         temperature=number(body, "temperature", 0.0, 2.0),
-        cache=mode,
+        cache=extra.mode,
         options=keyed,
         forward=forward,
         bypass=_bypass(body, n, big or oversize(messages, settings)),
-        semantic=settings.semantic_tools and extra.get("semantic", True),
-        end_user={k: forward[k] for k in END_USER if k in forward} if settings.key_user else {},
+        semantic=extra.semantic_for(settings),
+        end_user=end_user(forward, settings),
     )
     return CompletionRequest(chat=chat, n=n, stream=stream, include_usage=include_usage)

@@ -33,14 +33,14 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from .._errors import BackendError, NotFound, Unprocessable
 from .._types import ChatResult, Message, ToolCall
+from .intake import read_body
 from .observability import count, record
-from .openai_api import MAX_FORWARD_BYTES
 from .responses_items import InvalidRequest, invalid, parse_input
 from .responses_request import ResponsesRequest, parse_request
 from .responses_shape import ResponseEvents, new_id, output_items, response_object
 from .service import Service
 from .sse import errors_as_events, stream_response
-from .wire import admit_chat, check_threshold, json_body, json_response, result_headers
+from .wire import admit_chat, check_threshold, json_response, result_headers
 
 log = logging.getLogger("promptcache")
 
@@ -164,20 +164,12 @@ def _keep(svc: Service, request: ResponsesRequest, obj: dict[str, Any], result: 
 
 
 # ---------------------------------------------------------------- the two endpoints
-def _body_bytes(event: APIGatewayProxyEventV2) -> int:
-    raw = event.body or ""
-    if event.is_base64_encoded:
-        return len(raw) * 3 // 4
-    return len(raw.encode("utf-8", "surrogatepass"))
-
-
 def create(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     """``POST /v1/responses``."""
     settings = svc.settings
     with _as_400():
         tenant, admin = admit_chat(event, settings, svc.limiter)
-        body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
-    big = _body_bytes(event) > settings.max_body_bytes
+        body, big = read_body(event, settings)
     earlier = _earlier(svc, tenant, body)
     request = parse_request(body, settings, tenant, earlier=earlier, big=big)
     with _as_400("promptcache"):

@@ -20,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import PromptCacheError
+from .._errors import PromptCacheError, Unprocessable
 from .._keys import UNKEYED
-from .._types import CacheMode, ChatRequest, Message
+from .._types import ChatRequest, Message
 from ..settings import Settings
 from . import openai_request as chat_face
+from .intake import cache_fields, end_user, oversize
 from .responses_items import InvalidRequest, invalid, parse_input, text_field
 from .wire import number
 
@@ -280,29 +281,23 @@ def parse_request(
         forward["max_completion_tokens"] = max_output
 
     try:
-        extra = chat_face._cache_options(body.get("promptcache"))
-        mode = CacheMode(extra.get("cache", "use"))
-        ttl = number(extra, "ttl", 0, 10 * 365 * 86400)
-        threshold = number(extra, "threshold", 0.0, 1.0)
-    except ValueError:
-        raise InvalidRequest(
-            "'promptcache.cache' must be one of use, skip, refresh", "promptcache"
-        ) from None
-    except PromptCacheError as exc:
-        raise invalid(exc, "promptcache") from None
+        extra = cache_fields(body.get("promptcache"))
+    except Unprocessable as exc:
+        raise invalid(exc, exc.param) from None
     chat = ChatRequest(
         messages=messages,
         model=model.strip(),
         tenant=tenant,
-        threshold=threshold,
-        ttl=None if ttl is None else int(ttl),
+        threshold=extra.threshold,
+        ttl=extra.ttl,
         max_tokens=max_output,
         temperature=_number(body, "temperature", 0.0, 2.0),
-        cache=mode,
+        cache=extra.mode,
         options=keyed,
         forward=forward,
-        bypass="oversize" if big or chat_face.oversize(messages, settings) else None,
-        semantic=settings.semantic_tools and extra.get("semantic", True),
+        end_user=end_user(forward, settings),
+        bypass="oversize" if big or oversize(messages, settings) else None,
+        semantic=extra.semantic_for(settings),
     )
 
     def given(name: str, default: Any) -> Any:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import BadRequest
+from .._errors import BadRequest, Unprocessable
 from .._keys import UNKEYED
 from .._types import ChatRequest, Message, ToolCall
 from ..settings import Settings
@@ -379,7 +379,10 @@ def parse_request(
     if metadata:
         forward["metadata"] = metadata
 
-    extra = cache_fields(body.get("promptcache"))
+    try:
+        extra = cache_fields(body.get("promptcache"))
+    except Unprocessable as exc:  # Anthropic answers 400 for a field of the wrong value
+        raise BadRequest(exc.message, param=exc.param) from None
     chat = ChatRequest(
         messages=messages,
         model=model.strip(),

@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
@@ -23,7 +23,9 @@ from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, strict_guards
 from .http.ratelimit import RateLimiter
-from .http.service import Service
+
+if TYPE_CHECKING:  # the HTTP wing loads Powertools; the CLI builds the cache without it
+    from .http.service import Service
 from .settings import Settings, key_digest, parse_api_keys
 
 
@@ -384,6 +386,8 @@ def cache() -> PromptCache:
 def service() -> Service:
     """What every route passes whole: the cache, the settings and the per-tenant rate limit
     (counted in the store when it keeps rate windows)."""
+    from .http.service import Service
+
     built = cache()
     windows = built.store if isinstance(built.store, RateWindows) else None
     return Service(built, settings(), RateLimiter(settings().rate_limit_per_minute, windows))

@@ -38,7 +38,6 @@ from .._stream import ChatStream, replay_pieces
 from .._types import ChatResult, ToolCall
 from .anthropic_request import MessagesRequest, parse_request
 from .intake import read_body
-from .observability import count, record
 from .service import Service
 from .sse import errors_as_events, named_event, stream_response
 from .wire import (
@@ -46,7 +45,6 @@ from .wire import (
     anthropic_error,
     check_threshold,
     json_response,
-    result_headers,
 )
 
 log = logging.getLogger("promptcache")
@@ -254,25 +252,15 @@ def messages(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     request = _admit(event, svc)
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     if not request.stream or request.thinking:
-        result = svc.cache.chat(request.chat)
-        record(result)
-        headers = result_headers(
-            result.tier, result.similarity, result.entry_id, result.timings, result.bypass_reason
-        )
+        result, headers = svc.answer(request.chat)
         if not request.stream:
             return json_response(200, message_object(result, message_id=message_id), headers)
         _tool_blocks(result)  # arguments that are no object: an HTTP error, not a broken stream
         stream = ChatStream.replay(result)
     else:
-        stream = svc.cache.chat_stream(request.chat)  # primed: an early failure raises here
-        if stream.result is not None:
-            record(stream.result)
+        stream, headers = svc.stream(request.chat)
+        if stream.result is not None:  # a replay: arguments no object are an HTTP error
             _tool_blocks(stream.result)
-        else:  # a live miss: its parts are in the counters once it ends
-            count(f"tier_{stream.tier.value}")
-        headers = result_headers(
-            stream.tier, stream.similarity, stream.entry_id, stream.timings, stream.bypass_reason
-        )
     events = sse_body(stream, message_id=message_id, errors_as_events=errors_as_events())
     return stream_response(events, headers)
 

@@ -19,7 +19,6 @@ from .._types import CacheMode, ChatRequest, Message
 from ..routes import ENTRY_HEADER
 from ..settings import Settings
 from .dashboard import HEADERS, asset
-from .observability import record
 from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 from .prometheus import render
 from .service import Service
@@ -33,7 +32,6 @@ from .wire import (
     number,
     parse_messages,
     reader,
-    result_headers,
 )
 
 _ENTRY_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -95,11 +93,7 @@ def chat(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     tenant, admin = admit_chat(event, svc.settings, svc.limiter)
     request = parse_chat(json_body(event, svc.settings), svc.settings, tenant)
     check_threshold(request.threshold, svc.cache.threshold, admin=admin)
-    result = svc.cache.chat(request)
-    record(result)
-    headers = result_headers(
-        result.tier, result.similarity, result.entry_id, result.timings, result.bypass_reason
-    )
+    result, headers = svc.answer(request)
     return json_response(200, result.as_dict(), headers)
 
 

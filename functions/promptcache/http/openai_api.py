@@ -39,7 +39,7 @@ from .._stream import ChatStream
 from .._types import ChatResult, Tier, ToolCall, Usage
 from ..core import PromptCache
 from .intake import read_body
-from .observability import count, record
+from .observability import record
 from .openai_request import CompletionRequest, parse_request
 from .service import Service
 from .sse import data_event, errors_as_events, stream_response
@@ -238,23 +238,11 @@ def chat_completions(event: APIGatewayProxyEventV2, svc: Service) -> Response[st
             return json_response(200, body, headers)
         streams = [ChatStream.replay(r) for r in results]
     elif request.stream:
-        # primed: an early upstream failure raises here
-        stream = svc.cache.chat_stream(request.chat)
-        if stream.result is not None:
-            record(stream.result)
-        else:  # a live miss: its parts are in the counters once it ends
-            count(f"tier_{stream.tier.value}")
-        headers = result_headers(
-            stream.tier, stream.similarity, stream.entry_id, stream.timings, stream.bypass_reason
-        )
+        stream, headers = svc.stream(request.chat)
         streams = [stream]
     else:
-        result = svc.cache.chat(request.chat)
-        record(result)
+        result, headers = svc.answer(request.chat)
         body = completion_object([result], completion_id=completion_id, created=created)
-        headers = result_headers(
-            result.tier, result.similarity, result.entry_id, result.timings, result.bypass_reason
-        )
         return json_response(200, body, headers)
 
     events = sse_body(

@@ -34,13 +34,13 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from .._errors import BackendError, NotFound, Unprocessable
 from .._types import ChatResult, Message, ToolCall
 from .intake import read_body
-from .observability import count, record
+from .observability import count
 from .responses_items import InvalidRequest, invalid, parse_input
 from .responses_request import ResponsesRequest, parse_request
 from .responses_shape import ResponseEvents, new_id, output_items, response_object
 from .service import Service
 from .sse import errors_as_events, stream_response
-from .wire import admit_chat, check_threshold, json_response, result_headers
+from .wire import admit_chat, check_threshold, json_response
 
 log = logging.getLogger("promptcache")
 
@@ -177,8 +177,7 @@ def create(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     response_id, created = new_id("resp"), int(time.time())
 
     if not request.stream:
-        result = svc.cache.chat(request.chat)
-        record(result)
+        result, headers = svc.answer(request.chat)
         obj = response_object(
             request.echo,
             response_id=response_id,
@@ -189,19 +188,9 @@ def create(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
             store=request.store,
         )
         obj["store"] = _keep(svc, request, obj, result)
-        headers = result_headers(
-            result.tier, result.similarity, result.entry_id, result.timings, result.bypass_reason
-        )
         return json_response(200, obj, headers)
 
-    stream = svc.cache.chat_stream(request.chat)  # primed: an early upstream failure raises here
-    if stream.result is not None:
-        record(stream.result)
-    else:  # a live miss: its parts are in the counters once it ends
-        count(f"tier_{stream.tier.value}")
-    headers = result_headers(
-        stream.tier, stream.similarity, stream.entry_id, stream.timings, stream.bypass_reason
-    )
+    stream, headers = svc.stream(request.chat)
     events = ResponseEvents(
         stream,
         request.echo,

@@ -23,10 +23,10 @@ from .calibration import read_calibration
 from .core import PromptCache
 from .guards import default_guards, strict_guards
 from .http.ratelimit import RateLimiter
+from .settings import Settings, key_digest, parse_api_keys
 
 if TYPE_CHECKING:  # the HTTP wing loads Powertools; the CLI builds the cache without it
     from .http.service import Service
-from .settings import Settings, key_digest, parse_api_keys
 
 
 def _secret(value: str, parameter: str) -> str:

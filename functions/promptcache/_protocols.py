@@ -208,18 +208,21 @@ class TokenCounter(LLM, Protocol):
     def count_tokens(self, request: ChatRequest) -> int: ...
 
 
+def upstream_for(llm: LLM | None, model: str) -> LLM | None:
+    """The upstream a request for ``model`` reaches (the one a router picks)."""
+    return llm.pick(model) if isinstance(llm, RoutingLLM) else llm
+
+
 def token_counter(llm: LLM | None, model: str) -> TokenCounter | None:
     """The upstream a request for ``model`` reaches, if it counts tokens."""
-    if isinstance(llm, RoutingLLM):
-        llm = llm.pick(model)
-    return llm if isinstance(llm, TokenCounter) else None
+    upstream = upstream_for(llm, model)
+    return upstream if isinstance(upstream, TokenCounter) else None
 
 
 def takes_n(llm: LLM | None, model: str) -> bool:
     """Whether the upstream a request for ``model`` reaches answers n choices in one call."""
-    if isinstance(llm, RoutingLLM):
-        llm = llm.pick(model)
-    return isinstance(llm, ChoicesLLM) and bool(llm.takes_n)
+    upstream = upstream_for(llm, model)
+    return isinstance(upstream, ChoicesLLM) and bool(upstream.takes_n)
 
 
 @runtime_checkable

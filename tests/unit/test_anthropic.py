@@ -277,6 +277,7 @@ def test_fields_claude_has_no_equivalent_for_are_refused_before_any_call(
         model.generate(req(Message("user", "q"), **{where: {field: value}}))
     assert field in caught.value.message and "Anthropic" in caught.value.message
     assert caught.value.status == 400 and caught.value.code == "unsupported_field"
+    assert caught.value.param == field  # OpenAI's error body names it
     assert seen == []
 
 
@@ -290,9 +291,18 @@ def test_a_temperature_above_one_a_name_and_odd_parts_are_refused() -> None:
         req(Message("user", "q", parts=({"type": "image_url", "image_url": {"url": "ftp://x"}},))),
         req(Message("assistant", "", tool_calls=(ToolCall("f", "[1]", "c"),))),
     ]
-    for request in refused:
-        with pytest.raises(UnsupportedField):
+    params = [
+        "temperature",
+        "messages[0].name",
+        "messages[0].name",  # a legacy function turn: its name is met first
+        "messages[0].content[0]",
+        "messages[0].content[0].image_url.url",
+        "messages[0].tool_calls[0].function.arguments",
+    ]
+    for request, param in zip(refused, params, strict=True):
+        with pytest.raises(UnsupportedField) as caught:
             model.generate(request)
+        assert caught.value.param == param
     assert seen == []
 
 

@@ -66,7 +66,8 @@ _MAPPED = {
 
 
 def refuse(field: str, why: str) -> UnsupportedField:
-    return UnsupportedField(f"'{field}' is not supported by {UPSTREAM} (Claude): {why}")
+    name = field.split(" ", 1)[0]  # "messages[2].role 'x'" names messages[2].role
+    return UnsupportedField(f"'{field}' is not supported by {UPSTREAM} (Claude): {why}", param=name)
 
 
 # ---------------------------------------------------------------------------- request out

@@ -33,7 +33,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from .._errors import BadRequest, PromptCacheError, Unprocessable, UpstreamError
-from .._protocols import token_counter
+from .._protocols import token_counter, upstream_for
 from .._stream import ChatStream, replay_pieces
 from .._types import ChatResult, ToolCall
 from .anthropic_request import MessagesRequest, parse_request
@@ -273,7 +273,8 @@ def count_tokens(event: APIGatewayProxyEventV2, svc: Service) -> Response[str]:
     model = request.chat.model
     counter = token_counter(svc.cache.llm, model)
     if counter is None:
-        upstream = svc.cache.llm.name if svc.cache.llm is not None else "no upstream"
+        llm = upstream_for(svc.cache.llm, model)
+        upstream = llm.name if llm is not None else "no upstream"
         raise BadRequest(
             f"count_tokens is answered by Claude: model {model!r} goes to {upstream}, "
             "which has no token count"

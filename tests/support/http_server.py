@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +16,13 @@ class LoopbackServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     _thread: threading.Thread | None = None
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (a reset keep-alive connection, a stream cancelled by the
+        cache) is a client's right, not a fault to print; anything else is printed as usual."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
     @classmethod
     def started(cls, handler: type[BaseHTTPRequestHandler]) -> LoopbackServer:

@@ -117,6 +117,7 @@ class Accounting:
             finish_reason=entry.finish_reason,
             tool_calls=entry.tool_calls,
             thinking=entry.thinking,
+            stop_sequence=entry.stop_sequence,
         )
 
     def answered(
@@ -162,6 +163,7 @@ class Accounting:
             tool_calls=completion.tool_calls,
             alternatives=completion.alternatives,
             thinking=completion.thinking,
+            stop_sequence=completion.stop_sequence,
         )
 
     def report(

@@ -57,6 +57,7 @@ def passthrough(upstream: Iterator[str], model: str) -> Generator[str, None, Com
         finish_reason=done.finish_reason if done else "stop",
         tool_calls=done.tool_calls if done else (),
         thinking=done.thinking if done else (),
+        stop_sequence=done.stop_sequence if done else None,
     )
 
 

@@ -192,12 +192,15 @@ class Completion:
     alternatives: tuple[Completion, ...] = ()
     #: the model's reasoning blocks, opaque (``Entry.thinking``)
     thinking: tuple[Mapping[str, Any], ...] = ()
+    #: the stop sequence that ended the answer, when the upstream says which (Claude does)
+    stop_sequence: str | None = None
 
 
 #: The stored answer's format: 1 (no ``format`` field) held the text alone, finished by
 #: ``stop``; 2 adds the tool calls (name and arguments, by position: ids are never stored) and
-#: the finish reason; 3 adds the model's reasoning blocks (``thinking``, written only when the
-#: answer has some). Entries of every format are read.
+#: the finish reason; 3 adds the model's reasoning blocks (``thinking``) and the stop sequence
+#: that ended the answer (``stop_sequence``), each written only when the answer has one. Entries
+#: of every format are read.
 ANSWER_FORMAT = 3
 
 
@@ -208,7 +211,9 @@ class Entry:
 
     ``thinking``: the reasoning blocks the model returned before its answer, opaque and exactly as
     the upstream sent them (Claude's ``thinking`` blocks with their signatures, and
-    ``redacted_thinking``): stored and replayed as they are, never rewritten, never dropped."""
+    ``redacted_thinking``): stored and replayed as they are, never rewritten, never dropped.
+    ``stop_sequence``: which of the request's stop sequences ended the answer, when the upstream
+    said (Claude does; an OpenAI-compatible server does not)."""
 
     id: str
     namespace: str
@@ -222,6 +227,7 @@ class Entry:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str = "stop"
     thinking: tuple[Mapping[str, Any], ...] = ()
+    stop_sequence: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -243,6 +249,8 @@ class Entry:
         }
         if self.thinking:
             data["thinking"] = [dict(block) for block in self.thinking]
+        if self.stop_sequence is not None:
+            data["stop_sequence"] = self.stop_sequence
         return data
 
     @classmethod
@@ -265,6 +273,9 @@ class Entry:
             tool_calls=calls,
             finish_reason=str(data.get("finish_reason") or "stop"),
             thinking=tuple(b for b in data.get("thinking") or () if isinstance(b, dict)),
+            stop_sequence=(
+                data["stop_sequence"] if isinstance(data.get("stop_sequence"), str) else None
+            ),
         )
 
 
@@ -324,6 +335,7 @@ class ChatResult:
       gives each replay fresh ones).
     - ``alternatives``: the model's other choices when it was asked for several (a bypass).
     - ``thinking``: the model's reasoning blocks before the answer (``Entry.thinking``).
+    - ``stop_sequence``: the stop sequence that ended it, when known (``Entry.stop_sequence``).
     """
 
     response: str
@@ -340,6 +352,7 @@ class ChatResult:
     tool_calls: tuple[ToolCall, ...] = ()
     alternatives: tuple[Completion, ...] = ()
     thinking: tuple[Mapping[str, Any], ...] = ()
+    stop_sequence: str | None = None
 
     @property
     def cached(self) -> bool:

@@ -447,6 +447,7 @@ class PromptCache:
             tool_calls=tuple(c.anonymous() for c in completion.tool_calls),
             finish_reason=completion.finish_reason,
             thinking=completion.thinking,
+            stop_sequence=completion.stop_sequence,
         )
 
     def _shared(self, query: Query, tally: Tally, filled: Filled) -> ChatResult:

@@ -120,6 +120,7 @@ def test_an_answer_with_tool_calls_and_reasoning_blocks_reads_back_whole(
         tool_calls=(ToolCall("add", '{"a": 2, "b": 2}'),),
         finish_reason="tool_calls",
         thinking=({"type": "thinking", "thinking": "add them", "signature": "c2ln"},),
+        stop_sequence="\n\n",
     )
     put(store, entry)
     assert backend.open().get(entry.id) == entry

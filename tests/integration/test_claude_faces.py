@@ -167,3 +167,29 @@ def test_count_tokens_errors_are_anthropics(client: anthropic.Anthropic) -> None
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.count_tokens(model=MODEL, messages="not a list")  # type: ignore[arg-type]
     assert "messages" in str(bad.value)
+
+
+def test_the_stop_sequence_that_ended_claudes_answer_is_replayed(
+    client: anthropic.Anthropic, up: AnthropicUpstream
+) -> None:
+    """Claude says which stop sequence ended its answer; the cache keeps it with the answer, so a
+    replay says so too (``stop_reason: stop_sequence``), plain and streamed."""
+    kwargs: dict[str, Any] = {
+        "messages": [{"role": "user", "content": fresh("Count to ten")}],
+        "stop_sequences": ["STOP"],
+    }
+    first, tier = create(client, **kwargs)
+    assert tier == "miss"
+    assert (first.stop_reason, first.stop_sequence) == ("stop_sequence", "STOP")
+    again, tier = create(client, **kwargs)
+    assert tier == "exact" and up.calls == 1
+    assert (again.stop_reason, again.stop_sequence) == ("stop_sequence", "STOP")
+    with client.messages.stream(model=MODEL, max_tokens=300, **kwargs) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "STOP")
+
+    other = {**kwargs, "messages": [{"role": "user", "content": fresh("Count to five")}]}
+    with client.messages.stream(model=MODEL, max_tokens=300, **other) as stream:  # a live miss
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "STOP")
+    assert up.calls == 2

@@ -222,7 +222,10 @@ class AnthropicUpstream:
                         delta = {"type": "signature_delta", "signature": block["signature"]}
                         event("content_block_delta", index=index, delta=delta)
                     event("content_block_stop", index=index)
-                stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+                stop = {
+                    "stop_reason": message["stop_reason"],
+                    "stop_sequence": message["stop_sequence"],
+                }
                 usage = {"output_tokens": message["usage"]["output_tokens"]}
                 event("message_delta", delta=stop, usage=usage)
                 event("message_stop")

@@ -332,6 +332,15 @@ def test_tool_use_thinking_and_stop_reasons_come_back() -> None:
     assert answer.thinking == (thinking, redacted)
 
 
+def test_the_stop_sequence_that_ended_the_answer_is_kept() -> None:
+    answer = message({"type": "text", "text": "1, 2, 3"}, stop="stop_sequence", stop_sequence="4")
+    model, _ = recorder(answer)
+    done = model.generate(req(Message("user", "count"), options={"stop": ["4"]}))
+    assert done.finish_reason == "stop" and done.stop_sequence == "4"
+    model, _ = recorder(message({"type": "text", "text": "x"}))
+    assert model.generate(req(Message("user", "q"))).stop_sequence is None
+
+
 @pytest.mark.parametrize(
     ("reason", "finish"),
     [

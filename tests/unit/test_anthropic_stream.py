@@ -43,9 +43,10 @@ def block(index: int, content: dict[str, Any], *deltas: dict[str, Any]) -> list[
     ]
 
 
-def end(reason: str = "end_turn", output: int = 9) -> list[bytes]:
+def end(reason: str = "end_turn", output: int = 9, sequence: str | None = None) -> list[bytes]:
+    delta = {"stop_reason": reason, "stop_sequence": sequence}
     return [
-        event("message_delta", delta={"stop_reason": reason}, usage={"output_tokens": output}),
+        event("message_delta", delta=delta, usage={"output_tokens": output}),
         event("message_stop"),
     ]
 
@@ -101,6 +102,13 @@ def test_text_deltas_stream_and_the_completion_carries_usage_and_finish() -> Non
     assert (done.text, done.model, done.finish_reason) == ("", "claude-test-1", "length")
     assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (12, 9)
     assert model.sent[0]["stream"] is True and body.closed  # type: ignore[attr-defined]
+
+
+def test_the_stop_sequence_of_a_stream_is_kept() -> None:
+    text = block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": "1, 2, 3"})
+    model, _ = streaming([start(), *text, *end("stop_sequence", 5, sequence="4")])
+    _, done = run(model)
+    assert done.finish_reason == "stop" and done.stop_sequence == "4"
 
 
 def test_tool_use_and_thinking_blocks_are_put_back_together() -> None:

@@ -220,9 +220,11 @@ def test_the_stored_answer_format_round_trips_reasoning_blocks_as_they_are() -> 
         {"type": "thinking", "thinking": "Let me see: 2 + 2.", "signature": "c2lnbmF0dXJl"},
         {"type": "redacted_thinking", "data": "ZW5jcnlwdGVk"},
     )
-    entry = Entry("x", "n", "k", "p", "4", "m", Usage(1, 2), 1.0, None, thinking=blocks)
+    entry = Entry(
+        "x", "n", "k", "p", "4", "m", Usage(1, 2), 1.0, None, thinking=blocks, stop_sequence="5"
+    )
     data = json.loads(json.dumps(entry.to_json()))
-    assert data["thinking"] == [dict(b) for b in blocks]
+    assert data["thinking"] == [dict(b) for b in blocks] and data["stop_sequence"] == "5"
     assert Entry.from_json(data) == entry
 
 

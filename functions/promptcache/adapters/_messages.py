@@ -310,6 +310,8 @@ def completion_of(message: Mapping[str, Any], model: str) -> Completion:
             calls.append(ToolCall(str(block["name"]), json.dumps(block["input"]), str(block["id"])))
         elif kind in _REASONING:
             thinking.append(dict(block))
+    sequence = message.get("stop_sequence")
+    sequence = message.get("stop_sequence")
     return Completion(
         text="".join(texts),
         model=str(message.get("model") or model),
@@ -317,6 +319,7 @@ def completion_of(message: Mapping[str, Any], model: str) -> Completion:
         finish_reason=_finish(message.get("stop_reason")),
         tool_calls=tuple(calls),
         thinking=tuple(thinking),
+        stop_sequence=sequence if isinstance(sequence, str) else None,
     )
 
 
@@ -327,6 +330,7 @@ class Blocks:
         self.model = model
         self.usage = Usage()
         self.stop_reason: Any = None
+        self.stop_sequence: Any = None
         self.blocks: dict[int, dict[str, Any]] = {}
         self.json: dict[int, list[str]] = {}
         self.stopped = False
@@ -345,7 +349,9 @@ class Blocks:
         elif name == "content_block_delta":
             return self._delta(int(data["index"]), data["delta"])
         elif name == "message_delta":
-            self.stop_reason = data.get("delta", {}).get("stop_reason", self.stop_reason)
+            delta = data.get("delta", {})
+            self.stop_reason = delta.get("stop_reason", self.stop_reason)
+            self.stop_sequence = delta.get("stop_sequence", self.stop_sequence)
             self.usage = _usage(data.get("usage"), self.usage)
         elif name == "message_stop":
             self.stopped = True
@@ -379,6 +385,7 @@ class Blocks:
             "model": self.model,
             "content": [self.blocks[i] for i in sorted(self.blocks)],
             "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
         }
         done = completion_of(message, self.model)
         return Completion(
@@ -388,4 +395,5 @@ class Blocks:
             finish_reason=done.finish_reason,
             tool_calls=done.tool_calls,
             thinking=done.thinking,
+            stop_sequence=done.stop_sequence,
         )

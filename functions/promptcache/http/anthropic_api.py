@@ -13,9 +13,10 @@ The answer (docs/anthropic-messages.md):
   fresh ``toolu_`` id on every replay, ``input`` the parsed arguments. Arguments that are not a
   JSON object (the Messages API carries only objects) are an ``api_error`` (502), never rewritten;
   empty arguments are ``{}``.
-- ``stop_reason``: ``stop`` -> ``end_turn``, ``length`` -> ``max_tokens``, ``tool_calls`` ->
-  ``tool_use``, ``content_filter`` -> ``refusal``. ``stop_sequence`` is null: the internal answer
-  does not say which sequence stopped the model.
+- ``stop_reason``: ``stop`` -> ``end_turn`` (``stop_sequence`` when the upstream named the
+  sequence that ended it, as Claude does; stored with the answer and replayed), ``length`` ->
+  ``max_tokens``, ``tool_calls`` -> ``tool_use``, ``content_filter`` -> ``refusal``.
+  ``stop_sequence``: that sequence, else null (an OpenAI-compatible server does not say which).
 - Streamed, a live miss sends the model's text deltas as they arrive; tool calls (as
   ``input_json_delta`` fragments) and any thinking come with the final result. A request with
   ``thinking`` on is answered from the finished answer, so that its thinking blocks come first.
@@ -63,6 +64,8 @@ STOP_REASONS = {
 def _stop_reason(result: ChatResult) -> str:
     if result.tool_calls and result.finish_reason == "stop":
         return "tool_use"
+    if result.finish_reason == "stop" and result.stop_sequence is not None:
+        return "stop_sequence"
     return STOP_REASONS.get(result.finish_reason, "end_turn")
 
 
@@ -117,7 +120,7 @@ def message_object(result: ChatResult, *, message_id: str) -> dict[str, Any]:
         "model": result.model,
         "content": content,
         "stop_reason": _stop_reason(result),
-        "stop_sequence": None,
+        "stop_sequence": result.stop_sequence,
         "usage": _usage(result),
     }
 
@@ -213,7 +216,7 @@ def sse_body(
                 yield _delta(index, piece)
             yield _stop(index)
             index += 1
-        finish = {"stop_reason": _stop_reason(result), "stop_sequence": None}
+        finish = {"stop_reason": _stop_reason(result), "stop_sequence": result.stop_sequence}
         yield named_event(
             "message_delta", {"type": "message_delta", "delta": finish, "usage": _usage(result)}
         )

@@ -9,6 +9,7 @@ wins. The router is itself an LLM: ``generate``, ``stream``, ``takes_n`` and ``p
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from typing import cast
 
 from .._protocols import LLM, ChoicesLLM, ProbedLLM, StreamingLLM
 from .._types import ChatRequest, Completion
@@ -53,22 +54,13 @@ class RoutedLLM:
         return self.pick(request.model).generate(request)
 
     def stream(self, request: ChatRequest) -> Generator[str, None, object]:
-        """The chosen upstream's stream (its answer in one delta when it cannot stream)."""
+        """The chosen upstream's stream (its answer in one delta when it cannot stream). Closing
+        this stream closes the upstream's (``yield from`` passes the close on)."""
         llm = self.pick(request.model)
         if isinstance(llm, StreamingLLM):
-            deltas = llm.stream(request)
-            try:
-                while True:
-                    try:
-                        delta = next(deltas)
-                    except StopIteration as stop:  # the upstream's Completion
-                        done: object = stop.value
-                        return done
-                    yield delta
-            finally:
-                close = getattr(deltas, "close", None)
-                if close is not None:
-                    close()
+            # the protocol's iterator returns the upstream's Completion (``StreamingLLM``)
+            deltas = cast(Generator[str, None, object], llm.stream(request))
+            return (yield from deltas)
         completion = llm.generate(request)
         yield completion.text
         return completion

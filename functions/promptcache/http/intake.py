@@ -20,7 +20,7 @@ from .._errors import Unprocessable
 from .._keys import END_USER
 from .._types import CacheMode, Message
 from ..settings import Settings
-from .wire import json_body, number
+from .wire import number, sized_json_body
 
 MAX_FORWARD_BYTES = 6 * 1024 * 1024
 _CACHE_FIELDS = ("cache", "threshold", "ttl", "semantic")
@@ -29,11 +29,7 @@ _CACHE_FIELDS = ("cache", "threshold", "ttl", "semantic")
 def read_body(event: APIGatewayProxyEventV2, settings: Settings) -> tuple[dict[str, Any], bool]:
     """The JSON body (413 past ``MAX_FORWARD_BYTES``), and whether it is over the cache's own
     limit (PROMPTCACHE_MAX_BODY_BYTES): forwarded, not stored."""
-    body = json_body(event, settings, limit=MAX_FORWARD_BYTES)
-    raw = event.body or ""
-    size = (
-        len(raw) * 3 // 4 if event.is_base64_encoded else len(raw.encode("utf-8", "surrogatepass"))
-    )
+    body, size = sized_json_body(event, settings, limit=MAX_FORWARD_BYTES)
     return body, size > settings.max_body_bytes
 
 

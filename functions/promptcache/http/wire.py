@@ -328,6 +328,14 @@ def json_body(
 ) -> dict[str, Any]:
     """The request's JSON object, after content-type and size checks (``limit``: the largest
     body accepted, default PROMPTCACHE_MAX_BODY_BYTES)."""
+    return sized_json_body(event, settings, limit=limit)[0]
+
+
+def sized_json_body(
+    event: APIGatewayProxyEventV2, settings: Settings, *, limit: int | None = None
+) -> tuple[dict[str, Any], int]:
+    """``json_body``, with the body's size in bytes (read once: a face compares it with the
+    cache's own limit without decoding the body again)."""
     content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise UnsupportedMediaType(
@@ -355,7 +363,7 @@ def json_body(
     _check_strings(body)
     if not isinstance(body, dict):
         raise Unprocessable("the body must be a JSON object")
-    return body
+    return body, len(data)
 
 
 #: The deepest nesting of arrays and objects a body may have (a chat request needs about 6).
